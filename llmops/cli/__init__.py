@@ -1,0 +1,36 @@
+"""The ``llmops`` command line."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .estimate_cmd import estimate, models
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="llmops")
+def cli() -> None:
+    """Predict and monitor memory and GPU needs of PyTorch Lightning training runs."""
+
+
+cli.add_command(estimate)
+cli.add_command(models)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: a person's bad input gets one line on stderr and exit code 2, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="llmops", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("llmops: aborted", err=True)
+        return 130
+    except click.ClickException as e:
+        click.echo(f"llmops: error: {e.format_message()}", err=True)
+        return e.exit_code if e.exit_code else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""``llmops estimate`` and ``llmops models``: planning without a training run."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..estimate import PRESETS, TrainingSpec, document, get_preset, refined, validate
+from ..estimate.presets import ALIASES as MODEL_ALIASES
+from ..estimate.spec import ATTENTION, DEVICES, OPTIMIZER_STATES, RECOMPUTE, STRATEGIES
+from ..estimate.units import ALIASES as PRECISION_ALIASES
+from ..estimate.units import DOCUMENT_PRECISIONS, PRECISIONS, gb
+from ..tables import estimate_table, inputs_table
+from .params import Count, Name, PositiveInt, Size, UnitFraction
+
+# flag name → TrainingSpec field
+FIELDS = {
+    "params": "params", "trainable_params": "trainable_params", "layers": "layers",
+    "heads": "heads", "kv_heads": "kv_heads", "hidden": "hidden", "ffn_hidden": "ffn_hidden",
+    "seq_len": "seq_len", "batch_size": "batch_size", "global_batch": "global_batch",
+    "vocab": "vocab", "precision": "precision", "optimizer": "optimizer",
+    "gpu_memory": "gpu_memory", "safety": "safety", "world_size": "world_size",
+    "strategy": "strategy", "tensor_parallel": "tensor_parallel", "attention": "attention",
+    "recompute": "recompute", "dropout": "dropout", "device": "device", "overhead": "overhead_bytes",
+}
+PRECISION_CHOICES = list(DOCUMENT_PRECISIONS) + [p for p in PRECISIONS if p not in DOCUMENT_PRECISIONS]
+
+
+def _opt(*decls: str, **kw: Any) -> Any:
+    return click.option(*decls, default=None, show_default=False, **kw)
+
+
+@click.command()
+@_opt("--model", type=Name(list(PRESETS), MODEL_ALIASES), help="A preset (see `llmops models`).")
+@_opt("--params", type=Count(), help="N, parameters: 7e9, 7B, 1.3b, 7000000000.")
+@_opt("--trainable-params", type=Count(), help="Parameters with gradients (default: all).")
+@_opt("--layers", type=PositiveInt(), help="L, transformer layers.")
+@_opt("--heads", type=PositiveInt(), help="a, attention heads.")
+@_opt("--kv-heads", type=PositiveInt(), help="Key/value heads (grouped-query attention).")
+@_opt("--hidden", type=PositiveInt(), help="h, hidden size.")
+@_opt("--ffn-hidden", type=PositiveInt(), help="MLP width (default 4h).")
+@_opt("--seq-len", type=PositiveInt(), help="s, sequence length.")
+@_opt("--batch-size", type=PositiveInt(), help="b, micro-batch per device.")
+@_opt("--global-batch", type=PositiveInt(), help="Samples per optimizer step, all ranks.")
+@_opt("--vocab", type=PositiveInt(), help="V, vocabulary size.")
+@_opt("--precision", type=Name(PRECISION_CHOICES, PRECISION_ALIASES),
+      help="fp32, fp16, bf16, int8, int4 (or Lightning's bf16-mixed, bf16-true, ...). Default bf16.")
+@_opt("--optimizer", type=Name(list(OPTIMIZER_STATES)), help="Default adamw.")
+@_opt("--gpu-memory", type=Size(), help="Memory per GPU: 24GB (1e9), 80GiB, a bare number is GB.")
+@_opt("--safety", type=UnitFraction(), help="Fraction of GPU memory a run may use, in (0, 1]. Default 0.9.")
+@_opt("--world-size", type=PositiveInt(), help="n, data-parallel ranks. Default 1.")
+@_opt("--strategy", type=Name(list(STRATEGIES)), help="Default ddp.")
+@_opt("--tensor-parallel", type=PositiveInt(), help="Tensor-parallel degree. Default 1.")
+@_opt("--attention", type=Name(list(ATTENTION)), help="plain (s×s scores kept) or sdpa (fused).")
+@_opt("--recompute", type=Name(list(RECOMPUTE)), help="Activation recomputation.")
+@_opt("--dropout/--no-dropout", help="Dropout in the model (masks are kept).")
+@_opt("--device", type=Name(list(DEVICES)), help="cuda (default) or cpu.")
+@_opt("--overhead", type=Size(), help="Fixed overhead per process (refined). Default 0.5GB on cuda.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: inputs, document, refined.")
+@click.option("--gib", is_flag=True, help="Show GiB instead of decimal GB.")
+def estimate(model: str | None, as_json: bool, gib: bool, **flags: Any) -> None:
+    """Predict memory per device, the OOM verdict, the largest safe batch and GPU counts."""
+    spec, sources = TrainingSpec(), {}
+    if model:
+        spec = get_preset(model).spec
+        sources = {k: f"preset {model}" for k, v in vars(spec).items() if v != getattr(TrainingSpec(), k)}
+    given = {FIELDS[k]: v for k, v in flags.items() if v is not None}
+    spec = spec.with_(**given)
+    sources.update({k: "flag" for k in given})
+    try:
+        validate(spec)
+    except ValueError as e:
+        flag = "--" + str(e).split("=", 1)[0].replace("_", "-")
+        raise click.UsageError(f"{flag}: {e}") from None
+    doc, ref = document(spec), refined(spec)
+    inputs = {k: v for k, v in vars(spec).items()}
+    if as_json:
+        click.echo(json.dumps({"inputs": {"model": model, **inputs}, "document": doc.to_json(),
+                               "refined": ref.to_json()}, indent=2, default=str))
+        return
+    console = Console(width=max(Console().width, 100))
+    title = f"llmops estimate{f' — {model}' if model else ''}"
+    console.print(estimate_table([doc, ref], binary=gib, title=title))
+    rows = [(k, v, sources.get(k, "default")) for k, v in inputs.items() if v is not None]
+    console.print(inputs_table(rows))
+    for line in dict.fromkeys(doc.missing + ref.missing):
+        console.print(f"[yellow]not computed[/]: {line}")
+    for line in ref.notes:
+        console.print(f"note: {line}")
+    console.print("document = formulas.md exactly (x = y = p = bytes of --precision); "
+                  "refined = what a real run holds (optimizer, Lightning precision, sharding, logits, overhead).")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+def models(as_json: bool) -> None:
+    """List the presets and their published configurations."""
+    keys = ("params", "active_params", "layers", "hidden", "heads", "kv_heads", "ffn_hidden", "vocab", "seq_len")
+    if as_json:
+        click.echo(json.dumps({n: {k: getattr(p.spec, k) for k in keys} | {"source": p.source}
+                               for n, p in PRESETS.items()}, indent=2))
+        return
+    table = Table(title="presets (llmops estimate --model NAME)", title_justify="left")
+    for k in ("model", "N", "active N", "L", "h", "a", "kv", "MLP", "V", "s", "source"):
+        table.add_column(k, justify="left" if k in ("model", "source") else "right")
+    for name, p in PRESETS.items():
+        s = p.spec
+        table.add_row(name, f"{s.params / 1e9:.2f}B", f"{s.active_params / 1e9:.0f}B" if s.active_params else "",
+                      *(str(getattr(s, k) or "") for k in ("layers", "hidden", "heads", "kv_heads", "ffn_hidden",
+                                                           "vocab", "seq_len")), p.source)
+    Console(width=max(Console().width, 140)).print(table)
+
+
+__all__ = ["estimate", "models", "gb"]

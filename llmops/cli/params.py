@@ -1,0 +1,88 @@
+"""Click parameter types for what people type: sizes, counts, fractions, names with suggestions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..estimate.units import closest, parse_count, parse_size
+
+
+class _Parsed(click.ParamType):
+    """Wrap a parser that raises ``ValueError`` so click reports one clean line."""
+
+    def parse(self, value: Any) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return self.parse(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+class Size(_Parsed):
+    """``24GB`` (1e9), ``80GiB`` (2**30), a bare number is GB."""
+
+    name = "SIZE"
+
+    def parse(self, value: Any) -> int:
+        return parse_size(value)
+
+
+class Count(_Parsed):
+    """``7e9``, ``7B``, ``1.3b``, ``7000000000``."""
+
+    name = "N"
+
+    def parse(self, value: Any) -> int:
+        return parse_count(value)
+
+
+class PositiveInt(_Parsed):
+    name = "INT"
+
+    def parse(self, value: Any) -> int:
+        try:
+            n = int(str(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is not a whole number") from None
+        if n < 1:
+            raise ValueError(f"{value!r} must be a whole number ≥ 1")
+        return n
+
+
+class UnitFraction(_Parsed):
+    """A fraction in (0, 1]."""
+
+    name = "F"
+
+    def parse(self, value: Any) -> float:
+        try:
+            f = float(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number; allowed: (0, 1]") from None
+        if not 0 < f <= 1:
+            raise ValueError(f"{value!r} is outside the allowed range (0, 1]")
+        return f
+
+
+class Name(click.ParamType):
+    """One of a fixed set of names, case-insensitive, suggesting the closest on a typo."""
+
+    name = "NAME"
+
+    def __init__(self, choices: list[str] | tuple[str, ...], aliases: dict[str, str] | None = None):
+        self.choices, self.aliases = list(choices), aliases or {}
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join(self.choices) + "]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        key = str(value).strip().lower()
+        key = self.aliases.get(key, key)
+        if key in self.choices:
+            return key
+        self.fail(f"{value!r} is not allowed{closest(str(value), self.choices)}; "
+                  f"allowed: {', '.join(self.choices)}", param, ctx)

@@ -1,0 +1,20 @@
+"""Pure-math memory and GPU estimator (formulas.md); imports no torch."""
+
+from .document import document
+from .presets import PRESETS, Preset, get_preset
+from .refined import refined
+from .solver import accumulate_for, max_batch, min_world_size
+from .spec import COMPONENTS, Estimate, TrainingSpec, validate
+from .units import PRECISIONS, bytes_per_value, get_precision, parse_count, parse_size
+
+
+def estimate(spec: TrainingSpec) -> dict[str, Estimate]:
+    """Both models for one spec: ``{"document": ..., "refined": ...}``."""
+    return {"document": document(spec), "refined": refined(spec)}
+
+
+__all__ = [
+    "COMPONENTS", "PRECISIONS", "PRESETS", "Estimate", "Preset", "TrainingSpec",
+    "accumulate_for", "bytes_per_value", "document", "estimate", "get_precision",
+    "get_preset", "max_batch", "min_world_size", "parse_count", "parse_size", "refined", "validate",
+]

@@ -1,0 +1,166 @@
+"""The estimator's inputs (``TrainingSpec``) and outputs (``Estimate``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from .units import get_precision
+
+STRATEGIES = ("single", "ddp", "zero1", "zero2", "zero3", "fsdp")
+# What each strategy divides by the data-parallel world size n (formulas.md §3).
+SHARDED: dict[str, frozenset[str]] = {
+    "single": frozenset(),
+    "ddp": frozenset(),
+    "zero1": frozenset({"optimizer_states"}),
+    "zero2": frozenset({"optimizer_states", "grads"}),
+    "zero3": frozenset({"optimizer_states", "grads", "params"}),
+    "fsdp": frozenset({"optimizer_states", "grads", "params"}),
+}
+# Optimizer moments per trainable parameter.
+OPTIMIZER_STATES = {
+    "adamw": 2, "adam": 2, "adamw-amsgrad": 3, "adam-amsgrad": 3,
+    "sgd": 0, "sgd-momentum": 1, "lion": 1, "rmsprop": 1, "adagrad": 1,
+}
+ATTENTION = ("plain", "sdpa")  # sdpa: fused / flash kernels that keep no s×s scores
+RECOMPUTE = ("none", "selective", "full")
+DEVICES = ("cuda", "cpu")
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """What the estimator needs to know about a run; ``None`` means unknown, never guessed."""
+
+    params: int | None = None  # N: every parameter, trainable or frozen
+    trainable_params: int | None = None  # parameters with gradients; None = all of them
+    active_params: int | None = None  # mixture of experts: parameters used per token
+    layers: int | None = None  # L
+    heads: int | None = None  # a
+    hidden: int | None = None  # h
+    kv_heads: int | None = None  # grouped-query attention; None = heads
+    ffn_hidden: int | None = None  # MLP width; None = 4h, as formulas.md assumes
+    gated_mlp: bool = False  # SwiGLU-style MLP (gate and up projections)
+    experts_active: int = 1  # experts each token passes through
+    vocab: int | None = None  # V
+    seq_len: int | None = None  # s
+    batch_size: int | None = None  # b, micro-batch per device
+    global_batch: int | None = None  # samples per optimizer step over all ranks
+    precision: str = "bf16"
+    optimizer: str = "adamw"
+    strategy: str = "ddp"
+    world_size: int = 1  # n, data-parallel ranks
+    tensor_parallel: int = 1
+    attention: str = "plain"
+    recompute: str = "none"
+    dropout: bool = True
+    device: str = "cuda"  # cuda keeps 1-byte dropout masks; the CPU keeps compute-dtype masks
+    gpu_memory: int | None = None  # bytes per device the OOM check uses
+    safety: float = 0.9  # fraction of gpu_memory a run may use
+    overhead_bytes: int | None = None  # None: the refined model's default for the device
+
+    def with_(self, **changes: Any) -> TrainingSpec:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    def merged(self, override: TrainingSpec | None) -> TrainingSpec:
+        """Fields that ``override`` sets (differ from the default) win over this spec's."""
+        if override is None:
+            return self
+        defaults = TrainingSpec()
+        changes = {
+            f.name: getattr(override, f.name)
+            for f in fields(self)
+            if getattr(override, f.name) != getattr(defaults, f.name)
+        }
+        return replace(self, **changes)
+
+
+def _allowed(name: str, value: object, allowed: str) -> ValueError:
+    return ValueError(f"{name}={value!r} is not allowed; {allowed}")
+
+
+def validate(spec: TrainingSpec) -> TrainingSpec:
+    """Raise ``ValueError`` naming the field, its value and what is allowed."""
+    for name in ("params", "trainable_params", "active_params", "layers", "heads", "hidden",
+                 "kv_heads", "ffn_hidden", "vocab", "seq_len", "batch_size", "global_batch",
+                 "gpu_memory"):
+        value = getattr(spec, name)
+        if value is not None and (isinstance(value, bool) or not value > 0):
+            raise _allowed(name, value, "it must be a positive number")
+    for name in ("world_size", "tensor_parallel", "experts_active"):
+        value = getattr(spec, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise _allowed(name, value, "it must be a whole number ≥ 1")
+    if spec.overhead_bytes is not None and spec.overhead_bytes < 0:
+        raise _allowed("overhead_bytes", spec.overhead_bytes, "it must be ≥ 0")
+    if not 0 < spec.safety <= 1:
+        raise _allowed("safety", spec.safety, "it must be in (0, 1]")
+    get_precision(spec.precision)
+    for name, choices in (("strategy", STRATEGIES), ("optimizer", tuple(OPTIMIZER_STATES)),
+                          ("attention", ATTENTION), ("recompute", RECOMPUTE), ("device", DEVICES)):
+        if getattr(spec, name) not in choices:
+            raise _allowed(name, getattr(spec, name), f"allowed: {', '.join(choices)}")
+    if spec.heads and spec.hidden and spec.hidden % spec.heads:
+        raise _allowed("heads", spec.heads, f"it must divide hidden={spec.hidden}")
+    if spec.heads and spec.kv_heads and spec.heads % spec.kv_heads:
+        raise _allowed("kv_heads", spec.kv_heads, f"it must divide heads={spec.heads}")
+    if spec.trainable_params and spec.params and spec.trainable_params > spec.params:
+        raise _allowed("trainable_params", spec.trainable_params, f"it must be ≤ params={spec.params}")
+    return spec
+
+
+COMPONENTS = ("params", "grads", "optimizer_states", "activations", "overhead", "peak")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One model's prediction for a spec; bytes per device, ``None`` where an input is missing."""
+
+    model: str  # "document" or "refined"
+    inference_bytes: int | None = None
+    params_bytes: int | None = None
+    grads_bytes: int | None = None
+    optimizer_state_bytes: int | None = None
+    activation_bytes: int | None = None
+    overhead_bytes: int | None = None
+    peak_bytes: int | None = None
+    budget_bytes: int | None = None  # safety × gpu_memory
+    gpus_training: int | None = None
+    gpus_inference: int | None = None
+    max_batch_size: int | None = None
+    accumulate: int | None = None  # micro-batches per optimizer step that keep global_batch at b_max
+    oom_risk: bool | None = None
+    missing: tuple[str, ...] = ()  # what could not be computed, and why
+    notes: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_state_bytes(self) -> int | None:
+        parts = (self.params_bytes, self.grads_bytes, self.optimizer_state_bytes)
+        return None if None in parts else sum(parts)  # type: ignore[arg-type]
+
+    def components(self) -> dict[str, int | None]:
+        """Bytes by the ``component`` label of ``llmops_memory_predicted_bytes``."""
+        return {
+            "params": self.params_bytes, "grads": self.grads_bytes,
+            "optimizer_states": self.optimizer_state_bytes, "activations": self.activation_bytes,
+            "overhead": self.overhead_bytes, "peak": self.peak_bytes,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The keys of ``llmops estimate --json`` (bytes as integers)."""
+        out: dict[str, Any] = {
+            "inference_bytes": self.inference_bytes,
+            "model_state_bytes": self.model_state_bytes,
+            "activation_bytes": self.activation_bytes,
+            "peak_bytes": self.peak_bytes,
+            "gpus_training": self.gpus_training,
+            "gpus_inference": self.gpus_inference,
+            "max_batch_size": self.max_batch_size,
+            "oom_risk": self.oom_risk,
+        }
+        if self.model != "document":
+            out.update(components=self.components(), accumulate=self.accumulate,
+                       budget_bytes=self.budget_bytes, missing=list(self.missing),
+                       notes=list(self.notes), **self.extra)
+        return out

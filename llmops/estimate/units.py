@@ -1,0 +1,126 @@
+"""Precisions and the parsing of sizes and counts people type (``24GB``, ``80GiB``, ``7B``)."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a training run stores and computes values, in bytes per value.
+
+    ``param_bytes`` (x) and ``grad_bytes`` (y) are what the refined model counts;
+    ``compute_bytes`` (p) is the activation precision; ``master_copy`` is a separate fp32
+    copy of the weights kept by the optimizer; ``state_bytes`` is the bytes of each
+    optimizer moment.
+    """
+
+    name: str
+    compute_bytes: Fraction
+    param_bytes: Fraction
+    grad_bytes: Fraction
+    master_copy: bool
+    state_bytes: Fraction
+
+
+_F = Fraction
+# formulas.md §1, plus Lightning's precision names for what a real run holds.
+PRECISIONS: dict[str, Precision] = {
+    "fp32": Precision("fp32", _F(4), _F(4), _F(4), False, _F(4)),
+    # The document's mixed-precision convention: 2-byte weights and gradients, fp32 master.
+    "fp16": Precision("fp16", _F(2), _F(2), _F(2), True, _F(4)),
+    "bf16": Precision("bf16", _F(2), _F(2), _F(2), True, _F(4)),
+    "int8": Precision("int8", _F(1), _F(1), _F(1), True, _F(4)),
+    "int4": Precision("int4", _F(1, 2), _F(1, 2), _F(1, 2), True, _F(4)),
+    # Lightning: "*-mixed" keeps fp32 weights and gradients and autocasts the compute.
+    "16-mixed": Precision("16-mixed", _F(2), _F(4), _F(4), False, _F(4)),
+    "bf16-mixed": Precision("bf16-mixed", _F(2), _F(4), _F(4), False, _F(4)),
+    # "*-true" keeps everything, optimizer states included, in the 2-byte type.
+    "16-true": Precision("16-true", _F(2), _F(2), _F(2), False, _F(2)),
+    "bf16-true": Precision("bf16-true", _F(2), _F(2), _F(2), False, _F(2)),
+}
+DOCUMENT_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
+ALIASES = {
+    "float32": "fp32", "32": "fp32", "32-true": "fp32", "half": "fp16", "float16": "fp16",
+    "bfloat16": "bf16", "16": "16-mixed", "bf16-mixed": "bf16-mixed", "64-true": "fp32",
+}
+
+
+def closest(value: str, allowed: list[str] | tuple[str, ...]) -> str:
+    """A ``did you mean`` suffix naming the closest allowed names, or ``""``."""
+    near = difflib.get_close_matches(value.lower(), list(allowed), n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(near)}?)" if near else ""
+
+
+def get_precision(name: str) -> Precision:
+    """Look a precision up by its name or alias; ``ValueError`` names what is allowed."""
+    key = str(name).strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in PRECISIONS:
+        allowed = sorted(PRECISIONS)
+        raise ValueError(
+            f"unknown precision {name!r}{closest(str(name), allowed)}; allowed: {', '.join(allowed)}"
+        )
+    return PRECISIONS[key]
+
+
+def bytes_per_value(precision: str) -> Fraction:
+    """formulas.md §1: bytes per value of a precision (4, 2, 1, 0.5)."""
+    return get_precision(precision).compute_bytes
+
+
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "": 10**9, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+_COUNT_UNITS = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
+
+
+def parse_size(text: str | float | int, bare_unit: int = 10**9) -> int:
+    """Bytes from ``24GB`` (decimal), ``80GiB`` (binary) or a bare number (``bare_unit``, GB)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value, factor = Fraction(repr(text)), bare_unit
+    else:
+        if str(text).strip().startswith("-"):
+            raise ValueError(f"{text!r} is not a positive size")
+        m = _SIZE.match(str(text))
+        unit = m.group(2).lower() if m else None
+        if not m or unit not in _SIZE_UNITS:
+            raise ValueError(f"{text!r} is not a size; use e.g. 24GB, 80GiB, 512MB or a number of GB")
+        value = Fraction(m.group(1))
+        factor = bare_unit if unit == "" else _SIZE_UNITS[unit]
+    size = value * factor
+    if size <= 0:
+        raise ValueError(f"{text!r} is not a positive size")
+    return int(size)
+
+
+def parse_count(text: str | float | int) -> int:
+    """A parameter count from ``7e9``, ``7B``, ``1.3b``, ``125M`` or ``7000000000``."""
+    s = str(text).strip().lower().replace("_", "").replace(",", "")
+    if s.startswith("-"):
+        raise ValueError(f"{text!r} is not a positive count")
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)([kmbt]?)", s)
+    if not m:
+        raise ValueError(f"{text!r} is not a count; use e.g. 7e9, 7B, 1.3b, 125M or 7000000000")
+    count = Fraction(m.group(1)) * _COUNT_UNITS[m.group(2)]
+    if count <= 0:
+        raise ValueError(f"{text!r} is not a positive count")
+    return int(count)
+
+
+def exact(value: float | int | Fraction) -> Fraction:
+    """An exact rational from a number as a person wrote it (0.9 → 9/10, not its binary float)."""
+    return value if isinstance(value, Fraction) else Fraction(repr(value))
+
+
+def gb(value: float | int | Fraction | None, binary: bool = False) -> str:
+    """Bytes as a person reads them: decimal GB by default, GiB on request."""
+    if value is None:
+        return "—"
+    return f"{float(value) / (2**30 if binary else 1e9):,.2f}"

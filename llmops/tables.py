@@ -1,0 +1,82 @@
+"""Rich tables a person reads: the estimate (CLI) and the preflight (the monitor's log)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+
+from rich.console import Console
+from rich.table import Table
+
+from .estimate import Estimate
+from .estimate.units import gb
+
+ROWS: tuple[tuple[str, str], ...] = (
+    ("inference_bytes", "inference weights"),
+    ("params_bytes", "parameters"),
+    ("grads_bytes", "gradients"),
+    ("optimizer_state_bytes", "optimizer states"),
+    ("model_state_bytes", "model states"),
+    ("activation_bytes", "activations"),
+    ("overhead_bytes", "overhead"),
+    ("peak_bytes", "peak per device"),
+    ("budget_bytes", "budget (safety × memory)"),
+)
+
+
+def _fmt(value: object, binary: bool | None = None) -> str:
+    """Bytes as GB (or GiB when ``binary``); counts as they are (``binary=None``)."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "[bold red]YES[/]" if value else "[green]no[/]"
+    if binary is None:
+        return str(value)
+    return gb(value, binary)  # type: ignore[arg-type]
+
+
+def estimate_table(models: Iterable[Estimate], binary: bool = False, title: str | None = None) -> Table:
+    """Models side by side: memory in GB (GiB on request), the verdict and the GPU counts."""
+    models = list(models)
+    unit = "GiB" if binary else "GB"
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    for m in models:
+        table.add_column(f"{m.model} ({unit})", justify="right")
+    for attr, label in ROWS:
+        table.add_row(label, *(_fmt(getattr(m, attr), binary) for m in models))
+    table.add_section()
+    table.add_row("OOM risk", *(_fmt(m.oom_risk) for m in models))
+    table.add_row("largest safe micro-batch", *(_fmt(m.max_batch_size) for m in models))
+    table.add_row("grad. accumulation for global batch", *(_fmt(m.accumulate) for m in models))
+    table.add_row("GPUs, training", *(_gpus_training(m) for m in models))
+    table.add_row("GPUs, inference", *(_fmt(m.gpus_inference) for m in models))
+    return table
+
+
+def _gpus_training(m: Estimate) -> str:
+    if m.model == "document":
+        return f"{_fmt(m.gpus_training)} (rule of thumb)"
+    fsdp = m.extra.get("gpus_training_fsdp")
+    text = _fmt(m.gpus_training) if m.gpus_training is not None else "none fits"
+    return f"{text} (formula; fsdp {_fmt(fsdp)})"
+
+
+def inputs_table(rows: Iterable[tuple[str, object, str]]) -> Table:
+    """What the estimate assumed: name, value, where it came from."""
+    table = Table(title="inputs", title_justify="left")
+    for col in ("input", "value", "from"):
+        table.add_column(col)
+    for name, value, source in rows:
+        table.add_row(name, "—" if value is None else f"{value:,}" if isinstance(value, int)
+                      and not isinstance(value, bool) else str(value), source)
+    return table
+
+
+def to_text(*renderables: object, width: int = 110) -> str:
+    """Render to plain text, for logs and files."""
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, no_color=True, highlight=False, force_terminal=False)
+    for r in renderables:
+        console.print(r)
+    return buf.getvalue()

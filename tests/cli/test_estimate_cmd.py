@@ -1,0 +1,86 @@
+"""The CLI as a person runs it: a subprocess, its stdout, stderr and exit code."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+DOC_KEYS = {"inference_bytes", "model_state_bytes", "activation_bytes", "peak_bytes",
+            "gpus_training", "gpus_inference", "max_batch_size", "oom_risk"}
+
+
+def llmops(*args):
+    code = "import sys; from llmops.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+
+
+def test_json_schema():
+    r = llmops("estimate", "--params", "7B", "--layers", "32", "--heads", "32", "--hidden", "4096",
+               "--seq-len", "2048", "--batch-size", "1", "--gpu-memory", "24GB", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out) == {"inputs", "document", "refined"}
+    assert set(out["document"]) == DOC_KEYS
+    assert DOC_KEYS <= set(out["refined"])
+    doc = out["document"]
+    assert doc["inference_bytes"] == 14 * 10**9 and doc["model_state_bytes"] == 112 * 10**9
+    assert doc["gpus_training"] == 7 and doc["gpus_inference"] == 1
+    L, s, h, a = 32, 2048, 4096, 32
+    assert doc["activation_bytes"] == L * s * h * (34 + 5 * a * s // h)
+    assert doc["peak_bytes"] == doc["model_state_bytes"] + doc["activation_bytes"]
+    assert doc["oom_risk"] is True and doc["max_batch_size"] == 0
+    assert all(isinstance(doc[k], int) for k in ("inference_bytes", "peak_bytes"))
+
+
+def test_json_nulls_where_inputs_missing():
+    out = json.loads(llmops("estimate", "--params", "7e9", "--json").stdout)
+    assert out["document"]["activation_bytes"] is None and out["document"]["oom_risk"] is None
+    assert out["document"]["model_state_bytes"] == 112 * 10**9
+
+
+def test_human_table_shows_both_models():
+    r = llmops("estimate", "--model", "llama-2-7b", "--seq-len", "4096", "--batch-size", "1",
+               "--gpu-memory", "80GB")
+    assert r.returncode == 0, r.stderr
+    for text in ("document (GB)", "refined (GB)", "peak per device", "OOM risk", "largest safe micro-batch",
+                 "13.48", "6,738,415,616"):
+        assert text in r.stdout
+    assert r.stderr == ""
+
+
+def test_table_says_what_it_could_not_compute():
+    r = llmops("estimate", "--params", "7e9")
+    assert "not computed" in r.stdout and "layers" in r.stdout
+
+
+def test_gib_flag():
+    r = llmops("estimate", "--params", "7e9", "--gib")
+    assert "document (GiB)" in r.stdout and "13.04" in r.stdout  # 14e9 / 2**30
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["--params", "-5"], "--params"), (["--params", "0"], "--params"), (["--params", "lots"], "--params"),
+    (["--gpu-memory", "abc"], "--gpu-memory"), (["--gpu-memory", "-1GB"], "--gpu-memory"),
+    (["--layers", "0"], "--layers"), (["--seq-len", "x"], "--seq-len"),
+    (["--precision", "fp8"], "--precision"), (["--model", "lama-2-7b"], "--model"),
+    (["--heads", "7", "--hidden", "64"], "--heads"), (["--safety", "0"], "--safety"),
+    (["--safety", "1.01"], "--safety"), (["--strategy", "zero9"], "--strategy")])
+def test_bad_input_one_line_exit_2(args, flag):
+    r = llmops("estimate", *args)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and flag in lines[0] and "Traceback" not in r.stderr
+    assert r.stdout == ""
+
+
+def test_unknown_preset_suggests_closest():
+    r = llmops("estimate", "--model", "lama-2-7b")
+    assert "did you mean llama-2-7b" in r.stderr
+
+
+def test_models_lists_presets():
+    r = llmops("models", "--json")
+    names = json.loads(r.stdout)
+    assert {"gpt2-small", "gpt-3-175b", "llama-2-7b", "llama-2-13b", "llama-2-70b", "llama-3-8b",
+            "llama-3-70b", "mistral-7b", "grok-1"} <= set(names)

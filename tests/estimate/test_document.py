@@ -1,0 +1,124 @@
+"""formulas.md worked examples, and the activation formula against its per-part table."""
+
+import math
+import subprocess
+import sys
+from fractions import Fraction
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from llmops.estimate import TrainingSpec, document, refined
+from llmops.estimate.document import activation_bytes, gpus_rule_of_thumb, inference_bytes, model_state_bytes
+
+
+def test_inference_worked_examples():
+    assert inference_bytes(7 * 10**9, "fp32") == 28 * 10**9
+    assert inference_bytes(7 * 10**9, "bf16") == 14 * 10**9
+    assert inference_bytes(7 * 10**9, "int8") == 7 * 10**9
+    assert inference_bytes(7 * 10**9, "int4") == Fraction(35, 10) * 10**9
+    # more parameters at lower precision: 13e9 in int8 is about 7e9 in bf16
+    assert inference_bytes(13 * 10**9, "int8") == 13 * 10**9
+
+
+def test_model_states_worked_example():
+    assert model_state_bytes(7 * 10**9, 2, 2) == 112 * 10**9
+    est = document(TrainingSpec(params=7 * 10**9, precision="bf16"))
+    assert est.model_state_bytes == 112 * 10**9
+    assert est.inference_bytes == 14 * 10**9
+
+
+def test_gpu_rule_of_thumb_worked_example():
+    train, infer, raw = gpus_rule_of_thumb(7 * 10**9, 24 * 10**9)
+    assert raw == Fraction(7 * 18 * 125, 100 * 24)  # 6.5625
+    assert (train, infer) == (7, 1)
+    est = document(TrainingSpec(params=7 * 10**9, gpu_memory=24 * 10**9))
+    assert (est.gpus_training, est.gpus_inference) == (7, math.ceil(raw / 8))
+
+
+def per_part_sum(L, b, s, h, a, p):
+    """formulas.md §4's table, part by part (an independent computation of the closed form)."""
+    per_layer = (5 * p * s * b * h + s * b * h + 2 * p * a * s * s * b + a * s * s * b
+                 + 9 * p * s * b * h + s * b * h + 2 * p * s * b * h)
+    return L * per_layer
+
+
+dims = dict(L=st.integers(1, 96), b=st.integers(1, 64), s=st.integers(1, 8192),
+            a=st.sampled_from([1, 2, 4, 8, 12, 16, 32, 64, 96]), k=st.integers(1, 256),
+            p=st.sampled_from([Fraction(4), Fraction(2), Fraction(1), Fraction(1, 2)]))
+
+
+@given(**dims)
+def test_closed_form_equals_per_part_sum(L, b, s, a, k, p):
+    h = a * k
+    assert activation_bytes(L, b, s, h, a, p) == per_part_sum(L, b, s, h, a, p)
+
+
+@given(**dims)
+def test_korthikanti_form_at_p2(L, b, s, a, k, p):
+    h = a * k
+    assert activation_bytes(L, b, s, h, a, 2) == L * s * b * h * (34 + Fraction(5 * a * s, h))
+
+
+@given(**dims)
+def test_refined_plain_variant_equals_document(L, b, s, a, k, p):
+    """Refined with plain attention, dropout, 1-byte masks, MLP 4h, no logits, no overhead, p = 2."""
+    h = a * k
+    spec = TrainingSpec(layers=L, batch_size=b, seq_len=s, hidden=h, heads=a, precision="bf16",
+                        device="cuda", dropout=True, attention="plain", params=10**6, overhead_bytes=0)
+    ref, doc = refined(spec), document(spec)
+    head = 2 * s * b * h  # the refined model adds the final norm's input
+    assert ref.activation_bytes - head == doc.activation_bytes
+
+
+@given(**dims)
+def test_activations_linear_in_batch(L, b, s, a, k, p):
+    h = a * k
+    assert activation_bytes(L, b, s, h, a, p) == b * activation_bytes(L, 1, s, h, a, p)
+    assert activation_bytes(L, b, s + 1, h, a, p) > activation_bytes(L, b, s, h, a, p)
+    assert activation_bytes(L + 1, b, s, h, a, p) > activation_bytes(L, b, s, h, a, p)
+
+
+def base_spec(**kw):
+    return TrainingSpec(params=1_300_000_000, layers=24, hidden=2048, heads=16, seq_len=2048,
+                        vocab=50257, batch_size=1, gpu_memory=80 * 10**9, **kw)
+
+
+@given(precision=st.sampled_from(["fp32", "bf16", "int8", "bf16-mixed", "bf16-true"]),
+       safety=st.sampled_from([0.5, 0.8, 0.9, 1.0]), mem=st.integers(8, 200),
+       strategy=st.sampled_from(["ddp", "zero1", "zero3"]), n=st.integers(1, 16),
+       recompute=st.sampled_from(["none", "selective", "full"]))
+def test_max_batch_fits_and_one_more_does_not(precision, safety, mem, strategy, n, recompute):
+    spec = base_spec(precision=precision, safety=safety, strategy=strategy, world_size=n,
+                     recompute=recompute).with_(gpu_memory=mem * 10**9)
+    for model in (document, refined):
+        b_max = model(spec).max_batch_size
+        if b_max:
+            assert model(spec.with_(batch_size=b_max)).oom_risk is False
+        assert model(spec.with_(batch_size=b_max + 1)).oom_risk is True
+
+
+def test_max_batch_zero_when_states_do_not_fit():
+    spec = TrainingSpec(params=70 * 10**9, layers=80, hidden=8192, heads=64, seq_len=4096,
+                        batch_size=1, gpu_memory=80 * 10**9)
+    assert document(spec).max_batch_size == 0
+    assert refined(spec).max_batch_size == 0
+    assert document(spec).oom_risk is True
+
+
+def test_missing_inputs_give_none_and_a_reason():
+    est = document(TrainingSpec(params=7 * 10**9))
+    assert est.activation_bytes is None and est.peak_bytes is None and est.oom_risk is None
+    assert any("layers" in m for m in est.missing)
+    assert est.model_state_bytes == 112 * 10**9
+
+
+def test_accumulation_keeps_global_batch():
+    spec = base_spec(global_batch=512, world_size=4, strategy="fsdp")
+    est = refined(spec)
+    assert est.max_batch_size and est.accumulate == math.ceil(512 / (est.max_batch_size * 4))
+
+
+def test_estimator_imports_no_torch():
+    code = "import sys, llmops.estimate, llmops.cli; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
