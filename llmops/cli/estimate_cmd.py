@@ -109,7 +109,7 @@ def models(as_json: bool) -> None:
         table.add_column(k, justify="left" if k in ("model", "source") else "right")
     for name, p in PRESETS.items():
         s = p.spec
-        table.add_row(name, f"{s.params / 1e9:.2f}B", f"{s.active_params / 1e9:.0f}B" if s.active_params else "",
+        table.add_row(name, f"{(s.params or 0) / 1e9:.2f}B", f"{s.active_params / 1e9:.0f}B" if s.active_params else "",
                       *(str(getattr(s, k) or "") for k in ("layers", "hidden", "heads", "kv_heads", "ffn_hidden",
                                                            "vocab", "seq_len")), p.source)
     Console(width=max(Console().width, 140)).print(table)

@@ -1,0 +1,166 @@
+"""The hooks shared by both Lightning namespaces; each hook delegates to the ``Monitor``.
+
+Only the public Trainer API is read (``global_rank``, ``local_rank``, ``world_size``,
+``precision``, ``strategy``, ``optimizers``, ``logger``, ``global_step``,
+``accumulate_grad_batches``).
+"""
+
+from __future__ import annotations
+
+import time
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import torch
+from prometheus_client import CollectorRegistry
+
+from .config import MonitorConfig
+from .estimate import TrainingSpec
+from .introspect import batch_shape, introspect
+from .monitor import Monitor
+
+
+class MonitorCallback:
+    """Predicted-versus-actual memory, OOM risk and step timing of a Lightning run, for Prometheus.
+
+    Serves ``http://{addr}:{port + local_rank}/metrics`` (``monitor.metrics_url``). Every series
+    carries ``run`` and ``rank``. Metrics (names are a public interface, see docs/metrics.md):
+
+    - ``llmops_memory_predicted_bytes{component,model}`` bytes, predicted per device before step 1
+    - ``llmops_memory_actual_bytes{component}`` bytes, measured (tensors; allocator peak on CUDA)
+    - ``llmops_memory_drift_ratio{model}`` ratio, measured peak / predicted peak (no fixed overhead)
+    - ``llmops_memory_budget_bytes`` bytes and ``llmops_memory_safety_ratio`` ratio, the OOM check's budget
+    - ``llmops_oom_risk{source}`` 0/1, ``source`` = prediction, measured, trend
+    - ``llmops_batch_size``, ``llmops_batch_size_max_safe{model}``, ``llmops_batch_accumulate_predicted{model}`` samples
+    - ``llmops_gpus_predicted{method,phase}`` GPUs (rule of thumb, formula)
+    - ``llmops_gpu_memory_total_bytes``, ``llmops_gpu_memory_used_bytes``,
+      ``llmops_gpu_process_memory_bytes`` bytes and ``llmops_gpu_utilization_ratio`` ratio,
+      ``{gpu,UUID}``, from NVML; absent (not 0) without a GPU
+    - ``llmops_cuda_memory_reserved_bytes`` bytes, ``llmops_cuda_ooms_total``, ``llmops_cuda_alloc_retries_total``
+    - ``llmops_train_step``, ``llmops_step_duration_seconds`` (histogram, seconds), ``llmops_samples_total``
+    - ``llmops_activation_sample_steps_total`` steps on which activations were measured
+    - ``llmops_monitor_errors_total{probe}`` errors caught inside the monitor (the run went on)
+    - ``llmops_build_info{version,torch,lightning,strategy,precision}`` 1
+
+    Args:
+        port: the first rank's port; each process serves on ``port + local_rank``; 0 takes a free port.
+        addr: address to listen on (``"0.0.0.0"`` for a cluster's Prometheus).
+        run: the run's name; default the logger's name and version, else a timestamp.
+        spec: a ``TrainingSpec`` whose set fields override what is read from the run.
+        memory_budget: bytes, or a size like ``"8GB"``; default the GPU's memory.
+        safety: fraction of the budget a run may use, in (0, 1].
+        on_oom_risk: ``"warn"``, or ``"raise"`` to stop before the first step when the prediction does not fit.
+        interval: seconds between NVML / allocator readings (background thread).
+        activation_interval: activations are measured on the first step and every this many steps.
+        nvml: read NVML (default: when the run uses a CUDA device).
+        certfile, keyfile: PEM files for TLS; basic_auth: ``(user, password)``.
+        linger: seconds to keep the process at the end of fit so a last scrape sees the final state.
+        pushgateway_url: push the final state there at the end of fit.
+    """
+
+    def __init__(self, port: int = 9445, addr: str = "127.0.0.1", run: str | None = None,
+                 spec: TrainingSpec | None = None, memory_budget: int | float | str | None = None,
+                 safety: float = 0.9, on_oom_risk: str = "warn", interval: float = 1.0, *,
+                 activation_interval: int = 100, nvml: bool | None = None,
+                 certfile: str | None = None, keyfile: str | None = None,
+                 basic_auth: tuple[str, str] | None = None, linger: float = 0.0,
+                 pushgateway_url: str | None = None, serve: bool = True,
+                 registry: CollectorRegistry | None = None, nvml_client: Any = None) -> None:
+        super().__init__()
+        self.config = MonitorConfig.from_args(
+            port=port, addr=addr, run=run, spec=spec, memory_budget=memory_budget, safety=safety,
+            on_oom_risk=on_oom_risk, interval=interval, activation_interval=activation_interval,
+            nvml=nvml, certfile=certfile, keyfile=keyfile, basic_auth=basic_auth, linger=linger,
+            pushgateway_url=pushgateway_url, serve=serve)
+        self.monitor = Monitor(self.config, registry=registry, nvml_client=nvml_client)
+        self._needs_preflight = True
+
+    @property
+    def metrics_url(self) -> str | None:
+        """The URL actually served, after fit starts."""
+        return self.monitor.metrics_url
+
+    # -- hooks: one line each ----------------------------------------------------------------
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage == "fit":
+            self._start(trainer)
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self._batch_start(trainer, pl_module, batch)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._batch_end(trainer, pl_module, batch)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        self.monitor.abort_measure()
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage == "fit":
+            self.monitor.close()
+
+    # -- what the hooks do -------------------------------------------------------------------
+    def _start(self, trainer: Any) -> None:
+        with self.monitor.guard("setup"):
+            self._needs_preflight = True
+            device = trainer.strategy.root_device
+            self.monitor.start(run=self._run_name(trainer), rank=trainer.global_rank,
+                               local_rank=trainer.local_rank,
+                               device_index=(device.index or 0) if device.type == "cuda" else None,
+                               build_labels=self._build_labels(trainer))
+
+    def _batch_start(self, trainer: Any, pl_module: Any, batch: Any) -> None:
+        if self._needs_preflight:
+            self._needs_preflight = False
+            self._preflight(trainer, pl_module, batch)  # may raise OOMRiskError, by design
+        m = self.monitor
+        m.step_start(trainer.global_step)
+        if m.should_measure(trainer.global_step):
+            with m.guard("activations"):
+                m.begin_measure(pl_module)
+
+    def _batch_end(self, trainer: Any, pl_module: Any, batch: Any) -> None:
+        m = self.monitor
+        with m.guard("activations"):
+            m.end_measure(pl_module, trainer.optimizers)
+        with m.guard("step"):
+            m.step_end(trainer.global_step, batch_shape(batch)[0])
+
+    def _preflight(self, trainer: Any, pl_module: Any, batch: Any) -> None:
+        m = self.monitor
+        intro = None
+        with m.guard("preflight"):
+            device = trainer.strategy.root_device
+            gpu_memory = self.config.memory_budget
+            if gpu_memory is None and device.type == "cuda":
+                gpu_memory = torch.cuda.get_device_properties(device).total_memory
+            intro = introspect(pl_module, batch, precision=trainer.precision, strategy=trainer.strategy,
+                               world_size=trainer.world_size, accumulate=trainer.accumulate_grad_batches,
+                               optimizers=trainer.optimizers, device=device.type, gpu_memory=gpu_memory,
+                               safety=self.config.safety, override=self.config.spec)
+        if intro is not None:
+            m.preflight(intro, is_rank_zero=trainer.global_rank == 0)
+
+    def _run_name(self, trainer: Any) -> str:
+        if self.config.run:
+            return self.config.run
+        logger = trainer.logger
+        name = None
+        if logger is not None:
+            version = logger.version
+            name = f"{logger.name}-{version if isinstance(version, str) else f'v{version}'}"
+        name = name or time.strftime("run-%Y%m%d-%H%M%S")
+        return str(trainer.strategy.broadcast(name))  # every rank labels its series alike
+
+    def _build_labels(self, trainer: Any) -> dict[str, str]:
+        return {"version": _version("llmops"), "torch": torch.__version__,
+                "lightning": _version(self._lightning_dist), "strategy": type(trainer.strategy).__name__,
+                "precision": str(trainer.precision)}
+
+    _lightning_dist = "lightning"
+
+
+def _version(dist: str) -> str:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,155 @@
+"""The /metrics HTTP(S) endpoint: port fallback, TLS and optional basic auth."""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hmac
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
+
+logger = logging.getLogger("llmops")
+
+
+class Exporter:
+    """A running metrics endpoint: ``url`` and ``port`` are what is actually served."""
+
+    def __init__(self, server: WSGIServer, thread: threading.Thread, addr: str, tls: bool) -> None:
+        self._server = server
+        self._thread = thread
+        self._closed = False
+        self._lock = threading.Lock()
+        self.port: int = server.server_port
+        host = f"[{addr}]" if ":" in addr else (addr or "0.0.0.0")
+        self.url: str = f"{'https' if tls else 'http'}://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        """Stop serving and release the port; calling it again does nothing."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Exporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start_exporter(
+    registry: CollectorRegistry,
+    port: int = 9445,
+    addr: str = "127.0.0.1",
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    basic_auth: tuple[str, str] | None = None,
+    port_attempts: int = 10,
+) -> Exporter:
+    """Serve ``registry`` on ``addr:port`` in a daemon thread.
+
+    A port in use moves on to the next ``port_attempts`` ports, then to a free one (``port=0`` asks
+    for a free one directly); the URL actually served is logged and returned in ``Exporter.url``.
+    ``certfile`` and ``keyfile`` (PEM) turn on TLS; ``basic_auth=(user, password)`` requires them.
+    """
+    if not 0 <= port <= 65535 or port_attempts < 0:
+        raise ValueError(f"port {port} must be in 0..65535 and port_attempts {port_attempts} >= 0")
+    if (certfile is None) != (keyfile is None):
+        raise ValueError(f"TLS needs both files: got certfile={certfile!r}, keyfile={keyfile!r}")
+    # Load the certificate before binding, so a bad path fails with its name and no socket leaks.
+    context = _tls_context(certfile, keyfile) if certfile and keyfile else None
+    if basic_auth is not None and context is None:
+        logger.warning("llmops exporter: basic auth without TLS sends the password in clear text")
+
+    def start(candidate: int) -> tuple[WSGIServer, threading.Thread]:
+        if basic_auth is None:
+            return start_http_server(candidate, addr, registry, certfile=certfile, keyfile=keyfile)
+        return _start_with_auth(candidate, addr, registry, context, basic_auth)
+
+    last_error: OSError | None = None
+    for candidate in _candidates(port, port_attempts):
+        try:
+            server, thread = start(candidate)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            last_error = exc
+            continue
+        exporter = Exporter(server, thread, addr, tls=context is not None)
+        if last_error is not None:
+            logger.warning("llmops exporter: port %d in use, serving on %s", port, exporter.url)
+        else:
+            logger.info("llmops exporter: serving on %s", exporter.url)
+        return exporter
+    raise OSError(errno.EADDRINUSE, f"no free port for the llmops exporter on {addr}") from last_error
+
+
+def _candidates(port: int, attempts: int) -> Iterable[int]:
+    if port == 0:
+        return (0,)
+    return (*range(port, min(port + attempts, 65535) + 1), 0)
+
+
+def _tls_context(certfile: str, keyfile: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(certfile=certfile, keyfile=keyfile)
+    except OSError as exc:
+        raise type(exc)(f"cannot load TLS certificate {certfile!r} or key {keyfile!r}: {exc}") from exc
+    return context
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes every few seconds would flood stderr."""
+
+
+def _start_with_auth(
+    port: int,
+    addr: str,
+    registry: CollectorRegistry,
+    context: ssl.SSLContext | None,
+    credentials: tuple[str, str],
+) -> tuple[WSGIServer, threading.Thread]:
+    """prometheus_client's own WSGI server setup, with the app behind basic auth."""
+
+    family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+    app = _require_basic_auth(make_wsgi_app(registry), *credentials)
+    server = make_server(addr, port, app, Server, handler_class=_QuietHandler)
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, name="llmops-exporter", daemon=True)
+    thread.start()
+    return server, thread
+
+
+def _require_basic_auth(app: Callable, user: str, password: str) -> Callable:
+    """Wrap a WSGI app so that only requests with these basic-auth credentials reach it."""
+    expected = base64.b64encode(f"{user}:{password}".encode())
+
+    def guarded(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() == "basic" and hmac.compare_digest(token.strip().encode("latin-1"), expected):
+            return app(environ, start_response)
+        start_response("401 Unauthorized", [
+            ("WWW-Authenticate", 'Basic realm="llmops", charset="UTF-8"'),
+            ("Content-Type", "text/plain; charset=utf-8"),
+        ])
+        return [b"401 Unauthorized\n"]
+
+    return guarded

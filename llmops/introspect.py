@@ -1,0 +1,191 @@
+"""The run → the estimator's inputs: model config, batch shape, precision, strategy, optimizer.
+
+Reads only public attributes of the module, the batch, the optimizers and the trainer;
+what it cannot find it reports by name and leaves ``None`` (never guessed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .estimate import TrainingSpec
+
+# estimator field → config attribute names, in order of preference
+CONFIG_NAMES: dict[str, tuple[str, ...]] = {
+    "layers": ("num_hidden_layers", "n_layer", "n_layers", "num_layers"),
+    "heads": ("num_attention_heads", "n_head", "n_heads", "num_heads"),
+    "hidden": ("hidden_size", "n_embd", "d_model", "dim"),
+    "kv_heads": ("num_key_value_heads", "n_query_groups", "n_kv_heads"),
+    "ffn_hidden": ("intermediate_size", "n_inner", "ffn_dim", "hidden_dim"),
+    "vocab": ("vocab_size", "padded_vocab_size", "n_vocab"),
+}
+LIGHTNING_PRECISION = {"32-true": "fp32", "32": "fp32", "16-mixed": "16-mixed", "16": "16-mixed",
+                       "bf16-mixed": "bf16-mixed", "bf16": "bf16-mixed", "16-true": "16-true",
+                       "bf16-true": "bf16-true"}
+GATED_ACTIVATIONS = ("silu", "swiglu", "geglu", "swish")
+REQUIRED = ("layers", "heads", "hidden", "seq_len", "batch_size")
+
+
+@dataclass
+class Introspection:
+    """What was read from the run, and what could not be."""
+
+    spec: TrainingSpec
+    sources: dict[str, str] = field(default_factory=dict)  # field → where it was read
+    missing: list[str] = field(default_factory=list)  # fields needed and not found
+
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    """``(total, trainable)`` parameters, each shared tensor counted once."""
+    total = trainable = 0
+    for p in module.parameters():  # parameters() already yields a shared tensor once
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return total, trainable
+
+
+def find_config(module: nn.Module) -> tuple[dict[str, int], str | None]:
+    """Architecture figures from the first ``config`` found on the module or a submodule."""
+    for name, sub in module.named_modules():
+        cfg = getattr(sub, "config", None)
+        if cfg is None or isinstance(cfg, (str, int, float)):
+            continue
+        found = {}
+        for key, names in CONFIG_NAMES.items():
+            for attr in names:
+                value = cfg.get(attr) if isinstance(cfg, Mapping) else getattr(cfg, attr, None)
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                    found[key] = value
+                    break
+        if found:
+            act = str(_get(cfg, "hidden_act", "activation_function", "mlp_class_name") or "").lower()
+            if any(g in act for g in GATED_ACTIVATIONS) or "llamamlp" in act:
+                found["gated_mlp"] = True
+            impl = str(_get(cfg, "_attn_implementation", "attn_implementation") or "")
+            if impl in ("sdpa", "flash_attention_2", "flash_attention_3"):
+                found["attention"] = "sdpa"  # type: ignore[assignment]
+            return found, f"{name or type(module).__name__}.config"
+    return _from_torch_modules(module)
+
+
+def _get(cfg: Any, *names: str) -> Any:
+    for n in names:
+        value = cfg.get(n) if isinstance(cfg, Mapping) else getattr(cfg, n, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _from_torch_modules(module: nn.Module) -> tuple[dict[str, int], str | None]:
+    """``nn.TransformerEncoderLayer`` / ``nn.MultiheadAttention`` stacks."""
+    layers = [m for m in module.modules() if isinstance(m, (nn.TransformerEncoderLayer,
+                                                             nn.TransformerDecoderLayer))]
+    attn = [m for m in module.modules() if isinstance(m, nn.MultiheadAttention)]
+    if not attn:
+        return {}, None
+    found = {"layers": len(layers) or len(attn), "heads": attn[0].num_heads, "hidden": attn[0].embed_dim}
+    if layers:
+        found["ffn_hidden"] = layers[0].linear1.out_features
+    emb = [m for m in module.modules() if isinstance(m, nn.Embedding)]
+    if emb:
+        found["vocab"] = emb[0].num_embeddings
+    return found, "nn.MultiheadAttention modules"
+
+
+def batch_shape(batch: Any) -> tuple[int | None, int | None]:
+    """``(b, s)`` from the first token tensor of a batch (``input_ids`` first), without reading data."""
+    tensors = list(_tensors(batch))
+    if not tensors:
+        return None, None
+    t = tensors[0]
+    if t.dim() >= 2 and not t.is_floating_point():
+        return int(t.shape[0]), int(t.shape[1])
+    if t.dim() == 3:  # (b, s, h) embeddings, batch-first
+        return int(t.shape[0]), int(t.shape[1])
+    return int(t.shape[0]), None
+
+
+def _tensors(batch: Any) -> Iterable[torch.Tensor]:
+    if isinstance(batch, torch.Tensor):
+        yield batch
+    elif isinstance(batch, Mapping):
+        for key in ("input_ids", *batch.keys()):
+            if key in batch:
+                yield from _tensors(batch[key])
+    elif isinstance(batch, (list, tuple)):
+        for item in batch:
+            yield from _tensors(item)
+
+
+def optimizer_name(optimizers: list[torch.optim.Optimizer]) -> str | None:
+    """The estimator's optimizer name for the first optimizer; ``None`` when unknown."""
+    if not optimizers:
+        return None
+    opt = optimizers[0]
+    group = opt.param_groups[0] if opt.param_groups else {}
+    if isinstance(opt, (torch.optim.Adam, torch.optim.AdamW)):
+        base = "adamw" if isinstance(opt, torch.optim.AdamW) else "adam"
+        return base + ("-amsgrad" if group.get("amsgrad") else "")
+    if isinstance(opt, torch.optim.SGD):
+        return "sgd-momentum" if group.get("momentum", 0) else "sgd"
+    return {torch.optim.RMSprop: "rmsprop", torch.optim.Adagrad: "adagrad"}.get(type(opt))
+
+
+def has_dropout(module: nn.Module) -> bool:
+    """Whether any dropout module would drop values in training."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in module.modules())
+
+
+def strategy_name(strategy: Any) -> str | None:
+    """The estimator's strategy for a Lightning strategy object, from its class and public settings."""
+    cls = type(strategy).__name__
+    if cls.startswith("SingleDevice"):
+        return "single"
+    if cls.startswith("DDP"):
+        return "ddp"
+    if cls.startswith("FSDP") or cls.startswith("ModelParallel"):
+        shard = str(getattr(strategy, "sharding_strategy", "FULL_SHARD"))
+        return "zero2" if "SHARD_GRAD_OP" in shard else "ddp" if "NO_SHARD" in shard else "fsdp"
+    if cls.startswith("DeepSpeed"):
+        stage = (getattr(strategy, "config", None) or {}).get("zero_optimization", {}).get("stage", 0)
+        return {1: "zero1", 2: "zero2", 3: "zero3"}.get(stage, "ddp")
+    return None
+
+
+def introspect(module: nn.Module, batch: Any, *, precision: str, strategy: Any, world_size: int,
+               accumulate: int, optimizers: list[torch.optim.Optimizer], device: str,
+               gpu_memory: int | None, safety: float, override: TrainingSpec | None = None) -> Introspection:
+    """Build the estimator's spec from a Lightning run's public state and its first batch."""
+    total, trainable = count_parameters(module)
+    cfg, cfg_source = find_config(module)
+    b, s = batch_shape(batch)
+    sources: dict[str, str] = {"params": "module parameters", "trainable_params": "module parameters"}
+    sources.update({k: cfg_source or "" for k in cfg})
+    values: dict[str, Any] = dict(cfg, params=total, trainable_params=trainable,
+                                  world_size=max(1, world_size), device=device, safety=safety,
+                                  gpu_memory=gpu_memory, dropout=has_dropout(module))
+    if b:
+        values["batch_size"], sources["batch_size"] = b, "first batch"
+        values["global_batch"] = b * max(1, world_size) * max(1, accumulate)
+    if s:
+        values["seq_len"], sources["seq_len"] = s, "first batch"
+    values["precision"] = LIGHTNING_PRECISION.get(str(precision))
+    values["strategy"] = strategy_name(strategy)
+    values["optimizer"] = optimizer_name(optimizers)
+    for key, what in (("precision", precision), ("strategy", type(strategy).__name__),
+                      ("optimizer", type(optimizers[0]).__name__ if optimizers else "none")):
+        sources[key] = f"trainer ({what})"
+    overrides = {k: v for k, v in vars(override).items() if v != getattr(TrainingSpec(), k)} if override else {}
+    values.update(overrides)
+    sources.update({k: "spec=" for k in overrides})
+    missing = [k for k in (*REQUIRED, "precision", "strategy", "optimizer") if values.get(k) is None]
+    defaults = TrainingSpec()
+    for k in ("precision", "strategy", "optimizer"):
+        if values.get(k) is None:
+            values[k] = getattr(defaults, k)  # placeholder; predictions that need it are dropped
+    return Introspection(TrainingSpec(**{k: v for k, v in values.items() if v is not None}), sources, missing)

@@ -1,0 +1,149 @@
+"""The one declarative list of the metrics llmops exports (docs/metrics.md is the contract).
+
+Docs, dashboards, alert rules and the exporter are all checked against ``METRICS``.
+Every series also carries ``COMMON_LABELS``; they are not repeated per metric.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+MetricType = Literal["gauge", "counter", "histogram"]
+Unit = Literal["bytes", "seconds", "ratio", "bytes_per_second", "count", "boolean", "info"]
+
+COMMON_LABELS: tuple[str, ...] = ("run", "rank")
+TYPES: tuple[str, ...] = ("gauge", "counter", "histogram")
+UNITS: tuple[str, ...] = ("bytes", "seconds", "ratio", "bytes_per_second", "count", "boolean", "info")
+# Base units that Prometheus practice puts at the end of the name (before ``_total``).
+SUFFIX_UNITS: tuple[str, ...] = ("bytes_per_second", "bytes", "seconds", "ratio")
+
+_NAME = re.compile(r"^llmops_[a-z][a-z0-9_]*$")
+_LABEL = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: its exposed name (counters keep ``_total``), type, base unit, own labels, help.
+
+    ``buckets`` are histogram upper bounds in the metric's unit, ascending, without ``+Inf``.
+    Construction raises ``ValueError`` for a spec that breaks the naming conventions.
+    """
+
+    name: str
+    type: MetricType
+    unit: Unit
+    labels: tuple[str, ...]
+    help: str
+    buckets: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not _NAME.match(self.name):
+            problems.append("name must match llmops_[a-z0-9_]+")
+        if self.type not in TYPES:
+            problems.append(f"type must be one of {TYPES}")
+        if self.unit not in UNITS:
+            problems.append(f"unit must be one of {UNITS}")
+        if (self.type == "counter") != self.name.endswith("_total"):
+            problems.append("counters, and only counters, end in _total")
+        stem = self.name.removesuffix("_total")
+        if self.unit in SUFFIX_UNITS and not stem.endswith("_" + self.unit):
+            problems.append(f"a metric in {self.unit} ends in _{self.unit}")
+        bad = [n for n in self.labels if n in COMMON_LABELS or not _LABEL.match(n)]
+        if bad or len(set(self.labels)) != len(self.labels):
+            problems.append(f"labels {self.labels} must be unique, valid and exclude {COMMON_LABELS}")
+        if (self.type == "histogram") != (self.buckets is not None):
+            problems.append("histograms, and only histograms, have buckets")
+        finite = self.buckets and all(math.isfinite(b) for b in self.buckets)
+        if self.buckets is not None and (not finite or list(self.buckets) != sorted(set(self.buckets))):
+            problems.append("buckets must be finite, unique and ascending (+Inf is implicit)")
+        if not self.help:
+            problems.append("help must not be empty")
+        if problems:
+            raise ValueError(f"metric {self.name!r}: " + "; ".join(problems))
+
+
+def _g(name: str, unit: Unit, help: str, *labels: str) -> MetricSpec:
+    return MetricSpec(name, "gauge", unit, labels, help)
+
+
+def _c(name: str, unit: Unit, help: str, *labels: str) -> MetricSpec:
+    return MetricSpec(name, "counter", unit, labels, help)
+
+
+def _h(name: str, help: str, buckets: tuple[float, ...]) -> MetricSpec:
+    return MetricSpec(name, "histogram", "seconds", (), help, buckets)
+
+
+# 1 ms .. 10 min, roughly 1-2.5-5 per decade: a step or an all-reduce at any model scale.
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+)
+# 0.1 s .. 1 h: from a small model on local disk to a sharded 100B checkpoint on network storage.
+CHECKPOINT_BUCKETS: tuple[float, ...] = (
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
+)
+
+_GPU = ("gpu", "UUID")  # UUID spelled as dcgm-exporter spells it, for joins on(UUID)
+
+METRICS: tuple[MetricSpec, ...] = (
+    # Prediction
+    _g("llmops_memory_predicted_bytes", "bytes",
+       "Predicted bytes per device for each component; peak is the predicted peak.", "component", "model"),
+    _g("llmops_gpus_predicted", "count",
+       "GPUs needed; method is rule_of_thumb or formula, phase is training or inference.", "method", "phase"),
+    _g("llmops_batch_size", "count", "Micro-batch size per device in use."),
+    _g("llmops_batch_size_max_safe", "count",
+       "Largest micro-batch predicted to fit under the safety fraction.", "model"),
+    _g("llmops_batch_accumulate_predicted", "count",
+       "Gradient accumulation steps that keep the global batch at the model's largest safe micro-batch.",
+       "model"),
+    _g("llmops_oom_risk", "boolean",
+       "1 when an OOM is likely, else 0; source is prediction, measured or trend.", "source"),
+    _g("llmops_memory_budget_bytes", "bytes",
+       "Device memory the OOM check uses, before the safety fraction is applied."),
+    _g("llmops_memory_safety_ratio", "ratio", "Fraction of the memory budget a prediction may use."),
+    # Actual
+    _g("llmops_memory_actual_bytes", "bytes",
+       "Measured bytes per device per component; peak is the allocator peak over the last window.",
+       "component"),
+    _g("llmops_memory_drift_ratio", "ratio", "Measured peak divided by predicted peak.", "model"),
+    _g("llmops_gpu_memory_total_bytes", "bytes", "Device memory (NVML).", *_GPU),
+    _g("llmops_gpu_memory_used_bytes", "bytes", "Device memory in use by all processes (NVML).", *_GPU),
+    _g("llmops_gpu_process_memory_bytes", "bytes", "Device memory used by this process (NVML).", *_GPU),
+    _g("llmops_gpu_utilization_ratio", "ratio", "GPU busy fraction (NVML).", *_GPU),
+    _g("llmops_cuda_memory_reserved_bytes", "bytes", "Bytes reserved by the PyTorch CUDA allocator."),
+    _c("llmops_cuda_ooms_total", "count", "CUDA allocator out-of-memory errors."),
+    _c("llmops_cuda_alloc_retries_total", "count",
+       "CUDA allocator retries: allocations that succeeded only after freeing cached blocks."),
+    _c("llmops_activation_sample_steps_total", "count", "Training steps on which activations were measured."),
+    # Training progress
+    _g("llmops_train_step", "count", "Global step."),
+    _h("llmops_step_duration_seconds", "Wall time of one training step on this rank.", DURATION_BUCKETS),
+    _c("llmops_samples_total", "count", "Samples processed by this rank."),
+    # Communication
+    _h("llmops_comm_allreduce_duration_seconds",
+       "Time of each gradient all-reduce (per DDP bucket).", DURATION_BUCKETS),
+    _c("llmops_comm_allreduce_bytes_total", "bytes", "Bytes all-reduced by this rank."),
+    _g("llmops_comm_bus_bandwidth_bytes_per_second", "bytes_per_second",
+       "All-reduce bus bandwidth over the last window (nccl-tests definition)."),
+    # Checkpoints
+    _g("llmops_checkpoint_last_success_timestamp_seconds", "seconds",
+       "Unix time the last checkpoint finished writing."),
+    _h("llmops_checkpoint_save_duration_seconds", "Time to write a checkpoint.", CHECKPOINT_BUCKETS),
+    _g("llmops_checkpoint_size_bytes", "bytes", "Size of the last checkpoint written."),
+    _c("llmops_checkpoint_saves_total", "count", "Checkpoints written."),
+    _c("llmops_checkpoint_failures_total", "count", "Checkpoint writes that failed."),
+    _c("llmops_checkpoint_restores_total", "count", "Runs resumed from a checkpoint."),
+    # Health of the monitor itself
+    _c("llmops_monitor_errors_total", "count",
+       "Errors caught inside the monitor, by probe; the run went on.", "probe"),
+    _g("llmops_build_info", "info", "Always 1; the versions and settings are the labels.",
+       "version", "torch", "lightning", "strategy", "precision"),
+)
+
+BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}

@@ -1,0 +1,289 @@
+"""The Lightning-free core: preflight prediction, sampling thread, drift and OOM risk.
+
+The training thread calls ``step_start``/``step_end`` (a clock read and a few dict updates)
+and, on sampled steps, ``measure``; NVML and the CUDA allocator are read on a background
+thread every ``interval`` seconds. Everything is exported through one ``MetricState``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import torch
+from prometheus_client import CollectorRegistry
+
+from .config import MonitorConfig
+from .drift import drift_ratio, trend_risk
+from .estimate import Estimate, document, refined
+from .estimate.units import gb
+from .exporter import LLMOpsCollector, MetricState, push_final, start_exporter
+from .guard import Guard, OOMRiskError
+from .introspect import Introspection
+from .probes import ActivationMeter, CudaAllocatorProbe, NvmlProbe, PynvmlClient, state_bytes
+from .probes.cuda import cuda_device_uuid
+from .tables import estimate_table, to_text
+
+log = logging.getLogger("llmops")
+
+
+class Monitor:
+    """Predicted-versus-actual memory for one process (rank) of a training run."""
+
+    def __init__(self, config: MonitorConfig, registry: CollectorRegistry | None = None,
+                 nvml_client: Any = None) -> None:
+        self.config = config
+        self.state = MetricState()
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
+        self.guard = Guard(self.state)
+        self.exporter: Any = None
+        self.prediction: dict[str, Estimate] = {}
+        self.intro: Introspection | None = None
+        self.preflight_text = ""
+        self.run, self.rank, self.device = "", 0, "cpu"
+        self._nvml_client = nvml_client
+        self._nvml: NvmlProbe | None = None
+        self._allocator: CudaAllocatorProbe | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._peaks: deque[tuple[float, float]] = deque(maxlen=config.trend_window)
+        self._warned: set[str] = set()
+        self._last_counters: dict[str, float] = {}
+        self._meter: ActivationMeter | None = None
+        self._t0 = 0.0
+        self.step = 0
+        self.measured: dict[str, int] = {}
+        self._started = False
+
+    @property
+    def metrics_url(self) -> str | None:
+        """The URL actually served, once started."""
+        return self.exporter.url if self.exporter is not None else None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, run: str, rank: int, local_rank: int, device_index: int | None,
+              build_labels: dict[str, str]) -> None:
+        """Register the collector, serve the endpoint and start the sampling thread (once)."""
+        if self._started:
+            return
+        self._started = True
+        self.run, self.rank = run, rank
+        self.device = "cuda" if device_index is not None else "cpu"
+        with self.guard("collector"):
+            self.registry.register(LLMOpsCollector(self.state, run=run, rank=rank))
+        if self.config.serve:
+            c = self.config
+            with self.guard("exporter"):
+                self.exporter = start_exporter(self.registry, port=c.port + local_rank if c.port else 0,
+                                               addr=c.addr, certfile=c.certfile, keyfile=c.keyfile,
+                                               basic_auth=c.basic_auth)
+        self.state.set("llmops_build_info", 1, **build_labels)
+        use_nvml = self.config.nvml if self.config.nvml is not None else device_index is not None
+        if use_nvml:
+            with self.guard("nvml"):
+                uuid = cuda_device_uuid(device_index) if device_index is not None else None
+                probe = NvmlProbe(self._nvml_client or PynvmlClient(), cuda_uuid=uuid,
+                                  cuda_index=device_index if device_index is not None else 0)
+                probe.open()
+                self._nvml = probe
+        if device_index is not None:
+            with self.guard("cuda_allocator"):
+                self._allocator = CudaAllocatorProbe(device_index)
+        if self._nvml is not None or self._allocator is not None:
+            self._thread = threading.Thread(target=self._loop, name="llmops-sampler", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Stop sampling and push the final state; the endpoint serves until the process ends."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(5.0, 2 * self.config.interval))
+            self._thread = None
+        self.sample()  # the last reading, so a final scrape or push sees it
+        if self.config.pushgateway_url:
+            with self.guard("pushgateway"):
+                push_final(self.config.pushgateway_url, self.registry,
+                           grouping_key={"run": self.run, "rank": str(self.rank)})
+        if self.config.linger:
+            time.sleep(self.config.linger)
+        if self._nvml is not None:
+            with self.guard("nvml"):
+                self._nvml.close()
+            self._nvml = None
+
+    def shutdown(self) -> None:
+        """Close, and stop serving the endpoint now."""
+        self.close()
+        if self.exporter is not None:
+            self.exporter.close()
+
+    # -- preflight ---------------------------------------------------------------------------
+    def preflight(self, intro: Introspection, is_rank_zero: bool = True) -> dict[str, Estimate]:
+        """Predict, export and log; raise ``OOMRiskError`` when asked to and the prediction does not fit."""
+        self.intro = intro
+        spec, missing = intro.spec, set(intro.missing)
+        models: dict[str, Estimate] = {}
+        if "precision" not in missing:
+            models["document"] = document(spec)
+            if not missing & {"strategy", "optimizer"}:
+                models["refined"] = refined(spec)
+        self.prediction = models
+        if intro.missing and is_rank_zero:
+            log.warning("llmops: could not infer %s from the run; pass spec=TrainingSpec(...) to set "
+                        "them. Predictions that need them are left out.", ", ".join(intro.missing))
+        self._export_prediction(spec.batch_size)
+        best = models.get("refined") or models.get("document")
+        if best is None:
+            return models
+        self.preflight_text = self._preflight_text(best)
+        if is_rank_zero:
+            log.info("%s", self.preflight_text)
+        if best.oom_risk:
+            msg = self._risk_message(best)
+            if self.config.on_oom_risk == "raise":
+                raise OOMRiskError(msg + " (on_oom_risk='raise': stopped before the first step)")
+            if is_rank_zero:
+                log.warning(msg)
+        return models
+
+    def _export_prediction(self, batch_size: int | None) -> None:
+        s = self.state
+        s.set("llmops_batch_size", batch_size)
+        s.set("llmops_memory_safety_ratio", self.config.safety)
+        for model, est in self.prediction.items():
+            for component, value in est.components().items():
+                s.set("llmops_memory_predicted_bytes", value, component=component, model=model)
+            s.set("llmops_batch_size_max_safe", est.max_batch_size, model=model)
+            s.set("llmops_batch_accumulate_predicted", est.accumulate, model=model)
+            method = "rule_of_thumb" if model == "document" else "formula"
+            s.set("llmops_gpus_predicted", est.gpus_training, method=method, phase="training")
+            s.set("llmops_gpus_predicted", est.gpus_inference, method=method, phase="inference")
+        best = self.prediction.get("refined") or self.prediction.get("document")
+        if best is not None and best.oom_risk is not None:
+            s.set("llmops_oom_risk", int(best.oom_risk), source="prediction")
+            for source in ("measured", "trend"):
+                if s.get("llmops_oom_risk", source=source) is None:
+                    s.set("llmops_oom_risk", 0, source=source)
+        if self.intro is not None:
+            s.set("llmops_memory_budget_bytes", self.intro.spec.gpu_memory)
+
+    def _preflight_text(self, best: Estimate) -> str:
+        spec = self.intro.spec if self.intro else None
+        table = estimate_table(self.prediction.values(), title="llmops preflight: predicted memory per device")
+        lines = [f"run={self.run} rank={self.rank} b={spec.batch_size} s={spec.seq_len} "
+                 f"precision={spec.precision} strategy={spec.strategy} n={spec.world_size} "
+                 f"optimizer={spec.optimizer}" if spec else ""]
+        if best.budget_bytes is None:
+            lines.append("OOM check: no memory budget (no GPU found); pass memory_budget= to check")
+        else:
+            lines.append(f"budget {gb(best.budget_bytes)} GB (safety {self.config.safety} × "
+                         f"{gb(spec.gpu_memory if spec else None)} GB); largest safe micro-batch "
+                         f"{best.max_batch_size}; gradient accumulation for the global batch "
+                         f"{best.accumulate}")
+        return to_text(table, "\n".join(lines))
+
+    def _risk_message(self, best: Estimate) -> str:
+        spec = self.intro.spec if self.intro else None
+        b = spec.batch_size if spec else None
+        return (f"llmops: OOM risk — predicted peak {gb(best.peak_bytes)} GB per device exceeds the "
+                f"budget {gb(best.budget_bytes)} GB (safety {self.config.safety}); largest safe "
+                f"micro-batch {best.max_batch_size} (in use: {b})"
+                + (f"; keep the global batch with accumulate_grad_batches={best.accumulate}"
+                   if best.accumulate else ""))
+
+    # -- the training thread -----------------------------------------------------------------
+    def step_start(self, step: int) -> None:
+        self.step = step
+        self._t0 = time.perf_counter()
+
+    def step_end(self, step: int, samples: int | None) -> None:
+        s = self.state
+        s.observe("llmops_step_duration_seconds", time.perf_counter() - self._t0)
+        s.set("llmops_train_step", step)
+        if samples:
+            s.inc("llmops_samples_total", samples)
+
+    def should_measure(self, step: int) -> bool:
+        """Activations are measured on the first step and every ``activation_interval`` steps."""
+        return not self.measured or step % self.config.activation_interval == 0
+
+    def begin_measure(self, module: torch.nn.Module) -> None:
+        self._meter = ActivationMeter(exclude=module.parameters())
+        self._meter.start()
+
+    def end_measure(self, module: torch.nn.Module, optimizers: list[torch.optim.Optimizer]) -> None:
+        """Count states from the tensors and the activations saved for backward on this step."""
+        meter, self._meter = self._meter, None
+        if meter is None:
+            return
+        meter.stop()
+        counted = state_bytes(module, optimizers)
+        self.measured = {"params": counted["params"], "grads": counted["grads"],
+                         "optimizer_states": counted["optimizer_states"],
+                         "activations": meter.activation_bytes}
+        for component, value in self.measured.items():
+            self.state.set("llmops_memory_actual_bytes", value, component=component)
+        self.state.inc("llmops_activation_sample_steps_total")
+        if self.device == "cpu":  # no allocator to read: the peak is what the tensors hold
+            self._observe_peak(float(sum(self.measured.values())))
+
+    def abort_measure(self) -> None:
+        if self._meter is not None:
+            self._meter.stop()
+            self._meter = None
+
+    # -- sampling ----------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.wait(self.config.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        """Read NVML and the CUDA allocator once (the background thread calls this)."""
+        s = self.state
+        if self._nvml is not None:
+            with self.guard("nvml"):
+                r = self._nvml.read()
+                labels = {"gpu": str(r.index), "UUID": r.uuid}
+                s.set("llmops_gpu_memory_total_bytes", r.memory_total_bytes, **labels)
+                s.set("llmops_gpu_memory_used_bytes", r.memory_used_bytes, **labels)
+                s.set("llmops_gpu_process_memory_bytes", r.process_memory_bytes, **labels)
+                s.set("llmops_gpu_utilization_ratio", r.utilization_ratio, **labels)
+        if self._allocator is not None:
+            with self.guard("cuda_allocator"):
+                a = self._allocator.read()
+                s.set("llmops_cuda_memory_reserved_bytes", a.reserved_bytes)
+                self._count("llmops_cuda_ooms_total", a.num_ooms)
+                self._count("llmops_cuda_alloc_retries_total", a.num_alloc_retries)
+                self._observe_peak(float(a.peak_allocated_bytes))
+
+    def _count(self, name: str, cumulative: float) -> None:
+        delta = cumulative - self._last_counters.get(name, 0.0)
+        self._last_counters[name] = cumulative
+        self.state.inc(name, max(0.0, delta))
+
+    def _observe_peak(self, peak: float) -> None:
+        """Drift and OOM risk from a measured peak (allocator or tensors; no fixed overhead)."""
+        s = self.state
+        s.set("llmops_memory_actual_bytes", peak, component="peak")
+        for model, est in self.prediction.items():
+            if est.peak_bytes is not None:
+                predicted = est.peak_bytes - (est.overhead_bytes or 0)
+                s.set("llmops_memory_drift_ratio", drift_ratio(peak, predicted), model=model)
+        best = self.prediction.get("refined") or self.prediction.get("document")
+        if best is None or best.budget_bytes is None:
+            return
+        room = best.budget_bytes - (best.overhead_bytes or 0)
+        self._peaks.append((float(self.step), peak))
+        for source, risk, detail in (
+            ("measured", peak > room, f"measured peak {gb(peak)} GB"),
+            ("trend", trend_risk(list(self._peaks), room, self.config.trend_horizon_steps),
+             f"memory growing step after step from {gb(self._peaks[0][1])} to {gb(peak)} GB"),
+        ):
+            s.set("llmops_oom_risk", int(risk), source=source)
+            if risk and source not in self._warned:
+                self._warned.add(source)
+                log.warning("llmops: OOM risk (%s) at step %d: %s; budget for tensors %s GB",
+                            source, self.step, detail, gb(room))

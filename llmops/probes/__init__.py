@@ -1,0 +1,34 @@
+"""Measurements behind small interfaces: NVML, the CUDA allocator, tensor state and saved activations."""
+
+from .activations import ActivationMeter
+from .base import (
+    AllocatorReading,
+    GpuReading,
+    NvmlClient,
+    NvmlError,
+    NvmlMemory,
+    NvmlProcess,
+    ProbeUnavailable,
+)
+from .cuda import CudaAllocatorProbe, cuda_device_uuid
+from .fake import FakeGpu, FakeNvmlClient
+from .nvml import NvmlProbe, PynvmlClient
+from .tensors import state_bytes
+
+__all__ = [
+    "ActivationMeter",
+    "AllocatorReading",
+    "CudaAllocatorProbe",
+    "FakeGpu",
+    "FakeNvmlClient",
+    "GpuReading",
+    "NvmlClient",
+    "NvmlError",
+    "NvmlMemory",
+    "NvmlProbe",
+    "NvmlProcess",
+    "ProbeUnavailable",
+    "PynvmlClient",
+    "cuda_device_uuid",
+    "state_bytes",
+]

@@ -1,0 +1,91 @@
+"""The probe interface: readings, the NVML client protocol and the errors probes raise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+# NVML return codes the probes act on (nvml.h `nvmlReturn_t`).
+NVML_ERROR_UNINITIALIZED = 1
+NVML_ERROR_INVALID_ARGUMENT = 2
+NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_NOT_FOUND = 6
+NVML_ERROR_DRIVER_NOT_LOADED = 9
+NVML_ERROR_LIBRARY_NOT_FOUND = 12
+NVML_ERROR_GPU_IS_LOST = 15
+# NVML's "value not available" sentinel for unsigned long long fields such as usedGpuMemory.
+NVML_VALUE_NOT_AVAILABLE = 2**64 - 1
+
+
+class ProbeUnavailable(RuntimeError):
+    """A measurement source is missing or can't be read (no NVML, no CUDA, GPU not found or lost)."""
+
+
+class NvmlError(RuntimeError):
+    """An NVML call failed; `code` is the NVML return code (`NVML_ERROR_*`)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class GpuReading:
+    """One NVML sample of one GPU; `index` is the NVML index. None means NVML can't tell."""
+
+    index: int
+    uuid: str
+    name: str
+    memory_total_bytes: int
+    memory_used_bytes: int
+    process_memory_bytes: int | None  # this process's usage on this GPU
+    utilization_ratio: float | None  # 0-1, fraction of the sample period a kernel ran
+
+
+@dataclass(frozen=True)
+class AllocatorReading:
+    """One sample of the PyTorch CUDA caching allocator, in bytes; peak is since the previous sample."""
+
+    allocated_bytes: int
+    peak_allocated_bytes: int
+    reserved_bytes: int
+    num_ooms: int
+    num_alloc_retries: int
+
+
+class NvmlMemory(NamedTuple):
+    """Device memory from `nvmlDeviceGetMemoryInfo`, in bytes."""
+
+    total_bytes: int
+    used_bytes: int
+
+
+class NvmlProcess(NamedTuple):
+    """One entry of `nvmlDeviceGetComputeRunningProcesses`; memory None when NVML can't tell."""
+
+    pid: int
+    used_gpu_memory_bytes: int | None
+
+
+class NvmlClient(Protocol):
+    """The NVML calls the probe needs; every call raises `NvmlError` on failure."""
+
+    def init(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def device_count(self) -> int: ...
+
+    def handle_by_index(self, index: int) -> object: ...
+
+    def uuid(self, handle: object) -> str: ...
+
+    def name(self, handle: object) -> str: ...
+
+    def memory_info(self, handle: object) -> NvmlMemory: ...
+
+    def utilization_rates(self, handle: object) -> int:
+        """GPU utilization in percent (0-100) over NVML's last sample period."""
+        ...
+
+    def compute_processes(self, handle: object) -> list[NvmlProcess]: ...

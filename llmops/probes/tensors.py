@@ -1,0 +1,56 @@
+"""Exact bytes of parameters, gradients and optimizer states, counted from the tensors themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+
+
+def storage_key(tensor: torch.Tensor) -> tuple[str, int]:
+    """Identity of the memory a tensor views: (device, storage address).
+
+    Meta and empty tensors have no address, so they are keyed by the tensor object and never merged.
+    """
+    ptr = tensor.untyped_storage().data_ptr()
+    return (str(tensor.device), ptr) if ptr else (f"id:{tensor.device}", id(tensor))
+
+
+def _tensors(obj: Any) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _tensors(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensors(value)
+
+
+def _count(tensors: Iterable[torch.Tensor], seen: set[tuple[str, int]]) -> int:
+    """Bytes of the storages not yet in `seen` (whole storages: a view keeps all of its storage alive)."""
+    total = 0
+    for t in tensors:
+        key = storage_key(t)
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+    return total
+
+
+def state_bytes(module: torch.nn.Module, optimizers: list[torch.optim.Optimizer]) -> dict[str, int]:
+    """Bytes held by `params` (= `params_trainable` + `params_frozen`), `grads` and `optimizer_states`.
+
+    Each storage is counted once (tied weights, flat buffers, grads that are bucket views), in that
+    order of categories. Optimizer states are every tensor in `optimizer.state`, step counters included:
+    that is what memory holds.
+    """
+    seen: set[tuple[str, int]] = set()
+    params = list(module.parameters())
+    trainable = _count((p for p in params if p.requires_grad), seen)
+    frozen = _count((p for p in params if not p.requires_grad), seen)
+    grads = _count((p.grad for p in params if p.grad is not None), seen)
+    states = _count((t for opt in optimizers for t in _tensors(list(opt.state.values()))), seen)
+    return {"params": trainable + frozen, "params_trainable": trainable, "params_frozen": frozen,
+            "grads": grads, "optimizer_states": states}

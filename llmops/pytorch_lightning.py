@@ -1,0 +1,13 @@
+"""``LLMOpsMonitor`` for the standalone ``pytorch_lightning`` package."""
+
+from pytorch_lightning.callbacks import Callback
+
+from .callback import MonitorCallback
+
+
+class LLMOpsMonitor(MonitorCallback, Callback):
+    __doc__ = MonitorCallback.__doc__
+    _lightning_dist = "pytorch-lightning"
+
+
+__all__ = ["LLMOpsMonitor"]

@@ -1,0 +1,109 @@
+"""LLMOpsCollector: families built at scrape time, run/rank on every series, absent stays absent."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.parser import text_string_to_metric_families
+
+from llmops.exporter import LLMOpsCollector, MetricState
+from llmops.metrics import BY_NAME
+
+RUN = {"run": "gpt-test", "rank": "3"}
+
+
+@pytest.fixture
+def state() -> MetricState:
+    return MetricState()
+
+
+@pytest.fixture
+def registry(state: MetricState) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(LLMOpsCollector(state, run="gpt-test", rank=3))
+    return registry
+
+
+def test_gauge_with_labels(state: MetricState, registry: CollectorRegistry) -> None:
+    state.set("llmops_memory_predicted_bytes", 12e9, component="peak", model="refined")
+    labels = {**RUN, "component": "peak", "model": "refined"}
+    assert registry.get_sample_value("llmops_memory_predicted_bytes", labels) == 12e9
+    assert registry.get_sample_value("llmops_memory_predicted_bytes", {**labels, "model": "document"}) is None
+
+
+def test_values_are_read_at_scrape_time(state: MetricState, registry: CollectorRegistry) -> None:
+    state.set("llmops_train_step", 1)
+    assert registry.get_sample_value("llmops_train_step", RUN) == 1
+    state.set("llmops_train_step", 2)
+    assert registry.get_sample_value("llmops_train_step", RUN) == 2
+    state.remove("llmops_train_step")
+    assert registry.get_sample_value("llmops_train_step", RUN) is None
+
+
+def test_absent_series_are_absent_not_zero(state: MetricState, registry: CollectorRegistry) -> None:
+    state.set("llmops_gpu_utilization_ratio", None, gpu=0, UUID="GPU-a")
+    state.set("llmops_gpu_memory_used_bytes", float("nan"), gpu=0, UUID="GPU-a")
+    assert list(registry.collect()) == []
+    assert generate_latest(registry) == b""
+
+
+def test_counter_is_exposed_with_total_suffix(state: MetricState, registry: CollectorRegistry) -> None:
+    state.inc("llmops_monitor_errors_total", probe="nvml")
+    state.inc("llmops_monitor_errors_total", 2, probe="nvml")
+    assert registry.get_sample_value("llmops_monitor_errors_total", {**RUN, "probe": "nvml"}) == 3
+    text = generate_latest(registry).decode()
+    assert "# TYPE llmops_monitor_errors_total counter" in text
+    assert "llmops_monitor_errors_total_total" not in text
+    (family,) = text_string_to_metric_families(text)
+    assert family.type == "counter"
+
+
+def test_histogram_series(state: MetricState, registry: CollectorRegistry) -> None:
+    for seconds in (0.003, 0.2, 0.2, 45.0):
+        state.observe("llmops_step_duration_seconds", seconds)
+    name = "llmops_step_duration_seconds"
+    assert registry.get_sample_value(f"{name}_count", RUN) == 4
+    assert registry.get_sample_value(f"{name}_sum", RUN) == pytest.approx(45.403)
+    assert registry.get_sample_value(f"{name}_bucket", {**RUN, "le": "0.005"}) == 1
+    assert registry.get_sample_value(f"{name}_bucket", {**RUN, "le": "0.25"}) == 3
+    assert registry.get_sample_value(f"{name}_bucket", {**RUN, "le": "30.0"}) == 3
+    assert registry.get_sample_value(f"{name}_bucket", {**RUN, "le": "60.0"}) == 4
+    assert registry.get_sample_value(f"{name}_bucket", {**RUN, "le": "+Inf"}) == 4
+
+
+def test_every_metric_round_trips_with_run_and_rank(state: MetricState, registry: CollectorRegistry) -> None:
+    write = {"gauge": state.set, "counter": state.inc, "histogram": state.observe}
+    for spec in BY_NAME.values():
+        write[spec.type](spec.name, 1, **{label: f"v-{label}" for label in spec.labels})
+    text = generate_latest(registry).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    for spec in BY_NAME.values():
+        # The text parser reports counter families without `_total`.
+        family = families[spec.name.removesuffix("_total") if spec.type == "counter" else spec.name]
+        assert family.type == spec.type
+        assert family.samples, spec.name
+        for sample in family.samples:
+            assert sample.labels["run"] == "gpt-test" and sample.labels["rank"] == "3", sample
+            for label in spec.labels:
+                assert sample.labels[label] == f"v-{label}", sample
+    assert len(families) == len(BY_NAME)
+
+
+def test_openmetrics_exposition_carries_units(state: MetricState, registry: CollectorRegistry) -> None:
+    state.set("llmops_comm_bus_bandwidth_bytes_per_second", 1e11)
+    state.set("llmops_gpus_predicted", 8, method="formula", phase="training")
+    text = generate_openmetrics(registry).decode()
+    assert "# UNIT llmops_comm_bus_bandwidth_bytes_per_second bytes_per_second" in text
+    assert "llmops_gpus_predicted{" in text and "llmops_gpus_predicted_count" not in text
+
+
+def test_describe_is_empty_and_the_registry_is_our_own() -> None:
+    state = MetricState()
+    collector = LLMOpsCollector(state, run="a", rank=0)
+    assert collector.describe() == []
+    registry = CollectorRegistry()
+    registry.register(collector)
+    state.set("llmops_batch_size", 4)
+    assert registry.get_sample_value("llmops_batch_size", {"run": "a", "rank": "0"}) == 4
+    assert REGISTRY.get_sample_value("llmops_batch_size", {"run": "a", "rank": "0"}) is None

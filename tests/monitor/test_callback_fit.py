@@ -1,0 +1,191 @@
+"""Real Trainer.fit on the CPU; the endpoint scraped over HTTP and parsed by prometheus-client."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from fractions import Fraction
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from llmops import LLMOpsMonitor, OOMRiskError, TrainingSpec
+from llmops.estimate.document import activation_bytes
+from tests.helpers.models import GPT, GPTConfig, HFStyleModel, hf_style_config, make_module, token_loader
+from tests.helpers.scrape import scrape, value
+
+
+def fit(monitor, net, steps=3, batch_size=4, seq_len=16, vocab=64, namespace=pl, optimizer="adamw",
+        callbacks_extra=(), **kw):
+    module = make_module(namespace.LightningModule, net, optimizer=optimizer)
+    trainer = namespace.Trainer(max_steps=steps, accelerator="cpu", devices=1,
+                                callbacks=[monitor, *callbacks_extra],
+                                logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                                enable_model_summary=False, **kw)
+    trainer.fit(module, token_loader(vocab, seq_len, batch_size))
+    return trainer, module
+
+
+@pytest.fixture
+def records():
+    """Records of the llmops logger (it does not propagate when no root handler exists)."""
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append  # type: ignore[method-assign]
+    log = logging.getLogger("llmops")
+    log.addHandler(handler)
+    yield seen
+    log.removeHandler(handler)
+
+
+def exact_state_bytes(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int]:
+    params = sum(p.numel() * p.element_size() for p in module.parameters())
+    states = sum(t.numel() * t.element_size() for s in optimizer.state.values()
+                 for t in s.values() if torch.is_tensor(t))
+    return params, states
+
+
+def test_nanogpt_fit_exports_prediction_and_measurements():
+    cfg = GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=64, block_size=16)
+    monitor = LLMOpsMonitor(port=0, run="nano", activation_interval=1)
+    trainer, module = fit(monitor, GPT(cfg), steps=3, batch_size=4, seq_len=16)
+    assert monitor.metrics_url and monitor.metrics_url.startswith("http://127.0.0.1:")
+    samples = scrape(monitor.metrics_url)
+    assert all(lab["run"] == "nano" and lab["rank"] == "0" for n, lab, _ in samples if n.startswith("llmops_"))
+    # document activations: the formula for L=2, b=4, s=16, h=32, a=2 at fp32 (p = 4)
+    expected = activation_bytes(2, 4, 16, 32, 2, Fraction(4))
+    assert value(samples, "llmops_memory_predicted_bytes", component="activations", model="document") == expected
+    assert value(samples, "llmops_batch_size") == 4
+    assert value(samples, "llmops_train_step") == 3 == trainer.global_step
+    assert value(samples, "llmops_samples_total") == 12
+    assert value(samples, "llmops_step_duration_seconds_count") == 3
+    params, states = exact_state_bytes(module, trainer.optimizers[0])
+    assert value(samples, "llmops_memory_actual_bytes", component="params") == params
+    assert value(samples, "llmops_memory_actual_bytes", component="optimizer_states") == states
+    assert value(samples, "llmops_memory_actual_bytes", component="activations") > 0
+    assert value(samples, "llmops_memory_drift_ratio", model="refined") > 0
+    # CPU: no NVML read, so no GPU series at all (never zeros)
+    assert not [n for n, _, _ in samples if n.startswith("llmops_gpu_")]
+    assert value(samples, "llmops_build_info", precision="32-true", strategy="SingleDeviceStrategy") == 1
+
+
+def test_hf_style_model_prediction_uses_config():
+    config = hf_style_config(layers=3, heads=4, hidden=32, vocab=50)
+    monitor = LLMOpsMonitor(port=0, run="hf")
+    fit(monitor, HFStyleModel(config), steps=2, batch_size=2, seq_len=8, vocab=50)
+    samples = scrape(monitor.metrics_url)
+    expected = activation_bytes(3, 2, 8, 32, 4, Fraction(4))
+    assert value(samples, "llmops_memory_predicted_bytes", component="activations", model="document") == expected
+    spec = monitor.monitor.intro.spec
+    assert (spec.layers, spec.heads, spec.hidden, spec.ffn_hidden, spec.vocab) == (3, 4, 32, 128, 50)
+    assert (spec.batch_size, spec.seq_len, spec.precision, spec.optimizer) == (2, 8, "fp32", "adamw")
+
+
+def test_pytorch_lightning_namespace_fits():
+    import pytorch_lightning as ptl
+
+    from llmops.pytorch_lightning import LLMOpsMonitor as PTLMonitor
+
+    monitor = PTLMonitor(port=0, run="ptl")
+    trainer, _ = fit(monitor, GPT(GPTConfig()), steps=2, namespace=ptl)
+    assert trainer.global_step == 2
+    assert value(scrape(monitor.metrics_url), "llmops_train_step") == 2
+
+
+def test_spec_overrides_inferred_fields():
+    monitor = LLMOpsMonitor(port=0, spec=TrainingSpec(seq_len=1024))
+    fit(monitor, GPT(GPTConfig()), steps=1)
+    assert monitor.monitor.intro.spec.seq_len == 1024
+    assert monitor.monitor.intro.sources["seq_len"] == "spec="
+
+
+def test_tiny_budget_warns_and_sets_risk(records):
+    monitor = LLMOpsMonitor(port=0, memory_budget="10kB")
+    trainer, module = fit(monitor, GPT(GPTConfig()), steps=2)
+    assert module.steps_run == 2  # warn only: the run goes on
+    assert value(scrape(monitor.metrics_url), "llmops_oom_risk", source="prediction") == 1
+    assert any("OOM risk" in r.getMessage() and r.levelno == logging.WARNING for r in records)
+
+
+def test_tiny_budget_raise_stops_before_any_step():
+    monitor = LLMOpsMonitor(port=0, memory_budget=10_000, on_oom_risk="raise")
+    module = make_module(pl.LightningModule, GPT(GPTConfig()))
+    trainer = pl.Trainer(max_steps=2, accelerator="cpu", callbacks=[monitor], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(OOMRiskError, match="largest safe micro-batch"):
+        trainer.fit(module, token_loader(64, 16, 4))
+    assert module.steps_run == 0 and trainer.global_step == 0
+
+
+def test_nvml_absent_no_gpu_series_and_error_counted():
+    monitor = LLMOpsMonitor(port=0, nvml=True, interval=0.05)  # force the real NVML on a CPU machine
+    trainer, _ = fit(monitor, GPT(GPTConfig()), steps=2)
+    samples = scrape(monitor.metrics_url)
+    assert trainer.global_step == 2
+    assert not [n for n, _, _ in samples if n.startswith("llmops_gpu_")]
+    if not torch.cuda.is_available():
+        assert value(samples, "llmops_monitor_errors_total", probe="nvml") >= 1
+
+
+def test_port_in_use_next_port_serves():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        monitor = LLMOpsMonitor(port=port)
+        fit(monitor, GPT(GPTConfig()), steps=1)
+        assert not monitor.metrics_url.endswith(f":{port}/metrics")
+        assert value(scrape(monitor.metrics_url), "llmops_train_step") == 1
+    monitor.monitor.shutdown()
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    ({"port": -1}, "port"), ({"port": 70000}, "port"), ({"safety": 0}, "safety"), ({"safety": 2}, "safety"),
+    ({"on_oom_risk": "explode"}, "on_oom_risk"), ({"interval": 0}, "interval"),
+    ({"memory_budget": "lots"}, "memory_budget"), ({"memory_budget": -5}, "memory_budget"),
+    ({"spec": {"layers": 2}}, "spec"), ({"certfile": "a.pem"}, "certfile")])
+def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        LLMOpsMonitor(**kwargs)
+
+
+def fake_gpu_client():
+    import os
+
+    from llmops.probes.base import NvmlProcess
+    from llmops.probes.fake import FakeGpu, FakeNvmlClient
+
+    gpu = FakeGpu(index=0, uuid="GPU-11111111-2222-3333-4444-555555555555", memory_total_bytes=80 * 10**9,
+                  memory_used_bytes=20 * 10**9, utilization_percent=75,
+                  processes=[NvmlProcess(os.getpid(), 3 * 10**9), NvmlProcess(1, 9 * 10**9)])
+    return FakeNvmlClient([gpu])
+
+
+def test_fake_nvml_gpu_series_by_uuid():
+    client = fake_gpu_client()
+    monitor = LLMOpsMonitor(port=0, nvml=True, nvml_client=client, interval=0.02)
+    fit(monitor, GPT(GPTConfig()), steps=2)
+    samples = scrape(monitor.metrics_url)
+    labels = {"gpu": "0", "UUID": "GPU-11111111-2222-3333-4444-555555555555"}
+    assert value(samples, "llmops_gpu_memory_total_bytes", **labels) == 80 * 10**9
+    assert value(samples, "llmops_gpu_memory_used_bytes", **labels) == 20 * 10**9
+    assert value(samples, "llmops_gpu_process_memory_bytes", **labels) == 3 * 10**9  # this pid only
+    assert value(samples, "llmops_gpu_utilization_ratio", **labels) == 0.75
+    assert client.shutdown_calls >= 1  # closed at the end of fit
+
+
+def test_probe_raising_mid_run_is_counted_and_run_completes():
+    from llmops.probes.base import NvmlError
+
+    client = fake_gpu_client()
+
+    class BreakNvml(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 1:
+                client.errors["memory_info"] = NvmlError(999, "GPU is lost")
+
+    monitor = LLMOpsMonitor(port=0, nvml=True, nvml_client=client, interval=0.01)
+    trainer, module = fit(monitor, GPT(GPTConfig()), steps=4, callbacks_extra=[BreakNvml()])
+    assert trainer.global_step == 4 and module.steps_run == 4
+    assert value(scrape(monitor.metrics_url), "llmops_monitor_errors_total", probe="nvml") >= 1

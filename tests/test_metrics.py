@@ -1,0 +1,112 @@
+"""The declarative metric list against the binding contract (shared/docs/metrics.md)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from llmops.metrics import BY_NAME, COMMON_LABELS, METRICS, SUFFIX_UNITS, UNITS, MetricSpec
+
+CONTRACT = Path(__file__).resolve().parents[1].parent / "shared" / "docs" / "metrics.md"
+# A table row: | `llmops_name{label,label}` | type | meaning |
+ROW = re.compile(r"^\|\s*`(llmops_\w+)(?:\{([^}]*)\})?`\s*\|\s*(\w+)\s*\|", re.MULTILINE)
+
+
+def _contract() -> str:
+    if not CONTRACT.is_file():
+        pytest.skip(f"metric contract not found at {CONTRACT} (checkout without the shared docs)")
+    return CONTRACT.read_text()
+
+
+def test_every_contract_metric_is_listed_with_its_type_and_labels() -> None:
+    rows = ROW.findall(_contract())
+    assert len(rows) >= 25, "the contract parser found too few rows; did the table format change?"
+    for name, labels, kind in rows:
+        assert name in BY_NAME, f"{name} is in metrics.md but not in llmops.metrics.METRICS"
+        spec = BY_NAME[name]
+        assert spec.type == kind, f"{name}: contract says {kind}, METRICS says {spec.type}"
+        expected = {label.strip() for label in labels.split(",") if label.strip()}
+        assert set(spec.labels) == expected, f"{name}: contract labels {expected}, METRICS {spec.labels}"
+
+
+def test_every_metric_named_in_the_contract_text_is_listed() -> None:
+    # Catches names mentioned in prose too, e.g. llmops_cuda_alloc_retries_total.
+    for name in set(re.findall(r"\bllmops_\w+", _contract())):
+        assert name in BY_NAME, f"{name} is mentioned in metrics.md but not listed"
+
+
+def test_contract_common_labels_match() -> None:
+    text = _contract()
+    for label in COMMON_LABELS:
+        assert re.search(rf"^\|\s*`{label}`\s*\|\s*every series", text, re.MULTILINE), label
+
+
+def test_project_metrics_are_listed() -> None:
+    expected = {
+        "llmops_memory_budget_bytes": ("gauge", "bytes"),
+        "llmops_memory_safety_ratio": ("gauge", "ratio"),
+        "llmops_batch_accumulate_predicted": ("gauge", "count"),
+        "llmops_cuda_alloc_retries_total": ("counter", "count"),
+        "llmops_activation_sample_steps_total": ("counter", "count"),
+    }
+    for name, (kind, unit) in expected.items():
+        assert (BY_NAME[name].type, BY_NAME[name].unit) == (kind, unit), name
+
+
+def test_names_follow_prometheus_conventions() -> None:
+    assert len(BY_NAME) == len(METRICS), "duplicate metric names"
+    for spec in METRICS:
+        assert spec.name.startswith("llmops_"), spec.name
+        assert spec.name.endswith("_total") == (spec.type == "counter"), spec.name
+        assert spec.unit in UNITS, spec.name
+        stem = spec.name.removesuffix("_total")
+        if spec.unit in SUFFIX_UNITS:
+            assert stem.endswith("_" + spec.unit), spec.name
+        for unit in SUFFIX_UNITS:  # a unit suffix in the name is the metric's real unit
+            if stem.endswith("_" + unit):
+                assert spec.unit == unit, spec.name
+                break
+        for banned in ("_mib", "_mb", "_gb", "_gib", "_percent", "_ms", "_milliseconds"):
+            assert banned not in spec.name, spec.name
+        assert not set(spec.labels) & set(COMMON_LABELS), spec.name
+        assert spec.help.endswith("."), spec.name
+
+
+def test_histogram_buckets_span_their_range() -> None:
+    for name in ("llmops_step_duration_seconds", "llmops_comm_allreduce_duration_seconds"):
+        buckets = BY_NAME[name].buckets
+        assert buckets is not None and buckets[0] <= 0.001 and buckets[-1] >= 600, name
+    buckets = BY_NAME["llmops_checkpoint_save_duration_seconds"].buckets
+    assert buckets is not None and buckets[0] <= 0.1 and buckets[-1] >= 3600
+    for spec in METRICS:
+        if spec.type == "histogram":
+            assert spec.buckets and list(spec.buckets) == sorted(set(spec.buckets)), spec.name
+            assert len(spec.buckets) <= 20, f"{spec.name}: each bucket is a series; keep them few"
+
+
+HISTOGRAM = {"type": "histogram", "name": "llmops_x_seconds", "unit": "seconds"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "memory_bytes"}, "llmops_"),
+        ({"name": "llmops_x_bytes", "type": "counter"}, "_total"),
+        ({"name": "llmops_x_total"}, "_total"),
+        ({"name": "llmops_x_mib"}, "ends in _bytes"),
+        ({"labels": ("rank",)}, "labels"),
+        ({"labels": ("gpu", "gpu")}, "labels"),
+        ({"unit": "mebibytes"}, "unit"),
+        ({"buckets": (1.0,)}, "buckets"),
+        ({**HISTOGRAM, "buckets": (2.0, 1.0)}, "buckets"),
+        ({**HISTOGRAM, "buckets": (1.0, float("inf"))}, "buckets"),
+        (HISTOGRAM, "buckets"),
+        ({"help": ""}, "help"),
+    ],
+)
+def test_spec_rejects_convention_breaks(kwargs: dict, message: str) -> None:
+    fields = {"name": "llmops_x_bytes", "type": "gauge", "unit": "bytes", "labels": (), "help": "X."}
+    with pytest.raises(ValueError, match=message):
+        MetricSpec(**{**fields, **kwargs})
