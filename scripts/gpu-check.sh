@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU: the real probes against nvidia-smi and torch.cuda, predicted vs
+# measured CUDA peak for a few GPT configs, a monitored Lightning fit, and the GPU-marked tests.
+# Uses the machine's python3 (with torch, lightning, prometheus-client, nvidia-ml-py installed).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+nvidia-smi --query-gpu=index,uuid,name,memory.total,memory.used,utilization.gpu --format=csv
+$PY scripts/gpu_check.py
+$PY -m pytest -q -m gpu -p no:cacheprovider tests
