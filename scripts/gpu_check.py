@@ -40,7 +40,7 @@ def peak_of_second_step(cfg: GPTConfig, b: int, precision: str) -> tuple[int, in
     x = torch.randint(0, cfg.vocab_size, (b, cfg.block_size), device="cuda")
     dtype = torch.bfloat16 if precision == "bf16-mixed" else None
     peak = 0
-    for step in range(2):
+    for _ in range(2):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -80,7 +80,8 @@ def monitored_fit() -> None:
                          enable_checkpointing=False, enable_progress_bar=False)
     trainer.fit(make_module(pl.LightningModule, GPT(cfg)), token_loader(1024, 256, 8, n=256))
     for name, labels, v in scrape(monitor.metrics_url):
-        if name.startswith(("llmops_gpu_", "llmops_memory_actual", "llmops_memory_drift", "llmops_cuda_", "llmops_oom")):
+        if name.startswith(("llmops_gpu_", "llmops_memory_actual", "llmops_memory_drift", "llmops_cuda_",
+                            "llmops_oom")):
             print(name, {k: x for k, x in labels.items() if k not in ("run", "rank")}, v)
 
 
