@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from prometheus_client import CollectorRegistry
 
+from .checkpoint import wrap_checkpoint_io
+from .comm import take_user_hook
 from .config import MonitorConfig
 from .estimate import TrainingSpec
 from .introspect import batch_shape, introspect
@@ -39,6 +41,13 @@ class MonitorCallback:
     - ``llmops_cuda_memory_reserved_bytes`` bytes, ``llmops_cuda_ooms_total``, ``llmops_cuda_alloc_retries_total``
     - ``llmops_train_step``, ``llmops_step_duration_seconds`` (histogram, seconds), ``llmops_samples_total``
     - ``llmops_activation_sample_steps_total`` steps on which activations were measured
+    - ``llmops_comm_allreduce_duration_seconds`` (histogram, seconds, one observation per DDP bucket),
+      ``llmops_comm_allreduce_bytes_total`` bytes, ``llmops_comm_bus_bandwidth_bytes_per_second``,
+      ``llmops_comm_step_time_ratio`` ratio, ``llmops_comm_allreduce_predicted_bytes`` bytes per optimizer step,
+      ``llmops_train_accumulate_grad_batches``; FSDP/DeepSpeed: one probe all-reduce at train start
+    - ``llmops_checkpoint_save_duration_seconds`` (histogram, seconds), ``llmops_checkpoint_size_bytes``,
+      ``llmops_checkpoint_last_success_timestamp_seconds``, ``llmops_checkpoint_saves_total``,
+      ``llmops_checkpoint_failures_total`` (the failed save is re-raised), ``llmops_checkpoint_restores_total``
     - ``llmops_monitor_errors_total{probe}`` errors caught inside the monitor (the run went on)
     - ``llmops_build_info{version,torch,lightning,strategy,precision}`` 1
 
@@ -56,6 +65,8 @@ class MonitorCallback:
         certfile, keyfile: PEM files for TLS; basic_auth: ``(user, password)``.
         linger: seconds to keep the process at the end of fit so a last scrape sees the final state.
         pushgateway_url: push the final state there at the end of fit.
+        runlog: append every sample to ``<run_dir>/<run>/rank<R>.jsonl`` (``llmops report`` reads it).
+        run_dir: the run log's root; default ``$LLMOPS_RUN_DIR``, else ``./llmops_runs``.
     """
 
     def __init__(self, port: int = 9445, addr: str = "127.0.0.1", run: str | None = None,
@@ -65,15 +76,17 @@ class MonitorCallback:
                  certfile: str | None = None, keyfile: str | None = None,
                  basic_auth: tuple[str, str] | None = None, linger: float = 0.0,
                  pushgateway_url: str | None = None, serve: bool = True,
+                 runlog: bool = True, run_dir: str | None = None,
                  registry: CollectorRegistry | None = None, nvml_client: Any = None) -> None:
         super().__init__()
         self.config = MonitorConfig.from_args(
             port=port, addr=addr, run=run, spec=spec, memory_budget=memory_budget, safety=safety,
             on_oom_risk=on_oom_risk, interval=interval, activation_interval=activation_interval,
             nvml=nvml, certfile=certfile, keyfile=keyfile, basic_auth=basic_auth, linger=linger,
-            pushgateway_url=pushgateway_url, serve=serve)
+            pushgateway_url=pushgateway_url, serve=serve, runlog=runlog, run_dir=run_dir)
         self.monitor = Monitor(self.config, registry=registry, nvml_client=nvml_client)
         self._needs_preflight = True
+        self._user_hook: tuple[Any, Any] = (None, None)
 
     @property
     def metrics_url(self) -> str | None:
@@ -85,6 +98,9 @@ class MonitorCallback:
         if stage == "fit":
             self._start(trainer)
 
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._train_start(trainer, pl_module)
+
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         self._batch_start(trainer, pl_module, batch)
 
@@ -93,6 +109,7 @@ class MonitorCallback:
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self.monitor.abort_measure()
+        self.monitor.end_runlog(exception)
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage == "fit":
@@ -107,6 +124,19 @@ class MonitorCallback:
                                local_rank=trainer.local_rank,
                                device_index=(device.index or 0) if device.type == "cuda" else None,
                                build_labels=self._build_labels(trainer))
+        with self.monitor.guard("checkpoint"):
+            wrap_checkpoint_io(trainer.strategy, self.monitor.state)
+        with self.monitor.guard("comm"):
+            self._user_hook = take_user_hook(trainer.strategy)
+
+    def _train_start(self, trainer: Any, pl_module: Any) -> None:
+        m = self.monitor
+        with m.guard("setup"):
+            m.train_start(trainer.global_step, resumed=trainer.ckpt_path is not None,
+                          accumulate=trainer.accumulate_grad_batches)
+            grad_bytes = sum(p.numel() * p.element_size() for p in pl_module.parameters() if p.requires_grad)
+        m.start_comm(trainer.strategy.model, trainer.world_size, trainer.strategy.root_device, grad_bytes,
+                     self._user_hook)
 
     def _batch_start(self, trainer: Any, pl_module: Any, batch: Any) -> None:
         if self._needs_preflight:

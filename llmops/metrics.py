@@ -131,6 +131,11 @@ METRICS: tuple[MetricSpec, ...] = (
     _c("llmops_comm_allreduce_bytes_total", "bytes", "Bytes all-reduced by this rank."),
     _g("llmops_comm_bus_bandwidth_bytes_per_second", "bytes_per_second",
        "All-reduce bus bandwidth over the last window (nccl-tests definition)."),
+    _g("llmops_comm_step_time_ratio", "ratio",
+       "Share of the last step's wall time spent in gradient all-reduce (overlap with backward included)."),
+    _g("llmops_comm_allreduce_predicted_bytes", "bytes",
+       "Gradient bytes each rank all-reduces per optimizer step, once every accumulate_grad_batches micro-batches."),
+    _g("llmops_train_accumulate_grad_batches", "count", "Micro-batches per optimizer step (gradient accumulation)."),
     # Checkpoints
     _g("llmops_checkpoint_last_success_timestamp_seconds", "seconds",
        "Unix time the last checkpoint finished writing."),

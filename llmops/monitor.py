@@ -11,11 +11,13 @@ import logging
 import threading
 import time
 from collections import deque
+from dataclasses import asdict
 from typing import Any
 
 import torch
 from prometheus_client import CollectorRegistry
 
+from .comm import CommTimer, attach, probe_allreduce
 from .config import MonitorConfig
 from .drift import drift_ratio, trend_risk
 from .estimate import Estimate, document, refined
@@ -25,6 +27,7 @@ from .guard import Guard, OOMRiskError
 from .introspect import Introspection
 from .probes import ActivationMeter, CudaAllocatorProbe, NvmlProbe, PynvmlClient, state_bytes
 from .probes.cuda import cuda_device_uuid
+from .runlog import RunLogWriter, run_path
 from .tables import estimate_table, to_text
 
 log = logging.getLogger("llmops")
@@ -56,7 +59,9 @@ class Monitor:
         self._t0 = 0.0
         self.step = 0
         self.measured: dict[str, int] = {}
+        self.comm: CommTimer | None = None
         self._started = False
+        self.runlog: RunLogWriter | None = None  # the local run log, llmops_runs/<run>/
 
     @property
     def metrics_url(self) -> str | None:
@@ -81,6 +86,7 @@ class Monitor:
                                                addr=c.addr, certfile=c.certfile, keyfile=c.keyfile,
                                                basic_auth=c.basic_auth)
         self.state.set("llmops_build_info", 1, **build_labels)
+        self._open_runlog(run, rank, build_labels)
         use_nvml = self.config.nvml if self.config.nvml is not None else device_index is not None
         if use_nvml:
             with self.guard("nvml"):
@@ -103,6 +109,7 @@ class Monitor:
             self._thread.join(timeout=max(5.0, 2 * self.config.interval))
             self._thread = None
         self.sample()  # the last reading, so a final scrape or push sees it
+        self.end_runlog()
         if self.config.pushgateway_url:
             with self.guard("pushgateway"):
                 push_final(self.config.pushgateway_url, self.registry,
@@ -119,6 +126,30 @@ class Monitor:
         self.close()
         if self.exporter is not None:
             self.exporter.close()
+
+    # -- the run log -------------------------------------------------------------------------
+    def _open_runlog(self, run: str, rank: int, build_labels: dict[str, str]) -> None:
+        """Open ``llmops_runs/<run>/rank<R>.jsonl``; its thread writes what changes in ``self.state``."""
+        if not self.config.runlog:
+            return
+        with self.guard("runlog"):
+            writer = RunLogWriter(run_path(self.config.run_dir, run) / f"rank{rank}.jsonl", self.state,
+                                  interval=self.config.interval, on_error=lambda e: self.guard.record("runlog", e))
+            writer.open(run, rank, build=build_labels, device=self.device, interval=self.config.interval)
+            self.runlog = writer
+
+    def _log_preflight(self, models: dict[str, Estimate]) -> None:
+        if self.runlog is not None and self.intro is not None:
+            self.runlog.record("preflight", text=self.preflight_text, spec=asdict(self.intro.spec),
+                               sources=dict(self.intro.sources), models={k: asdict(v) for k, v in models.items()})
+
+    def end_runlog(self, error: BaseException | None = None) -> None:
+        """Close the run log; after an exception its ``end`` record says what stopped the run."""
+        if self.runlog is not None:
+            status = ("ok" if error is None else "interrupted" if isinstance(error, KeyboardInterrupt)
+                      else f"error: {type(error).__name__}: {error}")
+            with self.guard("runlog"):
+                self.runlog.close(status)
 
     # -- preflight ---------------------------------------------------------------------------
     def preflight(self, intro: Introspection, is_rank_zero: bool = True) -> dict[str, Estimate]:
@@ -139,6 +170,7 @@ class Monitor:
         if best is None:
             return models
         self.preflight_text = self._preflight_text(best)
+        self._log_preflight(models)
         if is_rank_zero:
             log.info("%s", self.preflight_text)
         if best.oom_risk:
@@ -194,6 +226,26 @@ class Monitor:
                 + (f"; keep the global batch with accumulate_grad_batches={best.accumulate}"
                    if best.accumulate else ""))
 
+    # -- train start: resume, communication ------------------------------------------------------
+    def train_start(self, step: int, resumed: bool, accumulate: int) -> None:
+        """Continue ``llmops_train_step`` from a restored step and count the restore."""
+        self.step = step
+        self.state.set("llmops_train_step", step)
+        self.state.set("llmops_train_accumulate_grad_batches", accumulate)
+        self.state.inc("llmops_checkpoint_restores_total", 1 if resumed else 0)
+
+    def start_comm(self, model: Any, world_size: int, device: torch.device, grad_bytes: int,
+                   user_hook: tuple[Any, Any] = (None, None)) -> None:
+        """Time DDP all-reduces; without DDP hooks, measure one all-reduce sized like the gradients."""
+        if world_size < 2:
+            return
+        self.state.set("llmops_comm_allreduce_predicted_bytes", grad_bytes)
+        with self.guard("comm"):
+            self.comm = attach(model, self.state, world_size, device, user_hook)
+        if self.comm is None:  # FSDP, DeepSpeed, or a hook we could not wrap: every rank runs the probe
+            with self.guard("comm_probe"):
+                probe_allreduce(self.state, grad_bytes, device, world_size)
+
     # -- the training thread -----------------------------------------------------------------
     def step_start(self, step: int) -> None:
         self.step = step
@@ -201,8 +253,13 @@ class Monitor:
 
     def step_end(self, step: int, samples: int | None) -> None:
         s = self.state
-        s.observe("llmops_step_duration_seconds", time.perf_counter() - self._t0)
+        seconds = time.perf_counter() - self._t0
+        s.observe("llmops_step_duration_seconds", seconds)
         s.set("llmops_train_step", step)
+        if self.runlog is not None:  # a deque append; the run log's thread writes it
+            self.runlog.step(step, time.perf_counter() - self._t0)
+        if self.comm is not None:
+            self.comm.flush(seconds)
         if samples:
             s.inc("llmops_samples_total", samples)
 

@@ -58,6 +58,8 @@ def _gpus_training(m: Estimate) -> str:
     if m.model == "document":
         return f"{_fmt(m.gpus_training)} (rule of thumb)"
     fsdp = m.extra.get("gpus_training_fsdp")
+    if m.budget_bytes is None or m.peak_bytes is None:
+        return "—"
     text = _fmt(m.gpus_training) if m.gpus_training is not None else "none fits"
     return f"{text} (formula; fsdp {_fmt(fsdp)})"
 

@@ -1,0 +1,74 @@
+"""Checkpoint status: a CheckpointIO wrapper that times each write where it happens."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from .exporter import MetricState
+
+
+def path_bytes(path: Any) -> int | None:
+    """Bytes a checkpoint occupies: a file, or every file under a directory (sharded checkpoints)."""
+    p = os.fspath(path)
+    if os.path.isfile(p):
+        return os.path.getsize(p)
+    if os.path.isdir(p):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(p) for f in files)
+    try:  # remote paths, through the filesystem Lightning itself uses
+        from fsspec.core import url_to_fs
+
+        fs, fs_path = url_to_fs(p)
+        return int(fs.du(fs_path))
+    except Exception:  # noqa: BLE001 - size unknown is not a failed save
+        return None
+
+
+class TimedCheckpointIO:
+    """Wraps a Lightning ``CheckpointIO``: duration, bytes, success time, saves and failures.
+
+    A failed save is counted and re-raised unchanged: the monitor never hides it.
+    Everything else is delegated to the wrapped plugin.
+    """
+
+    def __init__(self, inner: Any, state: MetricState) -> None:
+        self.inner, self._state = inner, state
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.inner.save_checkpoint(checkpoint, path, storage_options=storage_options)
+        except BaseException:
+            self._state.inc("llmops_checkpoint_failures_total")
+            raise
+        s = self._state
+        s.observe("llmops_checkpoint_save_duration_seconds", time.perf_counter() - t0)
+        s.set("llmops_checkpoint_size_bytes", path_bytes(path))
+        s.set("llmops_checkpoint_last_success_timestamp_seconds", time.time())
+        s.inc("llmops_checkpoint_saves_total")
+
+    def load_checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        return self.inner.load_checkpoint(*args, **kwargs)
+
+    def remove_checkpoint(self, *args: Any, **kwargs: Any) -> None:
+        self.inner.remove_checkpoint(*args, **kwargs)
+
+    def teardown(self) -> None:
+        self.inner.teardown()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def wrap_checkpoint_io(strategy: Any, state: MetricState) -> None:
+    """Put the timer where the bytes are written: inside an async wrapper, else outermost (once)."""
+    io = strategy.checkpoint_io
+    if isinstance(io, TimedCheckpointIO):
+        return
+    inner = getattr(io, "checkpoint_io", None)
+    if inner is not None and hasattr(io, "_checkpoint_io"):  # AsyncCheckpointIO and other wrappers
+        if not isinstance(inner, TimedCheckpointIO):
+            io._checkpoint_io = TimedCheckpointIO(inner, state)  # the setter refuses a configured base
+        return
+    strategy.checkpoint_io = TimedCheckpointIO(io, state)

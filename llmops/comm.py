@@ -1,0 +1,153 @@
+"""Distributed communication timing: a DDP comm hook that times every gradient bucket.
+
+DDP: ``CommTimer.hook`` is registered on the wrapped model at train start and wraps the
+user's hook (or PyTorch's default all-reduce), so theirs still runs. On the CPU the duration
+is host time from launch to the future's completion; on CUDA it is CUDA events recorded on
+the stream and read later without synchronising. Other strategies (FSDP, DeepSpeed): one
+all-reduce sized like the gradients on the run's process group at train start
+(``probe_allreduce``). Bus bandwidth follows nccl-tests: ``bytes / time × 2(n − 1) / n``.
+"""
+
+# No `from __future__ import annotations`: DDP checks the hook's annotations at registration
+# (`bucket: dist.GradBucket`) and rejects string ones.
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+from .exporter import MetricState
+
+PROBE_MAX_BYTES = 256 * 2**20  # the fit-start probe never moves more than this
+
+
+def bus_bandwidth(nbytes: float, seconds: float, world_size: int) -> float | None:
+    """nccl-tests bus bandwidth of an all-reduce: algorithm bandwidth × 2(n − 1)/n (formulas.md §7)."""
+    if seconds <= 0 or world_size < 1:
+        return None
+    return nbytes / seconds * 2 * (world_size - 1) / world_size
+
+
+class CommTimer:
+    """Times each all-reduced gradient bucket and exports duration, bytes and bus bandwidth."""
+
+    def __init__(self, state: MetricState, world_size: int, cuda: bool = False,
+                 inner: Callable[[Any, dist.GradBucket], torch.futures.Future] | None = None,
+                 inner_state: Any = None) -> None:
+        self.state, self.world_size, self.cuda = state, world_size, cuda
+        self.inner = inner or allreduce_hook
+        self.inner_state = inner_state
+        self._lock = threading.Lock()
+        self._window_bytes = 0.0
+        self._window_seconds = 0.0
+        self._pending: deque[tuple[Any, Any, int]] = deque()
+        self.buckets = 0
+
+    def hook(self, _state: Any, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+        """The DDP comm hook: time the inner hook's future, pass its result through unchanged."""
+        buffer = bucket.buffer()
+        nbytes = buffer.numel() * buffer.element_size()
+        if self.cuda:
+            start = torch.cuda.Event(enable_timing=True)
+            start.record()
+        else:
+            t0 = time.perf_counter()
+        fut = self.inner(self.inner_state, bucket)
+
+        def done(f: torch.futures.Future) -> torch.Tensor:
+            value = f.value()
+            if self.cuda:
+                end = torch.cuda.Event(enable_timing=True)
+                end.record()
+                self._pending.append((start, end, nbytes))  # read later, never synchronised here
+            else:
+                self._record(time.perf_counter() - t0, nbytes)
+            return value
+
+        return fut.then(done)
+
+    def _record(self, seconds: float, nbytes: int) -> None:
+        self.state.observe("llmops_comm_allreduce_duration_seconds", seconds)
+        self.state.inc("llmops_comm_allreduce_bytes_total", nbytes)
+        with self._lock:
+            self.buckets += 1
+            self._window_bytes += nbytes
+            self._window_seconds += seconds
+
+    def flush(self, step_seconds: float | None) -> None:
+        """End a window (a training step): bus bandwidth and the share of the step spent in all-reduce."""
+        while self._pending and self._pending[0][1].query():  # CUDA events that have completed
+            start, end, nbytes = self._pending.popleft()
+            self._record(start.elapsed_time(end) / 1e3, nbytes)
+        with self._lock:
+            nbytes, seconds = self._window_bytes, self._window_seconds
+            self._window_bytes = self._window_seconds = 0.0
+        if seconds > 0:
+            self.state.set("llmops_comm_bus_bandwidth_bytes_per_second",
+                           bus_bandwidth(nbytes, seconds, self.world_size))
+            if step_seconds:
+                self.state.set("llmops_comm_step_time_ratio", min(1.0, seconds / step_seconds))
+
+
+def take_user_hook(strategy: Any) -> tuple[Callable | None, Any]:
+    """Take the comm hook a user gave Lightning's ``DDPStrategy`` so ours can wrap it.
+
+    Lightning registers that hook on CUDA only (and ignores it on the CPU); a model takes one
+    hook, so the monitor's hook calls the user's instead. Reads the strategy's constructor
+    arguments, which Lightning exposes no public accessor for.
+    """
+    hook = getattr(strategy, "_ddp_comm_hook", None)
+    if hook is None:
+        return None, None
+    wrapper = getattr(strategy, "_ddp_comm_wrapper", None)
+    state = getattr(strategy, "_ddp_comm_state", None)
+    if type(state).__name__ == "PostLocalSGDState":
+        return None, None  # model averaging needs Lightning's own registration
+    strategy._ddp_comm_hook = None
+    strategy._ddp_comm_wrapper = None
+    return (wrapper(hook) if wrapper is not None else hook), state
+
+
+def probe_allreduce(state: MetricState, nbytes: int, device: torch.device, world_size: int,
+                    group: Any = None) -> float | None:
+    """One all-reduce of ``nbytes`` (capped) on the run's process group; returns its bus bandwidth.
+
+    A collective: every rank must call it.
+    """
+    n = max(1, min(nbytes, PROBE_MAX_BYTES) // 4)
+    tensor = torch.zeros(n, dtype=torch.float32, device=device)
+    dist.all_reduce(tensor, group=group)  # warm-up: the first call sets up the communicator
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # fit start, not the training path
+    t0 = time.perf_counter()
+    dist.all_reduce(tensor, group=group)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    busbw = bus_bandwidth(n * 4, seconds, world_size)
+    state.observe("llmops_comm_allreduce_duration_seconds", seconds)
+    state.set("llmops_comm_bus_bandwidth_bytes_per_second", busbw)
+    return busbw
+
+
+def attach(model: Any, state: MetricState, world_size: int, device: torch.device,
+           user_hook: tuple[Callable | None, Any] = (None, None)) -> CommTimer | None:
+    """Time gradient all-reduces of a DDP-wrapped model; other strategies get the fit-start probe.
+
+    Raises ``RuntimeError`` when the model already has a comm hook that cannot be wrapped; the
+    caller counts it and falls back to ``probe_allreduce``.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    if world_size < 2 or not dist.is_available() or not dist.is_initialized():
+        return None
+    if isinstance(model, DistributedDataParallel):
+        inner, inner_state = user_hook
+        timer = CommTimer(state, world_size, cuda=device.type == "cuda", inner=inner, inner_state=inner_state)
+        model.register_comm_hook(None, timer.hook)
+        return timer
+    return None
