@@ -10,6 +10,7 @@ from rich.table import Table
 
 from .estimate import Estimate
 from .estimate.units import gb
+from .estimate.whatif import WhatIf
 
 ROWS: tuple[tuple[str, str], ...] = (
     ("inference_bytes", "inference weights"),
@@ -62,6 +63,18 @@ def _gpus_training(m: Estimate) -> str:
         return "—"
     text = _fmt(m.gpus_training) if m.gpus_training is not None else "none fits"
     return f"{text} (formula; fsdp {_fmt(fsdp)})"
+
+
+def whatif_table(rows: Iterable[WhatIf], binary: bool = False) -> Table:
+    """The what-if planner's rows: change, predicted peak per device, whether it fits."""
+    table = Table(title="what would fit (refined model, ranked by how little the run changes)", title_justify="left")
+    table.add_column("change")
+    table.add_column(f"peak ({'GiB' if binary else 'GB'})", justify="right")
+    table.add_column("fits", justify="center")
+    for r in rows:
+        fits = "—" if r.fits is None else "[green]yes[/]" if r.fits else "[red]no[/]"
+        table.add_row(r.change, _fmt(r.peak_bytes, binary), fits)
+    return table
 
 
 def inputs_table(rows: Iterable[tuple[str, object, str]]) -> Table:

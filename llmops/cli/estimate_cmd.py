@@ -14,7 +14,8 @@ from ..estimate.presets import ALIASES as MODEL_ALIASES
 from ..estimate.spec import ATTENTION, DEVICES, OPTIMIZER_STATES, RECOMPUTE, STRATEGIES
 from ..estimate.units import ALIASES as PRECISION_ALIASES
 from ..estimate.units import DOCUMENT_PRECISIONS, PRECISIONS, gb
-from ..tables import estimate_table, inputs_table
+from ..estimate.whatif import what_if
+from ..tables import estimate_table, inputs_table, whatif_table
 from .params import Count, Name, PositiveInt, Size, UnitFraction
 
 # flag name → TrainingSpec field
@@ -62,7 +63,8 @@ def _opt(*decls: str, **kw: Any) -> Any:
 @_opt("--overhead", type=Size(), help="Fixed overhead per process (refined). Default 0.5GB on cuda.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: inputs, document, refined.")
 @click.option("--gib", is_flag=True, help="Show GiB instead of decimal GB.")
-def estimate(model: str | None, as_json: bool, gib: bool, **flags: Any) -> None:
+@click.option("--what-if", "show_what_if", is_flag=True, help="Also list the changes that would make the run fit.")
+def estimate(model: str | None, as_json: bool, gib: bool, show_what_if: bool, **flags: Any) -> None:
     """Predict memory per device, the OOM verdict, the largest safe batch and GPU counts."""
     spec, sources = TrainingSpec(), {}
     if model:
@@ -78,9 +80,13 @@ def estimate(model: str | None, as_json: bool, gib: bool, **flags: Any) -> None:
         raise click.UsageError(f"{flag}: {e}") from None
     doc, ref = document(spec), refined(spec)
     inputs = {k: v for k, v in vars(spec).items()}
+    plans = what_if(spec) if show_what_if else []
     if as_json:
-        click.echo(json.dumps({"inputs": {"model": model, **inputs}, "document": doc.to_json(),
-                               "refined": ref.to_json()}, indent=2, default=str))
+        out: dict[str, Any] = {"inputs": {"model": model, **inputs}, "document": doc.to_json(),
+                               "refined": ref.to_json()}
+        if show_what_if:
+            out["what_if"] = [{"change": r.change, "peak_bytes": r.peak_bytes, "fits": r.fits} for r in plans]
+        click.echo(json.dumps(out, indent=2, default=str))
         return
     console = Console(width=max(Console().width, 100))
     title = f"llmops estimate{f' — {model}' if model else ''}"
@@ -91,6 +97,8 @@ def estimate(model: str | None, as_json: bool, gib: bool, **flags: Any) -> None:
         console.print(f"[yellow]not computed[/]: {line}")
     for line in ref.notes:
         console.print(f"note: {line}")
+    if show_what_if:
+        console.print(whatif_table(plans, binary=gib))
     console.print("document = formulas.md exactly (x = y = p = bytes of --precision); "
                   "refined = what a real run holds (optimizer, Lightning precision, sharding, logits, overhead).")
 

@@ -84,3 +84,13 @@ def test_models_lists_presets():
     names = json.loads(r.stdout)
     assert {"gpt2-small", "gpt-3-175b", "llama-2-7b", "llama-2-13b", "llama-2-70b", "llama-3-8b",
             "llama-3-70b", "mistral-7b", "grok-1"} <= set(names)
+
+
+def test_what_if_lists_a_change_that_fits():
+    r = llmops("estimate", "--model", "llama-2-7b", "--seq-len", "4096", "--batch-size", "4", "--gpu-memory",
+               "80GB", "--world-size", "8", "--precision", "bf16-mixed", "--what-if", "--json")
+    rows = json.loads(r.stdout)["what_if"]
+    assert any(row["fits"] for row in rows) and json.loads(r.stdout)["refined"]["oom_risk"] is True
+    table = llmops("estimate", "--model", "llama-2-7b", "--seq-len", "4096", "--batch-size", "4", "--gpu-memory",
+                   "80GB", "--world-size", "8", "--what-if").stdout
+    assert "what would fit" in table and "full checkpointing" in table
