@@ -32,6 +32,8 @@ class MonitorConfig:
     linger: float = 0.0
     pushgateway_url: str | None = None
     serve: bool = True
+    runlog: bool = True  # append every sample to the local run log
+    run_dir: str | None = None  # the run log's root; None: $LLMOPS_RUN_DIR, else ./llmops_runs
 
     @classmethod
     def from_args(cls, memory_budget: int | float | str | None = None, **kw: object) -> MonitorConfig:

@@ -1,0 +1,123 @@
+"""Read a run directory back: one ``RankLog`` per ``rank<R>.jsonl``, a torn last line skipped."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+Point = tuple[float, float | None, Any]  # (unix time, train step, value)
+
+
+@dataclass
+class RankLog:
+    """What one rank wrote in its last session (a re-run under the same name appends a new one)."""
+
+    path: Path
+    start: dict[str, Any] = field(default_factory=dict)
+    preflight: dict[str, Any] | None = None
+    steps: list[tuple[int, float, float]] = field(default_factory=list)  # (step, unix time, seconds)
+    series: dict[tuple[str, tuple[tuple[str, str], ...]], list[Point]] = field(default_factory=dict)
+    end: dict[str, Any] | None = None
+    records: int = 0
+    bad_lines: int = 0  # torn by a kill mid-write, or not JSON
+    last_t: float | None = None
+
+    @property
+    def rank(self) -> int:
+        return int(self.start.get("rank", _rank_from_name(self.path)))
+
+    @property
+    def crashed(self) -> bool:
+        """No ``end`` record: the process died (OOM, SIGKILL) before the monitor closed."""
+        return self.end is None
+
+    @property
+    def last_step(self) -> int | None:
+        if self.steps:
+            return self.steps[-1][0]
+        points = self.get("llmops_train_step")
+        return int(points[-1][2]) if points else None
+
+    def get(self, name: str, **labels: str) -> list[Point]:
+        """The points of the one series ``name{labels}``; ``[]`` when it was never written."""
+        return self.series.get((name, _key(labels)), [])
+
+    def matching(self, name: str, **labels: str) -> dict[tuple[tuple[str, str], ...], list[Point]]:
+        """Every series of ``name`` whose labels include ``labels``, by its full label set."""
+        return {lab: pts for (n, lab), pts in self.series.items()
+                if n == name and all(dict(lab).get(k) == v for k, v in labels.items())}
+
+    def last(self, name: str, **labels: str) -> Any:
+        """The last value written for ``name{labels}``, or ``None``."""
+        points = self.get(name, **labels)
+        return points[-1][2] if points else None
+
+
+@dataclass
+class RunLog:
+    path: Path
+    ranks: dict[int, RankLog]
+
+    @property
+    def run(self) -> str:
+        for r in self.ranks.values():
+            if r.start.get("run"):
+                return str(r.start["run"])
+        return self.path.name
+
+    @property
+    def crashed(self) -> bool:
+        return any(r.crashed for r in self.ranks.values())
+
+
+def read_run(path: str | os.PathLike[str]) -> RunLog:
+    """Read ``path``: a run directory of ``rank<R>.jsonl`` files, or one such file."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(path.glob("rank*.jsonl"), key=_rank_from_name)
+    if not files:
+        raise FileNotFoundError(f"no run log in {path}: expected rank<R>.jsonl files (llmops_runs/<run>/)")
+    ranks = {}
+    for f in files:
+        r = read_rank(f)
+        ranks[r.rank] = r
+    return RunLog(path if path.is_dir() else path.parent, ranks)
+
+
+def read_rank(path: Path) -> RankLog:
+    out = RankLog(path)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+                kind = rec["kind"]
+            except (ValueError, KeyError, TypeError):
+                out.bad_lines += 1
+                continue
+            if kind == "start":  # a new session under the same name: keep only the last
+                out = RankLog(path, bad_lines=out.bad_lines)
+                out.start = rec
+            elif kind == "preflight":
+                out.preflight = rec
+            elif kind == "step":
+                out.steps.append((int(rec["step"]), float(rec["t"]), float(rec["seconds"])))
+            elif kind == "metrics":
+                for name, labels, value in rec.get("values", ()):
+                    out.series.setdefault((name, _key(labels)), []).append((rec["t"], rec.get("step"), value))
+            elif kind == "end":
+                out.end = rec
+            out.records += 1
+            out.last_t = rec.get("t", out.last_t)
+    return out
+
+
+def _key(labels: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, str(v)) for k, v in labels.items()))
+
+
+def _rank_from_name(path: Path) -> int:
+    m = re.search(r"rank(\d+)", path.name)
+    return int(m.group(1)) if m else 0

@@ -1,0 +1,94 @@
+"""The run log's writer and reader, without Lightning."""
+
+from __future__ import annotations
+
+import json
+
+from llmops.exporter import MetricState
+from llmops.runlog import RunLogWriter, read_run, run_path
+
+
+def test_records_round_trip_and_only_changes_are_written(tmp_path):
+    state = MetricState()
+    w = RunLogWriter(tmp_path / "r" / "rank0.jsonl", state, interval=3600)  # the thread never wakes: flushes are ours
+    w.open("r", 0, device="cpu")
+    state.set("llmops_memory_actual_bytes", 1000, component="params")
+    state.set("llmops_train_step", 1)
+    state.observe("llmops_step_duration_seconds", 0.5)
+    w.step(1, 0.5)
+    w._flush()
+    state.set("llmops_train_step", 2)  # params unchanged: not written again
+    w.step(2, 0.25)
+    w.record("preflight", text="table")
+    w.close()
+    lines = [json.loads(x) for x in (tmp_path / "r" / "rank0.jsonl").read_text().splitlines()]
+    assert [x["kind"] for x in lines] == ["start", "step", "metrics", "step", "preflight", "metrics", "end"]
+    assert [len(x["values"]) for x in lines if x["kind"] == "metrics"] == [3, 1]
+    run = read_run(tmp_path / "r")
+    r = run.ranks[0]
+    assert r.steps == [(1, r.steps[0][1], 0.5), (2, r.steps[1][1], 0.25)]
+    assert r.last("llmops_memory_actual_bytes", component="params") == 1000
+    assert [p[2] for p in r.get("llmops_train_step")] == [1, 2]
+    assert r.last("llmops_step_duration_seconds") == {"sum": 0.5, "count": 1}
+    assert r.preflight["text"] == "table"
+    assert r.end["status"] == "ok" and not run.crashed and r.last_step == 2 and run.run == "r"
+
+
+def test_step_is_only_an_append(tmp_path):
+    w = RunLogWriter(tmp_path / "rank0.jsonl", None, interval=3600)
+    w.open("r", 0)
+    size = (tmp_path / "rank0.jsonl").stat().st_size
+    for i in range(1000):
+        w.step(i, 0.01)
+    assert (tmp_path / "rank0.jsonl").stat().st_size == size  # nothing written on the caller's thread
+    assert len(w._pending) == 1000
+    w.close()
+    assert read_run(tmp_path).ranks[0].last_step == 999
+
+
+def test_background_thread_flushes_without_close(tmp_path):
+    import time
+
+    state = MetricState()
+    w = RunLogWriter(tmp_path / "rank3.jsonl", state, interval=0.05)
+    w.open("r", 3)
+    state.set("llmops_train_step", 7)
+    w.step(7, 0.1)
+    deadline = time.time() + 5
+    while time.time() < deadline and read_run(tmp_path).ranks[3].last_step is None:
+        time.sleep(0.02)
+    r = read_run(tmp_path).ranks[3]
+    assert r.last_step == 7 and r.crashed and r.rank == 3  # no end record yet: reads as a run that died
+    w.close()
+
+
+def test_torn_last_line_and_sessions(tmp_path):
+    path = tmp_path / "rank0.jsonl"
+    for run in ("first", "second"):
+        w = RunLogWriter(path, None, interval=3600)
+        w.open(run, 0)
+        w.step(1 if run == "first" else 5, 0.1)
+        w.close()
+    with open(path, "a") as f:
+        f.write('{"kind": "step", "t": 1, "st')  # a kill mid-write
+    r = read_run(tmp_path).ranks[0]
+    assert r.start["run"] == "second" and [s[0] for s in r.steps] == [5] and r.bad_lines == 1
+
+
+def test_close_twice_and_write_errors_go_to_on_error(tmp_path):
+    errors = []
+    w = RunLogWriter(tmp_path / "rank0.jsonl", None, interval=3600, on_error=errors.append)
+    w.open("r", 0)
+    w._file.close()  # writing now fails
+    w.step(1, 0.1)
+    w._flush()
+    assert errors and isinstance(errors[0], ValueError)
+    w._file = None
+    w.close()
+    w.close()
+
+
+def test_run_path_is_safe_and_follows_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMOPS_RUN_DIR", str(tmp_path))
+    assert run_path(None, "lightning_logs-v0") == tmp_path / "lightning_logs-v0"
+    assert run_path("x", "../../etc/a b") == __import__("pathlib").Path("x") / "etc_a_b"
