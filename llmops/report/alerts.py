@@ -1,0 +1,232 @@
+"""The alerts that would have fired: the alert rules' conditions, evaluated offline on the run log.
+
+The names are those of ``deploy/prometheus/rules/llmops.rules.yml``; thresholds and ``for:`` are read
+from that file when it is there (a checkout), else the defaults below, which mirror it. Prometheus evaluates PromQL on
+scraped samples; this evaluates the same conditions on the logged series (a value holds until the
+next change was written, or the end of the log), so a short run shows which conditions held even
+where they did not last the rule's ``for:``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..drift import slope
+from ..runlog import RankLog, RunLog
+from .summary import budget_room
+
+THRESHOLDS = {  # the defaults of the rules file's `llmops-thresholds` group
+    "drift": 0.20,  # |measured / refined − 1|
+    "growth_horizon_s": 1800.0,  # linear extrapolation reaching the budget within this
+    "growth_window_s": 300.0,
+    "checkpoint_max_age_s": 3600.0,
+    "comm_slow_fraction": 0.5,  # bus bandwidth under this fraction of the run's own median
+    "straggler": 0.20,  # a rank's step time over the run's median by this
+    "straggler_window_s": 60.0,
+}
+FOR_S = {"LLMOpsMemoryDrift": 600.0, "LLMOpsOOMRisk": 60.0, "LLMOpsMemoryGrowth": 300.0,
+         "LLMOpsCheckpointStale": 60.0, "LLMOpsCheckpointFailures": 0.0, "LLMOpsCommSlow": 600.0,
+         "LLMOpsStraggler": 600.0, "LLMOpsMonitorErrors": 0.0, "LLMOpsTargetDown": 120.0}
+RULES_FILE = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules" / "llmops.rules.yml"
+_RECORDED = {"memory_drift_ratio": "drift", "memory_growth_horizon_seconds": "growth_horizon_s",
+             "checkpoint_max_age_seconds": "checkpoint_max_age_s",
+             "comm_bandwidth_baseline_ratio": "comm_slow_fraction", "straggler_ratio": "straggler"}
+
+
+def load_rules(path: Path = RULES_FILE) -> tuple[dict[str, float], dict[str, float]]:
+    """Thresholds and ``for:`` durations from the rules file when it is there (a checkout), else the defaults."""
+    thresholds, fors = dict(THRESHOLDS), dict(FOR_S)
+    try:
+        import yaml
+
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 - an installed package has no rules file: the defaults hold
+        return thresholds, fors
+    seen: set[str] = set()
+    for group in doc.get("groups", []):
+        for rule in group.get("rules", []):
+            name = str(rule.get("record", "")).removeprefix("llmops:threshold:")
+            m = re.fullmatch(r"\s*vector\(\s*([0-9.eE+-]+)\s*\)\s*", str(rule.get("expr", "")))
+            if name in _RECORDED and m:
+                thresholds[_RECORDED[name]] = float(m.group(1))
+            alert = rule.get("alert")
+            if alert in fors and alert not in seen:
+                seen.add(alert)
+                fors[alert] = _seconds(str(rule.get("for", "0s")))
+    return thresholds, fors
+
+
+def _seconds(duration: str) -> float:
+    units = {"ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", duration))
+
+
+Interval = tuple[float, float, str]  # start, end (unix seconds), what held
+
+
+@dataclass(frozen=True)
+class AlertResult:
+    name: str
+    rank: int | None
+    condition: str
+    for_s: float
+    intervals: tuple[Interval, ...]
+    evaluable: bool = True
+
+    @property
+    def fired(self) -> bool:
+        return any(end - start >= self.for_s for start, end, _ in self.intervals)
+
+    @property
+    def held_s(self) -> float:
+        return max((end - start for start, end, _ in self.intervals), default=0.0)
+
+    @property
+    def status(self) -> str:
+        if not self.evaluable:
+            return "no data"
+        if self.fired:
+            return "would have fired"
+        if self.intervals:
+            return f"condition held {self.held_s:.0f} s (under for: {self.for_s:.0f} s)"
+        return "quiet"
+
+    @property
+    def detail(self) -> str:
+        return self.intervals[0][2] if self.intervals else ""
+
+
+def _held(points: list, end_t: float, cond: Callable[[float], bool], describe: Callable[[float], str]
+          ) -> list[Interval]:
+    """Intervals where ``cond(value)`` held; each value holds until the next point or ``end_t``."""
+    out, start, what = [], None, ""
+    for i, (t, _step, v) in enumerate(points):
+        ok = isinstance(v, (int, float)) and cond(v)
+        if ok and start is None:
+            start, what = t, describe(v)
+        if not ok and start is not None:
+            out.append((start, t, what))
+            start = None
+        if i == len(points) - 1 and start is not None:
+            out.append((start, max(end_t, t), what))
+    return out
+
+
+def _increases(points: list, end_t: float, what: str) -> list[Interval]:
+    out, prev = [], 0.0
+    for t, step, v in points:
+        if isinstance(v, (int, float)) and v > prev:
+            out.append((t, end_t, f"{what} rose to {v:g} at step {step}"))
+        prev = v if isinstance(v, (int, float)) else prev
+    return out[:1]
+
+
+def evaluate(run: RunLog, rules: tuple[dict[str, float], dict[str, float]] | None = None) -> list[AlertResult]:
+    """Every alert for every rank (the straggler alert across ranks); ``rules`` default ``load_rules()``."""
+    th, fors = rules or load_rules()
+    results = []
+    for r in run.ranks.values():
+        results.extend(_rank_alerts(r, th, fors))
+    results.append(_straggler(run, th, fors))
+    return results
+
+
+def _rank_alerts(r: RankLog, th: dict[str, float], fors: dict[str, float]) -> Iterable[AlertResult]:
+    end = r.last_t or 0.0
+    risk = []
+    for source in ("prediction", "measured", "trend"):
+        risk += _held(r.get("llmops_oom_risk", source=source), end, lambda v: v >= 1,
+                      lambda v, s=source: f"llmops_oom_risk{{source=\"{s}\"}} = 1")
+    yield AlertResult("LLMOpsOOMRisk", r.rank, "llmops_oom_risk == 1, any source", fors["LLMOpsOOMRisk"],
+                      tuple(sorted(risk)), bool(r.matching("llmops_oom_risk")))
+    drift = r.get("llmops_memory_drift_ratio", model="refined")
+    yield AlertResult("LLMOpsMemoryDrift", r.rank, f"|measured peak / refined prediction − 1| > {th['drift']:.0%}",
+                      fors["LLMOpsMemoryDrift"], tuple(_held(drift, end, lambda v: abs(v - 1) > th["drift"],
+                                                     lambda v: f"drift ratio {v:.2f}")), bool(drift))
+    yield _growth(r, th, fors)
+    saves = r.get("llmops_checkpoint_last_success_timestamp_seconds")
+    stale: list[Interval] = []
+    if saves and end - saves[-1][2] > th["checkpoint_max_age_s"] and r.end is None:
+        stale.append((saves[-1][2] + th["checkpoint_max_age_s"], end, "no successful checkpoint within the age"))
+    yield AlertResult("LLMOpsCheckpointStale", r.rank,
+                      f"no successful checkpoint for {th['checkpoint_max_age_s']:.0f} s while training",
+                      fors["LLMOpsCheckpointStale"],
+                      tuple(stale), bool(saves))
+    fails = r.get("llmops_checkpoint_failures_total")
+    yield AlertResult("LLMOpsCheckpointFailures", r.rank, "a checkpoint write failed", fors["LLMOpsCheckpointFailures"],
+                      tuple(_increases(fails, end, "llmops_checkpoint_failures_total")), bool(fails))
+    bw = [p for p in r.get("llmops_comm_bus_bandwidth_bytes_per_second") if isinstance(p[2], (int, float))]
+    base = statistics.median(p[2] for p in bw) if bw else 0.0
+    yield AlertResult("LLMOpsCommSlow", r.rank,
+                      f"bus bandwidth under {th['comm_slow_fraction']:.0%} of the run's median",
+                      fors["LLMOpsCommSlow"],
+                      tuple(_held(bw, end, lambda v: v < th["comm_slow_fraction"] * base,
+                                  lambda v: f"bus bandwidth {v / 1e9:.3f} GB/s, median {base / 1e9:.3f} GB/s")),
+                      bool(bw))
+    errors: list[Interval] = []
+    for labels, pts in r.matching("llmops_monitor_errors_total").items():
+        errors += _increases(pts, end, f"llmops_monitor_errors_total{{{dict(labels).get('probe')}}}")
+    yield AlertResult("LLMOpsMonitorErrors", r.rank, "errors caught inside the monitor", fors["LLMOpsMonitorErrors"],
+                      tuple(errors))
+    down = [(end, math.inf, "the run died without closing: its endpoint went away")] if r.end is None else []
+    yield AlertResult("LLMOpsTargetDown", r.rank, "the rank's endpoint gone while its run is recent",
+                      fors["LLMOpsTargetDown"],
+                      tuple(down))
+
+
+def _growth(r: RankLog, th: dict[str, float], fors: dict[str, float]) -> AlertResult:
+    room = budget_room(r)
+    pts = [p for p in r.get("llmops_memory_actual_bytes", component="peak") if isinstance(p[2], (int, float))]
+    out: list[Interval] = []
+    if room is not None:
+        for i, (t, step, v) in enumerate(pts):
+            window = [(pt, pv) for pt, _, pv in pts[: i + 1] if t - pt <= th["growth_window_s"]]
+            if len(window) < 3:
+                continue
+            rate = slope(window)
+            if v + rate * th["growth_horizon_s"] > room and rate > 0:
+                out.append((t, r.last_t or t, f"peak {v / 1e9:.3f} GB growing {rate / 1e6:.2f} MB/s at step {step}"))
+                break
+    return AlertResult("LLMOpsMemoryGrowth", r.rank,
+                       f"measured memory, extrapolated linearly, reaches the budget within "
+                       f"{th['growth_horizon_s'] / 60:.0f} min", fors["LLMOpsMemoryGrowth"], tuple(out),
+                       room is not None and len(pts) >= 3)
+
+
+def _straggler(run: RunLog, th: dict[str, float], fors: dict[str, float]) -> AlertResult:
+    w = th["straggler_window_s"]
+    if len(run.ranks) < 2:
+        return AlertResult("LLMOpsStraggler", None, "a rank's step time over the run's median", fors["LLMOpsStraggler"],
+                           (), evaluable=False)
+    means: dict[int, dict[int, float]] = {}
+    for rank, r in run.ranks.items():
+        by_window: dict[int, list[float]] = {}
+        for _step, t, seconds in r.steps:
+            by_window.setdefault(int(t // w), []).append(seconds)
+        means[rank] = {k: statistics.fmean(v) for k, v in by_window.items()}
+    out: list[Interval] = []
+    for k in sorted({k for m in means.values() for k in m}):
+        here = {rank: m[k] for rank, m in means.items() if k in m}
+        if len(here) < 2:
+            continue
+        med = statistics.median(here.values())
+        for rank, v in here.items():
+            if v > (1 + th["straggler"]) * med:
+                out.append((k * w, (k + 1) * w, f"rank {rank} step {v * 1e3:.1f} ms vs median {med * 1e3:.1f} ms"))
+    return AlertResult("LLMOpsStraggler", None, f"a rank's step time over the run's median by {th['straggler']:.0%}",
+                       fors["LLMOpsStraggler"], tuple(_merge(out)))
+
+
+def _merge(intervals: list[Interval]) -> list[Interval]:
+    out: list[Interval] = []
+    for iv in sorted(intervals):
+        if out and iv[0] <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], iv[1]), out[-1][2])
+        else:
+            out.append(iv)
+    return out

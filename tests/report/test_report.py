@@ -1,0 +1,138 @@
+"""``llmops report``: a finished run, a run killed with SIGKILL, the HTML is offline, the alerts."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+
+from llmops import LLMOpsMonitor
+from llmops.cli import main
+from llmops.report import write_report
+from llmops.report.alerts import evaluate, load_rules
+from llmops.runlog import read_run
+from tests.helpers.models import GPT, GPTConfig, make_module, token_loader
+
+HERE = Path(__file__).parent
+PLOTS = ("memory", "drift", "headroom", "step_time")
+
+
+def offline(page: str) -> None:
+    """Nothing to fetch: no script, no stylesheet link, no remote src or url()."""
+    assert "<script" not in page and "<link" not in page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+    assert "url(" not in page
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    monitor = LLMOpsMonitor(port=0, run="done", run_dir=str(root), memory_budget="1GB", interval=0.05,
+                            activation_interval=3)
+    trainer = pl.Trainer(max_steps=12, accelerator="cpu", callbacks=[monitor], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(make_module(pl.LightningModule, GPT(GPTConfig())), token_loader(64, 16, 4))
+    return root / "done"
+
+
+def test_report_of_a_finished_run(finished, capsys):
+    assert main(["report", str(finished)]) == 0
+    out = capsys.readouterr().out
+    assert "finished at step 12" in out
+    page_path = finished / "report" / "report.html"
+    assert f"report: {page_path}" in out
+    page = page_path.read_text()
+    offline(page)
+    assert page.count('src="data:image/png;base64,') >= len(PLOTS)
+    for key in PLOTS:
+        assert (finished / "report" / f"{key}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for text in ("Preflight verdict", "fits: predicted peak", "Predicted vs measured", "Alerts that would have fired",
+                 "LLMOpsMemoryDrift", "Headroom to the budget", "Step time", "no communication recorded"):
+        assert text in page, text
+    assert "did not finish" not in page
+
+
+def test_report_to_another_folder(finished, tmp_path):
+    page = write_report(finished, tmp_path / "elsewhere")
+    assert page == tmp_path / "elsewhere" / "report.html" and page.exists()
+
+
+def test_missing_log_is_a_one_line_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 1
+    assert "no run log" in capsys.readouterr().err
+
+
+def test_sigkill_mid_run_leaves_a_readable_log_and_a_report(tmp_path):
+    proc = subprocess.Popen([sys.executable, str(HERE / "killable_run.py"), str(tmp_path), "killed"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        log = tmp_path / "killed" / "rank0.jsonl"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if log.exists() and log.read_text().count('"kind": "step"') >= 30:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the run did not log 30 steps in time")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    run = read_run(tmp_path / "killed")
+    r = run.ranks[0]
+    assert r.end is None and run.crashed and r.last_step >= 30
+    assert r.last("llmops_memory_actual_bytes", component="peak") > 0
+    cli = "import sys; from llmops.cli import main; sys.exit(main(sys.argv[1:]))"
+    out = subprocess.run([sys.executable, "-c", cli, "report", str(tmp_path / "killed")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"last step {r.last_step}" in out.stdout and "stopped without closing" in out.stdout
+    page = (tmp_path / "killed" / "report" / "report.html").read_text()
+    offline(page)
+    assert "The run did not finish" in page and f"last step {r.last_step}" in page
+    assert "Where memory stood in the last samples" in page and "measured peak" in page
+    assert "headroom to the budget" in page
+    statuses = {a.name: a for a in evaluate(run)}
+    assert statuses["LLMOpsTargetDown"].fired
+
+
+def _rank(points):
+    from llmops.runlog.reader import RankLog
+
+    r = RankLog(Path("rank0.jsonl"), start={"rank": 0, "t": 0.0}, end={"status": "ok"}, last_t=1000.0)
+    for name, labels, series in points:
+        r.series[(name, tuple(sorted(labels.items())))] = series
+    return r
+
+
+def test_alert_conditions_and_for_durations():
+    from llmops.runlog.reader import RunLog
+
+    r = _rank([
+        ("llmops_oom_risk", {"source": "prediction"}, [(0.0, 0, 1.0)]),  # held 1000 s > for 60 s
+        ("llmops_memory_drift_ratio", {"model": "refined"}, [(0.0, 0, 1.0), (100.0, 10, 1.5), (400.0, 40, 1.0)]),
+        ("llmops_monitor_errors_total", {"probe": "nvml"}, [(0.0, 0, 0.0), (50.0, 5, 2.0)]),
+    ])
+    got = {a.name: a for a in evaluate(RunLog(Path("."), {0: r}))}
+    assert got["LLMOpsOOMRisk"].fired
+    drift = got["LLMOpsMemoryDrift"]
+    assert not drift.fired and drift.held_s == 300 and "condition held 300 s" in drift.status
+    assert got["LLMOpsMonitorErrors"].fired
+    assert not got["LLMOpsTargetDown"].intervals  # the run ended cleanly
+    assert got["LLMOpsStraggler"].status == "no data"  # one rank
+
+
+def test_thresholds_come_from_the_rules_file(tmp_path):
+    th, fors = load_rules(tmp_path / "absent.yml")
+    assert th["drift"] == 0.2 and fors["LLMOpsMemoryDrift"] == 600
+    rules = tmp_path / "rules.yml"
+    rules.write_text("groups:\n- name: t\n  rules:\n  - record: llmops:threshold:memory_drift_ratio\n"
+                     "    expr: vector(0.05)\n  - alert: LLMOpsMemoryDrift\n    expr: up\n    for: 2m30s\n")
+    th, fors = load_rules(rules)
+    assert th["drift"] == 0.05 and fors["LLMOpsMemoryDrift"] == 150
