@@ -6,7 +6,9 @@ import sys
 
 import click
 
+from .demo_cmd import demo
 from .estimate_cmd import estimate, models
+from .report_cmd import report
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,6 +19,8 @@ def cli() -> None:
 
 cli.add_command(estimate)
 cli.add_command(models)
+cli.add_command(demo)
+cli.add_command(report)
 
 
 def main(argv: list[str] | None = None) -> int:
