@@ -19,7 +19,10 @@ from .comm import take_user_hook
 from .config import MonitorConfig
 from .estimate import TrainingSpec
 from .introspect import batch_shape, introspect
+from .loggers import LoggerMetrics
 from .monitor import Monitor
+from .postmortem import is_oom, postmortem_text, write_postmortem
+from .runlog import run_path
 
 
 class MonitorCallback:
@@ -67,6 +70,13 @@ class MonitorCallback:
         pushgateway_url: push the final state there at the end of fit.
         runlog: append every sample to ``<run_dir>/<run>/rank<R>.jsonl`` (``llmops report`` reads it).
         run_dir: the run log's root; default ``$LLMOPS_RUN_DIR``, else ``./llmops_runs``.
+        log_to_loggers: log the same figures through the trainer's loggers under ``llmops/`` keys every
+            ``log_every_n_steps`` (default: when the trainer has a logger); the preflight prediction
+            goes to ``log_hyperparams`` once.
+        log_all_ranks: log from every rank (keys end in ``/rank<R>``) instead of rank 0 only.
+        progress_bar: show ``mem`` (measured peak / budget) and ``drift`` in the progress bar.
+        record_memory_history: record CUDA allocator history (costly) so an OOM post-mortem also dumps a
+            snapshot for pytorch.org/memory_viz.
     """
 
     def __init__(self, port: int = 9445, addr: str = "127.0.0.1", run: str | None = None,
@@ -77,6 +87,8 @@ class MonitorCallback:
                  basic_auth: tuple[str, str] | None = None, linger: float = 0.0,
                  pushgateway_url: str | None = None, serve: bool = True,
                  runlog: bool = True, run_dir: str | None = None,
+                 log_to_loggers: bool | None = None, log_all_ranks: bool = False, progress_bar: bool = False,
+                 record_memory_history: bool = False,
                  registry: CollectorRegistry | None = None, nvml_client: Any = None) -> None:
         super().__init__()
         self.config = MonitorConfig.from_args(
@@ -87,6 +99,15 @@ class MonitorCallback:
         self.monitor = Monitor(self.config, registry=registry, nvml_client=nvml_client)
         self._needs_preflight = True
         self._user_hook: tuple[Any, Any] = (None, None)
+        for name, value in (("log_to_loggers", log_to_loggers), ("log_all_ranks", log_all_ranks),
+                            ("progress_bar", progress_bar), ("record_memory_history", record_memory_history)):
+            if value is not None and not isinstance(value, bool):
+                raise ValueError(f"LLMOpsMonitor: {name}={value!r} is not allowed; expected True or False")
+        self.log_to_loggers, self.log_all_ranks = log_to_loggers, log_all_ranks
+        self.progress_bar, self.record_memory_history = progress_bar, record_memory_history
+        self._logger_metrics: LoggerMetrics | None = None
+        self._last_logged_step = -1
+        self._batch_shape: tuple[Any, ...] = (None, None)
 
     @property
     def metrics_url(self) -> str | None:
@@ -108,7 +129,7 @@ class MonitorCallback:
         self._batch_end(trainer, pl_module, batch)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        self.monitor.abort_measure()
+        self._on_exception(trainer, exception)
         self.monitor.end_runlog(exception)
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -128,6 +149,14 @@ class MonitorCallback:
             wrap_checkpoint_io(trainer.strategy, self.monitor.state)
         with self.monitor.guard("comm"):
             self._user_hook = take_user_hook(trainer.strategy)
+        with self.monitor.guard("loggers"):
+            if self.log_to_loggers is not False and trainer.loggers and \
+                    (trainer.global_rank == 0 or self.log_all_ranks):
+                self._logger_metrics = LoggerMetrics(self.monitor.state,
+                                                     f"/rank{trainer.global_rank}" if self.log_all_ranks else "")
+        with self.monitor.guard("memory_history"):
+            if self.record_memory_history and trainer.strategy.root_device.type == "cuda":
+                torch.cuda.memory._record_memory_history(max_entries=100_000)
 
     def _train_start(self, trainer: Any, pl_module: Any) -> None:
         m = self.monitor
@@ -143,6 +172,7 @@ class MonitorCallback:
             self._needs_preflight = False
             self._preflight(trainer, pl_module, batch)  # may raise OOMRiskError, by design
         m = self.monitor
+        self._batch_shape = batch_shape(batch)
         m.step_start(trainer.global_step)
         if m.should_measure(trainer.global_step):
             with m.guard("activations"):
@@ -153,7 +183,39 @@ class MonitorCallback:
         with m.guard("activations"):
             m.end_measure(pl_module, trainer.optimizers)
         with m.guard("step"):
-            m.step_end(trainer.global_step, batch_shape(batch)[0])
+            m.step_end(trainer.global_step, self._batch_shape[0])
+        if self._logger_metrics is not None or self.progress_bar:
+            with m.guard("loggers"):
+                self._log(trainer, pl_module)
+
+    def _log(self, trainer: Any, pl_module: Any) -> None:
+        """Loggers every ``log_every_n_steps`` optimizer steps; the progress bar every batch (cached values)."""
+        step = trainer.global_step
+        if self._logger_metrics is not None and step != self._last_logged_step \
+                and step % max(1, trainer.log_every_n_steps) == 0:
+            self._last_logged_step = step
+            metrics = self._logger_metrics.collect()
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=step)
+        if self.progress_bar:
+            s = self.monitor.state
+            peak, budget = s.get("llmops_memory_actual_bytes", component="peak"), s.get("llmops_memory_budget_bytes")
+            if isinstance(peak, float) and isinstance(budget, float) and budget:
+                pl_module.log("mem", peak / budget, prog_bar=True, logger=False)
+            drift = s.get("llmops_memory_drift_ratio", model="refined")
+            if isinstance(drift, float):
+                pl_module.log("drift", drift, prog_bar=True, logger=False)
+
+    def _on_exception(self, trainer: Any, error: BaseException) -> None:
+        m = self.monitor
+        m.abort_measure()
+        if not is_oom(error):
+            return
+        with m.guard("postmortem"):  # the exception itself goes on to the caller unchanged
+            device = trainer.strategy.root_device
+            memory = torch.cuda.mem_get_info(device) if device.type == "cuda" else None
+            text = postmortem_text(m, error, trainer.global_step, self._batch_shape, memory)
+            write_postmortem(run_path(self.config.run_dir, m.run), m.rank, text, self.record_memory_history)
 
     def _preflight(self, trainer: Any, pl_module: Any, batch: Any) -> None:
         m = self.monitor
@@ -169,6 +231,10 @@ class MonitorCallback:
                                safety=self.config.safety, override=self.config.spec)
         if intro is not None:
             m.preflight(intro, is_rank_zero=trainer.global_rank == 0)
+            if self._logger_metrics is not None and trainer.global_rank == 0:
+                with m.guard("loggers"):
+                    for logger in trainer.loggers:
+                        logger.log_hyperparams(self._logger_metrics.hyperparams())
 
     def _run_name(self, trainer: Any) -> str:
         if self.config.run:

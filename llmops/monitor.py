@@ -22,13 +22,14 @@ from .config import MonitorConfig
 from .drift import drift_ratio, trend_risk
 from .estimate import Estimate, document, refined
 from .estimate.units import gb
+from .estimate.whatif import what_if
 from .exporter import LLMOpsCollector, MetricState, push_final, start_exporter
 from .guard import Guard, OOMRiskError
 from .introspect import Introspection
 from .probes import ActivationMeter, CudaAllocatorProbe, NvmlProbe, PynvmlClient, state_bytes
 from .probes.cuda import cuda_device_uuid
 from .runlog import RunLogWriter, run_path
-from .tables import estimate_table, to_text
+from .tables import estimate_table, to_text, whatif_table
 
 log = logging.getLogger("llmops")
 
@@ -215,7 +216,10 @@ class Monitor:
                          f"{gb(spec.gpu_memory if spec else None)} GB); largest safe micro-batch "
                          f"{best.max_batch_size}; gradient accumulation for the global batch "
                          f"{best.accumulate}")
-        return to_text(table, "\n".join(lines))
+        extra: list[Any] = []
+        if best.oom_risk and spec is not None:
+            extra.append(whatif_table(what_if(spec)))
+        return to_text(table, "\n".join(lines), *extra)
 
     def _risk_message(self, best: Estimate) -> str:
         spec = self.intro.spec if self.intro else None
