@@ -61,7 +61,7 @@ class CharGPT(pl.LightningModule):
 
 
 class _Announce(pl.Callback):
-    """Print the metrics URL once the endpoint serves (rank 0), and run the optional stack."""
+    """Print the metrics URL once the endpoint serves (rank 0)."""
 
     def __init__(self, monitor: LLMOpsMonitor, echo: Callable[[str], None]) -> None:
         self.monitor, self.echo = monitor, echo
@@ -73,19 +73,27 @@ class _Announce(pl.Callback):
             self.echo(f"llmops demo: metrics at {url}{extra}")
 
 
-def run_demo(steps: int = 1000, batch_size: int = 16, seq_len: int = 64, devices: int = 1,
-             budget: str | None = "1GB", port: int = 9445, run_dir: str | None = None, layers: int = 4,
-             hidden: int = 128, heads: int = 4, sample_chars: int = 240, seed: int = 1337,
-             progress_bar: bool = True, stack: Any = None, echo: Callable[[str], None] = print) -> DemoResult:
-    """Train, report and sample. ``stack`` is an object with ``add_target(url)`` or ``None``."""
-    from ..report import write_report
-    from ..report.summary import comparison_text
-
-    text = load_text()
-    data = CharDataset(text, seq_len)
+def char_gpt(seq_len: int = 64, batch_size: int = 16, layers: int = 4, hidden: int = 128, heads: int = 4,
+             seed: int = 1337) -> tuple[CharGPT, DataLoader, CharDataset]:
+    """The demo's LightningModule, its shuffled loader over the shipped text, and the dataset (for decoding)."""
+    data = CharDataset(load_text(), seq_len)
     pl.seed_everything(seed, verbose=False)
     config = GPTConfig(n_layer=layers, n_head=heads, n_embd=hidden, vocab_size=data.vocab_size,
                        block_size=seq_len, dropout=0.1)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(seed))
+    return CharGPT(config), loader, data
+
+
+def run_demo(steps: int = 1000, batch_size: int = 16, seq_len: int = 64, devices: int = 1,
+             budget: str | None = "1GB", port: int = 9445, run_dir: str | None = None, layers: int = 4,
+             hidden: int = 128, heads: int = 4, sample_chars: int = 240, seed: int = 1337,
+             progress_bar: bool = True, echo: Callable[[str], None] = print) -> DemoResult:
+    """Train, report and sample; ``budget`` is a size like ``"1GB"`` or ``None`` for no OOM check."""
+    from ..report import write_report
+    from ..report.summary import comparison_text
+
+    module, loader, data = char_gpt(seq_len, batch_size, layers, hidden, heads, seed)
     run = os.environ.setdefault(RUN_ENV, time.strftime("demo-%Y%m%d-%H%M%S"))
     monitor = LLMOpsMonitor(port=port, run=run, memory_budget=budget, run_dir=run_dir, interval=0.5,
                             activation_interval=50)
@@ -101,9 +109,6 @@ def run_demo(steps: int = 1000, batch_size: int = 16, seq_len: int = 64, devices
                          callbacks=[monitor, checkpoints, _Announce(monitor, echo)], logger=False,
                          enable_progress_bar=progress_bar, enable_model_summary=False, log_every_n_steps=10,
                          num_sanity_val_steps=0)
-    module = CharGPT(config)
-    loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True,
-                        generator=torch.Generator().manual_seed(seed))
     try:
         trainer.fit(module, loader)
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1) after its teardown
