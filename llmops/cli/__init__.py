@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from .dashboards_cmd import dashboards, stack
 from .demo_cmd import demo
 from .estimate_cmd import estimate, models
 from .report_cmd import report
@@ -21,6 +22,8 @@ cli.add_command(estimate)
 cli.add_command(models)
 cli.add_command(demo)
 cli.add_command(report)
+cli.add_command(dashboards)
+cli.add_command(stack)
 
 
 def main(argv: list[str] | None = None) -> int:

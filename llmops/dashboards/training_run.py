@@ -1,0 +1,205 @@
+"""The "LLMOps / Training run" dashboard: one run's memory, GPUs, steps, communication, checkpoints.
+
+Every query filters on the ``run`` and ``rank`` variables (``gpu`` on device series); the drift,
+communication and checkpoint panels also draw the alert thresholds from the rules file's
+``llmops:threshold:*`` series, so the lines move when a user tunes them.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard
+
+from .panels import (
+    BYTES,
+    BYTES_PER_SECOND,
+    COUNT,
+    RATIO,
+    SECONDS,
+    graph,
+    info_table,
+    label_variable,
+    query,
+    states,
+)
+
+UID = "llmops-training-run"
+TITLE = "LLMOps / Training run"
+
+RUN = 'run=~"$run"'
+S = f'{RUN}, rank=~"$rank"'  # every llmops series carries run and rank
+G = f'{S}, gpu=~"$gpu"'
+RATE = "$__rate_interval"
+
+
+def _mean(histogram: str, selector: str = S) -> str:
+    """Mean observation of a histogram over the rate window (seconds)."""
+    return f"rate({histogram}_sum{{{selector}}}[{RATE}]) / rate({histogram}_count{{{selector}}}[{RATE}])"
+
+
+def _dcgm(metric: str, scale: str = "") -> str:
+    """A dcgm-exporter series, labelled with the run and rank whose llmops GPU series share its UUID."""
+    owners = f'count by (UUID, run, rank) (llmops_gpu_memory_total_bytes{{{G}}})'
+    return f"{metric}{scale} * on(UUID) group_left(run, rank) {owners}"
+
+
+def memory_row() -> list:
+    return [
+        graph("Predicted vs actual memory per component", BYTES,
+              "Refined prediction (set before the first step) against what the run holds, per component and rank. "
+              "Actual params, grads and optimizer states are counted from the tensors; activations are measured "
+              "on sampled steps.",
+              query(f'llmops_memory_predicted_bytes{{{S}, model="refined", component!="peak"}}',
+                    "predicted {{component}} (rank {{rank}})"),
+              query(f'llmops_memory_actual_bytes{{{S}, component!="peak"}}', "actual {{component}} (rank {{rank}})"),
+              min_value=0),
+        graph("Predicted vs measured peak per rank", BYTES,
+              "Predicted peak per model (document = formulas.md; refined = llmops' best) against the measured peak "
+              "(allocator peak over the last window on CUDA; tensors on the CPU).",
+              query(f'llmops_memory_predicted_bytes{{{S}, component="peak"}}',
+                    "predicted peak, {{model}} (rank {{rank}})"),
+              query(f'llmops_memory_actual_bytes{{{S}, component="peak"}}', "measured peak (rank {{rank}})"),
+              min_value=0),
+        graph("Drift ratio (measured / predicted peak)", RATIO,
+              "1 = the prediction was right. LLMOpsMemoryDrift fires when the refined ratio stays outside the "
+              "dashed band (llmops:threshold:memory_drift_ratio).",
+              query(f"llmops_memory_drift_ratio{{{S}}}", "{{model}} (rank {{rank}})"),
+              query("1 + llmops:threshold:memory_drift_ratio", "alert above"),
+              query("1 - llmops:threshold:memory_drift_ratio", "alert below"),
+              min_value=0),
+        states("OOM risk by source",
+               "prediction: the predicted peak exceeds the budget; measured: the measured peak does; trend: memory "
+               "grows toward it. LLMOpsOOMRisk fires on any of them.",
+               {"0": ("ok", "green"), "1": ("OOM risk", "red")},
+               query(f"max by (run, rank, source) (llmops_oom_risk{{{S}}})", "{{source}} (rank {{rank}})")),
+        graph("Headroom to the budget", BYTES,
+              "Safety × budget minus the measured peak (what the run may still grow), and free device memory per GPU.",
+              query(f"llmops_memory_budget_bytes{{{S}}} * llmops_memory_safety_ratio{{{S}}}"
+                    f' - ignoring(component) llmops_memory_actual_bytes{{{S}, component="peak"}}',
+                    "under safety × budget (rank {{rank}})"),
+              query(f"llmops_gpu_memory_total_bytes{{{G}}} - llmops_gpu_memory_used_bytes{{{G}}}",
+                    "GPU {{gpu}} free (rank {{rank}})")),
+        graph("Batch size vs largest safe batch", COUNT,
+              "Micro-batch in use and the largest one predicted to fit under safety × budget.",
+              query(f"llmops_batch_size{{{S}}}", "in use (rank {{rank}})"),
+              query(f"llmops_batch_size_max_safe{{{S}}}", "largest safe, {{model}} (rank {{rank}})"),
+              min_value=0),
+    ]
+
+
+def gpu_row() -> list:
+    return [
+        graph("GPU memory used / total", BYTES, "NVML, per GPU: all processes, this rank's process, and the total.",
+              query(f"llmops_gpu_memory_used_bytes{{{G}}}", "GPU {{gpu}} used (rank {{rank}})"),
+              query(f"llmops_gpu_process_memory_bytes{{{G}}}", "GPU {{gpu}} this process (rank {{rank}})"),
+              query(f"llmops_gpu_memory_total_bytes{{{G}}}", "GPU {{gpu}} total"),
+              min_value=0),
+        graph("GPU utilisation", RATIO, "NVML busy fraction per GPU.",
+              query(f"llmops_gpu_utilization_ratio{{{G}}}", "GPU {{gpu}} (rank {{rank}})"), min_value=0),
+    ]
+
+
+def training_row() -> list:
+    return [
+        graph("Step time per rank", SECONDS,
+              "Mean wall time of a training step per rank, and the run's median; LLMOpsStraggler fires for a rank "
+              "over the median by more than llmops:threshold:straggler_ratio.",
+              query(_mean("llmops_step_duration_seconds"), "rank {{rank}}"),
+              query(f'quantile by (run) (0.5, {_mean("llmops_step_duration_seconds", RUN)})',
+                    "median of run {{run}}"),
+              min_value=0),
+        graph("Throughput", "suffix: samples/s", "Samples per second, summed over the selected ranks.",
+              query(f"sum by (run) (rate(llmops_samples_total{{{S}}}[{RATE}]))", "{{run}}"), min_value=0),
+    ]
+
+
+def comm_row() -> list:
+    return [
+        graph("All-reduce time", SECONDS,
+              "Mean time of one gradient all-reduce (per DDP bucket). Only distributed runs communicate.",
+              query(_mean("llmops_comm_allreduce_duration_seconds"), "rank {{rank}}"), min_value=0),
+        graph("All-reduce share of step time", RATIO,
+              "Share of each step's wall time spent in all-reduce (an upper bound: DDP overlaps it with backward).",
+              query(f"llmops_comm_step_time_ratio{{{S}}}", "rank {{rank}}"),
+              query("llmops:threshold:comm_step_time_ratio", "alert above"),
+              min_value=0),
+        graph("Bus bandwidth", BYTES_PER_SECOND, "All-reduce bus bandwidth (nccl-tests definition) per rank.",
+              query(f"llmops_comm_bus_bandwidth_bytes_per_second{{{S}}}", "rank {{rank}}"), min_value=0),
+    ]
+
+
+def checkpoint_row() -> list:
+    return [
+        graph("Time since the last checkpoint", SECONDS,
+              "LLMOpsCheckpointStale fires above the dashed line while the run trains.",
+              query(f"time() - llmops_checkpoint_last_success_timestamp_seconds{{{S}}}", "rank {{rank}}"),
+              query("llmops:threshold:checkpoint_max_age_seconds", "alert above"),
+              min_value=0),
+        graph("Checkpoint save duration", SECONDS, "Mean time to write one checkpoint since the run started.",
+              query(f"llmops_checkpoint_save_duration_seconds_sum{{{S}}}"
+                    f" / llmops_checkpoint_save_duration_seconds_count{{{S}}}", "rank {{rank}}"),
+              min_value=0),
+        graph("Checkpoint size", BYTES, "Size of the last checkpoint written.",
+              query(f"llmops_checkpoint_size_bytes{{{S}}}", "rank {{rank}}"), min_value=0),
+        graph("Checkpoint saves, failures and restores", COUNT,
+              "Totals since the run started; a failure is also counted before it is re-raised.",
+              query(f"llmops_checkpoint_saves_total{{{S}}}", "saves (rank {{rank}})"),
+              # the failures counter appears at the first failure: until then, 0 for each rank that saves
+              query(f"llmops_checkpoint_failures_total{{{S}}} or 0 * llmops_checkpoint_saves_total{{{S}}}",
+                    "failures (rank {{rank}})"),
+              query(f"llmops_checkpoint_restores_total{{{S}}}", "restores (rank {{rank}})"),
+              min_value=0),
+    ]
+
+
+def monitor_row() -> list:
+    return [
+        graph("Monitor errors by probe", COUNT,
+              "Errors caught inside the monitor (the run went on); a probe's series may be stale meanwhile.",
+              query(f"sum by (run, rank, probe) (llmops_monitor_errors_total{{{S}}})", "{{probe}} (rank {{rank}})"),
+              min_value=0),
+        info_table("Build", "Versions and settings of each rank (llmops_build_info).",
+                   query(f"llmops_build_info{{{S}}}", instant=True, table_format=True), width=12, height=8),
+    ]
+
+
+def dcgm_row() -> list:
+    return [
+        graph("DCGM: framebuffer used by the run's GPUs", BYTES,
+              "dcgm-exporter's DCGM_FI_DEV_FB_USED (MiB) joined on(UUID) with llmops' GPU series; empty when "
+              "dcgm-exporter is not scraped.",
+              query(_dcgm("DCGM_FI_DEV_FB_USED", " * 1048576"), "GPU {{gpu}} (rank {{rank}})"), min_value=0),
+        graph("DCGM: SM activity", RATIO, "DCGM_FI_PROF_SM_ACTIVE joined on(UUID): the fraction of time SMs were busy.",
+              query(_dcgm("DCGM_FI_PROF_SM_ACTIVE"), "GPU {{gpu}} (rank {{rank}})"), min_value=0),
+        graph("DCGM: power", "watt", "DCGM_FI_DEV_POWER_USAGE joined on(UUID).",
+              query(_dcgm("DCGM_FI_DEV_POWER_USAGE"), "GPU {{gpu}} (rank {{rank}})"), min_value=0),
+    ]
+
+
+ROWS = (("Memory: predicted vs actual", memory_row), ("GPUs", gpu_row), ("Training", training_row),
+        ("Communication", comm_row), ("Checkpoints", checkpoint_row), ("Monitor", monitor_row))
+
+
+def build() -> dashboard.Dashboard:
+    """The dashboard builder; ``llmops dashboards`` renders it to JSON."""
+    d = (dashboard.Dashboard(TITLE).uid(UID).tags(["llmops"]).refresh("30s").time("now-1h", "now")
+         .timezone("browser").editable()
+         .description("Predicted vs actual memory, OOM risk, GPUs, step time, communication and checkpoints "
+                      "of one llmops training run. Metrics: docs/metrics.md; alerts: docs/runbooks.md.")
+         .with_variable(dashboard.DatasourceVariable("datasource").label("Datasource").type("prometheus"))
+         .with_variable(label_variable("run", "Run", "llmops_build_info", all_ranks=False))
+         .with_variable(label_variable("rank", "Rank", 'llmops_build_info{run=~"$run"}', all_ranks=True))
+         .with_variable(label_variable("gpu", "GPU", 'llmops_gpu_memory_total_bytes{run=~"$run", rank=~"$rank"}',
+                                       all_ranks=True)))
+    next_id = 1
+    for title, panels in ROWS:
+        d = d.with_row(dashboard.Row(title).id(next_id))
+        next_id += 1
+        for panel in panels():
+            d = d.with_panel(panel.id(next_id))
+            next_id += 1
+    dcgm = dashboard.Row("DCGM exporter (when it is scraped too)").id(next_id).collapsed(True)
+    next_id += 1
+    for panel in dcgm_row():
+        dcgm = dcgm.with_panel(panel.id(next_id))
+        next_id += 1
+    return d.with_row(dcgm)

@@ -1,0 +1,106 @@
+"""The committed dashboards are what the builders make; panels have units, variables and refIds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmops.cli import main
+from llmops.dashboards import DASHBOARDS, panel_queries, render_all
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMITTED = ROOT / "dashboards"
+
+
+def load(name: str = "llmops-training-run.json") -> dict:
+    return json.loads((COMMITTED / name).read_text())
+
+
+def panels(d: dict) -> list[dict]:
+    flat = []
+    for p in d["panels"]:
+        flat.append(p)
+        flat.extend(p.get("panels", []))
+    return flat
+
+
+def needs_sdk() -> None:
+    pytest.importorskip("grafana_foundation_sdk", reason="grafana-foundation-sdk (dev extra) needs Python >= 3.11")
+
+
+def test_committed_json_is_what_the_builders_make():
+    needs_sdk()
+    rendered = render_all()
+    assert sorted(rendered) == sorted(p.name for p in COMMITTED.glob("*.json")) == sorted(DASHBOARDS)
+    for name, text in rendered.items():
+        assert (COMMITTED / name).read_text() == text, (
+            f"dashboards/{name} is out of date: run `llmops dashboards --out dashboards/` and commit it")
+
+
+def test_cli_writes_dashboards_and_prometheus_rule(tmp_path, capsys):
+    needs_sdk()
+    assert main(["dashboards", "--out", str(tmp_path / "d"), "--prometheus-rule", str(tmp_path / "k/pr.yaml")]) == 0
+    assert (tmp_path / "d/llmops-training-run.json").read_text() == (COMMITTED / "llmops-training-run.json").read_text()
+    assert (tmp_path / "k/pr.yaml").read_text() == (ROOT / "deploy/kubernetes/prometheusrule.yaml").read_text()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_missing_rules_file_is_one_line_error(tmp_path, capsys):
+    code = main(["dashboards", "--out", str(tmp_path), "--prometheus-rule", str(tmp_path / "pr.yaml"),
+                 "--rules", str(tmp_path / "nope.yml")])
+    assert code == 1 and "nope.yml" in capsys.readouterr().err
+
+
+def test_variables_datasource_run_rank_gpu():
+    d = load()
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    assert list(variables) == ["datasource", "run", "rank", "gpu"]
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    for name in ("rank", "gpu"):
+        assert variables[name]["includeAll"] and variables[name]["allValue"] == ".*"
+
+
+def test_every_panel_has_a_unit_a_datasource_and_ids():
+    d = load()
+    ids = [p["id"] for p in panels(d)]
+    assert len(ids) == len(set(ids)) and 0 not in ids
+    for p in panels(d):
+        if p["type"] == "row":
+            continue
+        assert p["fieldConfig"]["defaults"].get("unit"), f"{p['title']}: no unit"
+        assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        refs = [t["refId"] for t in p["targets"]]
+        assert refs == [chr(ord("A") + i) for i in range(len(refs))], p["title"]
+
+
+@pytest.mark.parametrize("title,unit", [
+    ("Predicted vs actual memory per component", "decbytes"), ("Drift ratio (measured / predicted peak)",
+                                                                 "percentunit"),
+    ("Step time per rank", "s"), ("Bus bandwidth", "Bps"), ("Time since the last checkpoint", "s"),
+    ("GPU utilisation", "percentunit"), ("Headroom to the budget", "decbytes")])
+def test_units_follow_the_metrics(title, unit):
+    (panel,) = [p for p in panels(load()) if p["title"] == title]
+    assert panel["fieldConfig"]["defaults"]["unit"] == unit
+
+
+def test_every_llmops_query_filters_on_run_and_rank():
+    for title, expr in panel_queries(load()):
+        if "llmops_" not in expr:
+            continue  # thresholds from the rules file
+        assert 'run=~"$run"' in expr, title
+        if not expr.startswith("quantile by (run)"):  # the run's median spans every rank
+            assert 'rank=~"$rank"' in expr, title
+
+
+def test_the_issue_panels_are_there():
+    titles = {p["title"] for p in panels(load())}
+    assert {"Predicted vs actual memory per component", "Predicted vs measured peak per rank",
+            "Drift ratio (measured / predicted peak)", "OOM risk by source", "Headroom to the budget",
+            "Batch size vs largest safe batch", "GPU memory used / total", "GPU utilisation", "Step time per rank",
+            "All-reduce time", "Bus bandwidth", "Time since the last checkpoint", "Checkpoint save duration",
+            "Checkpoint saves, failures and restores", "Monitor errors by probe"} <= titles
+    dcgm = [p for p in load()["panels"] if p["title"].startswith("DCGM")]
+    assert dcgm and dcgm[0]["collapsed"] and all("on(UUID)" in t["expr"] for p in dcgm[0]["panels"]
+                                                 for t in p["targets"])
