@@ -71,6 +71,10 @@ def _stopped(run: RunLog) -> str:
         parts.append(f"<p>Where memory stood in the last samples of rank {rank}:</p><table>")
         parts += [f"<tr><th>{_e(k)}</th><td class='n'>{_e(v)}</td></tr>" for k, v in last_memory(r)]
         parts.append("</table>")
+        postmortem = run.path / f"postmortem-rank{rank}.md"  # written by the monitor when a step raised OOM
+        if postmortem.exists():
+            parts.append(f"<p>The OOM post-mortem of rank {rank} ({_e(postmortem.name)}):</p>"
+                         f"<pre>{_e(postmortem.read_text(encoding='utf-8', errors='replace'))}</pre>")
     parts.append("</div>")
     return "".join(parts)
 

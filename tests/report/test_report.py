@@ -100,6 +100,9 @@ def test_sigkill_mid_run_leaves_a_readable_log_and_a_report(tmp_path):
     assert "headroom to the budget" in page
     statuses = {a.name: a for a in evaluate(run)}
     assert statuses["LLMOpsTargetDown"].fired
+    (tmp_path / "killed" / "postmortem-rank0.md").write_text("# OOM at step 7\ngrew: activations")
+    write_report(tmp_path / "killed")
+    assert "grew: activations" in (tmp_path / "killed" / "report" / "report.html").read_text()
 
 
 def _rank(points):
