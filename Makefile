@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo estimate test lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,12 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The demo: a small GPT trained on the CPU with the monitor on, then the report (about a minute).
 demo: venv
+	$(VENV)/bin/llmops demo
+
+# Planning without a run: a Llama-2-7B fine-tune on one 80 GB GPU.
+estimate: venv
 	$(VENV)/bin/llmops estimate --model llama-2-7b --seq-len 4096 --batch-size 1 --gpu-memory 80GB
 
 test: venv
