@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
+import importlib
 import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import click
@@ -34,7 +38,7 @@ def demo(steps: int, batch_size: int, seq_len: int, devices: int, budget: str, s
     from ..demo.run import run_demo
 
     budget_value = None if budget.strip().lower() in ("none", "0", "") else budget
-    handle = _start_stack() if stack and os.environ.get("LOCAL_RANK", "0") == "0" else None
+    handle = _start_stack(port, devices) if stack and os.environ.get("LOCAL_RANK", "0") == "0" else None
     try:
         result = run_demo(steps=steps, batch_size=batch_size, seq_len=seq_len, devices=devices,
                           budget=budget_value, port=port, run_dir=run_dir, progress_bar=progress, echo=click.echo)
@@ -42,35 +46,50 @@ def demo(steps: int, batch_size: int, seq_len: int, devices: int, budget: str, s
         raise click.BadParameter(str(e)) from None
     finally:
         if handle is not None:
-            _stop_stack(*handle)
+            _stop_stack(handle)
     if result.interrupted and result.rank == 0:
         click.echo(f"llmops demo: interrupted at step {result.steps}; the run log and the report cover the steps run")
         raise SystemExit(130)
 
 
-def _start_stack() -> tuple[Any, Any] | None:
+def _start_stack(port: int, devices: int) -> Any:
+    """A local Prometheus + Alertmanager (``llmops.stack``) scraping the demo's ranks; ``None`` when unavailable."""
     try:
-        from .. import stack  # llmops/stack.py: local Prometheus + Alertmanager (the dashboards work)
+        stack = importlib.import_module("llmops.stack")  # local Prometheus + Alertmanager (the dashboards work)
     except ImportError:
         click.echo("llmops demo: --stack needs llmops.stack (local Prometheus and Alertmanager), which this "
                    "install does not have; going on without it: the metrics endpoint still serves", err=True)
         return None
+    targets = tuple(f"127.0.0.1:{port + r}" for r in range(devices)) if port else stack.LOCAL_TARGETS
     try:
-        handle = stack.start()
+        s = stack.Stack(Path(tempfile.mkdtemp(prefix="llmops-demo-stack-")),
+                        prometheus_port=_port_or_free(9090), alertmanager_port=_port_or_free(9093),
+                        targets=targets, scrape_interval="2s", evaluation_interval="2s")
+        s.start()
     except Exception as e:  # noqa: BLE001 - the demo goes on without the stack
         click.echo(f"llmops demo: --stack could not start Prometheus/Alertmanager ({type(e).__name__}: {e}); "
-                   "on Debian: apt-get install prometheus prometheus-alertmanager. Going on without it", err=True)
+                   "going on without it", err=True)
         return None
-    for name in ("prometheus_url", "alertmanager_url"):
-        url = getattr(handle, name, None)
-        if url:
-            click.echo(f"llmops demo: {name.split('_')[0]} at {url}")
-    return stack, handle
+    click.echo(f"llmops demo: Prometheus at {s.prometheus_url} (scraping {', '.join(targets)} every 2 s), "
+               f"Alertmanager at {s.alertmanager_url}; both stop when the demo ends (`llmops stack up` keeps "
+               "one running)")
+    return s
 
 
-def _stop_stack(stack: Any, handle: Any) -> None:
+def _stop_stack(s: Any) -> None:
     try:
-        takes_arg = bool(inspect.signature(stack.stop).parameters)
-        stack.stop(handle) if takes_arg else stack.stop()
+        s.stop()
     except Exception as e:  # noqa: BLE001
         click.echo(f"llmops demo: stopping the stack failed ({type(e).__name__}: {e})", err=True)
+    else:
+        shutil.rmtree(s.workdir, ignore_errors=True)  # its configuration and a minute of TSDB
+
+
+def _port_or_free(port: int) -> int:
+    """``port`` when it is free on 127.0.0.1, else 0 (the stack then takes a free one)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return 0
+    return port

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -123,10 +125,23 @@ def test_stack_unavailable_says_so(monkeypatch, capsys):
     from llmops.cli import demo_cmd
 
     monkeypatch.setitem(sys.modules, "llmops.stack", None)  # import fails as when the module is absent
-    assert demo_cmd._start_stack() is None
+    assert demo_cmd._start_stack(9445, 1) is None
     assert "--stack needs llmops.stack" in capsys.readouterr().err
 
 
 def test_bad_arguments_are_one_line_errors():
     out = subprocess.run([LLMOPS, "demo", "--steps", "0"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "Traceback" not in out.stderr and "--steps" in out.stderr
+
+
+@pytest.mark.skipif(not (shutil.which("prometheus") and (shutil.which("prometheus-alertmanager")
+                                                        or shutil.which("alertmanager"))),
+                    reason="needs Debian's prometheus and prometheus-alertmanager")
+def test_stack_scrapes_the_demo(tmp_path):
+    proc, lines = start(tmp_path, "--steps", "5", "--no-progress", "--stack")
+    prometheus = wait_for(lines, r"Prometheus at (http://127\.0\.0\.1:\d+)").group(1)
+    out = finish(proc, lines)
+    assert proc.returncode == 0, out
+    assert "Alertmanager at http://127.0.0.1:" in out
+    with pytest.raises(OSError):  # stopped with the demo
+        urllib.request.urlopen(prometheus + "/-/ready", timeout=5)
