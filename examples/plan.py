@@ -10,7 +10,8 @@ from llmops.estimate.units import gb
 from llmops.tables import estimate_table, to_text
 
 spec = replace(get_preset("llama-2-7b").spec, seq_len=4096, batch_size=1, precision="bf16-mixed",
-               optimizer="adamw", strategy="ddp", world_size=8, gpu_memory=80 * 10**9, device="cuda")
+               optimizer="adamw", strategy="ddp", world_size=8, gpu_memory=80 * 10**9, device="cuda",
+               attention="sdpa")  # flash attention, as every 4k-token fine-tune runs it
 models = estimate(spec)
 print(to_text(estimate_table(models.values(), title="Llama-2-7B, s=4096, b=1, bf16-mixed, AdamW, 80 GB")))
 
