@@ -7,6 +7,7 @@ Only the public Trainer API is read (``global_rank``, ``local_rank``, ``world_si
 
 from __future__ import annotations
 
+import logging
 import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -17,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from .checkpoint import wrap_checkpoint_io
 from .comm import take_user_hook
 from .config import MonitorConfig
-from .estimate import TrainingSpec
+from .estimate import Estimate, TrainingSpec
 from .introspect import batch_shape, introspect
 from .loggers import LoggerMetrics
 from .monitor import Monitor
@@ -77,6 +78,9 @@ class MonitorCallback:
         progress_bar: show ``mem`` (measured peak / budget) and ``drift`` in the progress bar.
         record_memory_history: record CUDA allocator history (costly) so an OOM post-mortem also dumps a
             snapshot for pytorch.org/memory_viz.
+        dry_run: before step 1, run one training step on fake tensors (no memory) and report its exact
+            peak by category as a third prediction, ``model="dryrun"``; skipped with a warning past
+            ``dry_run_timeout`` seconds.
     """
 
     def __init__(self, port: int = 9445, addr: str = "127.0.0.1", run: str | None = None,
@@ -88,14 +92,15 @@ class MonitorCallback:
                  pushgateway_url: str | None = None, serve: bool = True,
                  runlog: bool = True, run_dir: str | None = None,
                  log_to_loggers: bool | None = None, log_all_ranks: bool = False, progress_bar: bool = False,
-                 record_memory_history: bool = False,
+                 record_memory_history: bool = False, dry_run: bool = False, dry_run_timeout: float = 120.0,
                  registry: CollectorRegistry | None = None, nvml_client: Any = None) -> None:
         super().__init__()
         self.config = MonitorConfig.from_args(
             port=port, addr=addr, run=run, spec=spec, memory_budget=memory_budget, safety=safety,
             on_oom_risk=on_oom_risk, interval=interval, activation_interval=activation_interval,
             nvml=nvml, certfile=certfile, keyfile=keyfile, basic_auth=basic_auth, linger=linger,
-            pushgateway_url=pushgateway_url, serve=serve, runlog=runlog, run_dir=run_dir)
+            pushgateway_url=pushgateway_url, serve=serve, runlog=runlog, run_dir=run_dir, dry_run=dry_run,
+            dry_run_timeout=dry_run_timeout)
         self.monitor = Monitor(self.config, registry=registry, nvml_client=nvml_client)
         self._needs_preflight = True
         self._user_hook: tuple[Any, Any] = (None, None)
@@ -230,11 +235,23 @@ class MonitorCallback:
                                optimizers=trainer.optimizers, device=device.type, gpu_memory=gpu_memory,
                                safety=self.config.safety, override=self.config.spec)
         if intro is not None:
-            m.preflight(intro, is_rank_zero=trainer.global_rank == 0)
+            extra = self._dry_run(trainer, pl_module, batch, intro.spec) if self.config.dry_run else {}
+            m.preflight(intro, is_rank_zero=trainer.global_rank == 0, extra=extra)
             if self._logger_metrics is not None and trainer.global_rank == 0:
                 with m.guard("loggers"):
                     for logger in trainer.loggers:
                         logger.log_hyperparams(self._logger_metrics.hyperparams())
+
+    def _dry_run(self, trainer: Any, pl_module: Any, batch: Any, spec: TrainingSpec) -> dict[str, Estimate]:
+        from .dryrun import DryRunSkipped, for_run  # fake tensors and MemTracker only when asked for
+
+        with self.monitor.guard("dryrun"):
+            try:
+                return {"dryrun": for_run(pl_module, batch, trainer.optimizers, spec, self.config.dry_run_timeout)}
+            except DryRunSkipped as e:
+                if trainer.global_rank == 0:
+                    logging.getLogger("llmops").warning("llmops: %s", e)
+        return {}
 
     def _run_name(self, trainer: Any) -> str:
         if self.config.run:

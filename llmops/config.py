@@ -34,6 +34,8 @@ class MonitorConfig:
     serve: bool = True
     runlog: bool = True  # append every sample to the local run log
     run_dir: str | None = None  # the run log's root; None: $LLMOPS_RUN_DIR, else ./llmops_runs
+    dry_run: bool = False  # one fake training step before step 1: a third prediction, model="dryrun"
+    dry_run_timeout: float = 120.0  # seconds; past it the dry run is skipped with a warning
 
     @classmethod
     def from_args(cls, memory_budget: int | float | str | None = None, **kw: object) -> MonitorConfig:
@@ -70,6 +72,8 @@ class MonitorConfig:
                 raise _bad(name, value, "a whole number ≥ 1")
         if self.trend_window < 3:
             raise _bad("trend_window", self.trend_window, "at least 3 samples")
+        if not isinstance(self.dry_run_timeout, (int, float)) or not self.dry_run_timeout > 0:
+            raise _bad("dry_run_timeout", self.dry_run_timeout, "seconds > 0")
         if not isinstance(self.linger, (int, float)) or self.linger < 0:
             raise _bad("linger", self.linger, "seconds ≥ 0")
         if (self.certfile is None) != (self.keyfile is None):

@@ -153,8 +153,12 @@ class Monitor:
                 self.runlog.close(status)
 
     # -- preflight ---------------------------------------------------------------------------
-    def preflight(self, intro: Introspection, is_rank_zero: bool = True) -> dict[str, Estimate]:
-        """Predict, export and log; raise ``OOMRiskError`` when asked to and the prediction does not fit."""
+    def preflight(self, intro: Introspection, is_rank_zero: bool = True,
+                  extra: dict[str, Estimate] | None = None) -> dict[str, Estimate]:
+        """Predict, export and log; raise ``OOMRiskError`` when asked to and the prediction does not fit.
+
+        ``extra`` adds models made elsewhere (the dry run's ``"dryrun"``) to the table and the metrics.
+        """
         self.intro = intro
         spec, missing = intro.spec, set(intro.missing)
         models: dict[str, Estimate] = {}
@@ -162,6 +166,7 @@ class Monitor:
             models["document"] = document(spec)
             if not missing & {"strategy", "optimizer"}:
                 models["refined"] = refined(spec)
+        models.update(extra or {})
         self.prediction = models
         if intro.missing and is_rank_zero:
             log.warning("llmops: could not infer %s from the run; pass spec=TrainingSpec(...) to set "

@@ -64,7 +64,12 @@ def _opt(*decls: str, **kw: Any) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: inputs, document, refined.")
 @click.option("--gib", is_flag=True, help="Show GiB instead of decimal GB.")
 @click.option("--what-if", "show_what_if", is_flag=True, help="Also list the changes that would make the run fit.")
-def estimate(model: str | None, as_json: bool, gib: bool, show_what_if: bool, **flags: Any) -> None:
+@click.option("--dry-run", "dry_run", metavar="MODULE:FACTORY",
+              help="Also run one training step of factory()'s (model, batch[, loss[, optimizer]]) on fake tensors.")
+@click.option("--dry-run-timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True,
+              help="Seconds the dry run may take before it is skipped.")
+def estimate(model: str | None, as_json: bool, gib: bool, show_what_if: bool, dry_run: str | None,
+             dry_run_timeout: float, **flags: Any) -> None:
     """Predict memory per device, the OOM verdict, the largest safe batch and GPU counts."""
     spec, sources = TrainingSpec(), {}
     if model:
@@ -73,34 +78,72 @@ def estimate(model: str | None, as_json: bool, gib: bool, show_what_if: bool, **
     given = {FIELDS[k]: v for k, v in flags.items() if v is not None}
     spec = spec.with_(**given)
     sources.update({k: "flag" for k in given})
+    built = None
+    if dry_run:
+        from .. import dryrun  # torch only with --dry-run: the estimator alone imports none
+
+        try:
+            built = dryrun.build(dry_run)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="'--dry-run'") from None
+        spec, filled = dryrun.spec_from_model(built.model, built.batch, spec, keep=set(sources))
+        sources.update({k: f"--dry-run {dry_run}" for k in filled})
     try:
         validate(spec)
     except ValueError as e:
         flag = "--" + str(e).split("=", 1)[0].replace("_", "-")
         raise click.UsageError(f"{flag}: {e}") from None
+    result, skipped = _dry_run(built, spec, dry_run, dry_run_timeout) if built is not None else (None, None)
+    if result is not None:  # the kernels the step ran say attention and dropout, unless a flag or preset did
+        ran = {k: getattr(result, k) for k in ("attention", "dropout")
+               if not sources.get(k, "").startswith(("flag", "preset"))}
+        spec = spec.with_(**ran)
+        sources.update({k: f"--dry-run {dry_run} (kernels run)" for k in ran})
     doc, ref = document(spec), refined(spec)
+    dry = _to_estimate(result, spec) if result is not None else None
     inputs = {k: v for k, v in vars(spec).items()}
     plans = what_if(spec) if show_what_if else []
     if as_json:
         out: dict[str, Any] = {"inputs": {"model": model, **inputs}, "document": doc.to_json(),
                                "refined": ref.to_json()}
+        if dry is not None:
+            out["dryrun"] = dry.to_json()
         if show_what_if:
             out["what_if"] = [{"change": r.change, "peak_bytes": r.peak_bytes, "fits": r.fits} for r in plans]
         click.echo(json.dumps(out, indent=2, default=str))
         return
     console = Console(width=max(Console().width, 100))
     title = f"llmops estimate{f' — {model}' if model else ''}"
-    console.print(estimate_table([doc, ref], binary=gib, title=title))
+    console.print(estimate_table([doc, ref] + ([dry] if dry else []), binary=gib, title=title))
     rows = [(k, v, sources.get(k, "default")) for k, v in inputs.items() if v is not None]
     console.print(inputs_table(rows))
     for line in dict.fromkeys(doc.missing + ref.missing):
         console.print(f"[yellow]not computed[/]: {line}")
-    for line in ref.notes:
+    for line in ref.notes + (dry.notes if dry else ((skipped,) if skipped else ())):
         console.print(f"note: {line}")
     if show_what_if:
         console.print(whatif_table(plans, binary=gib))
     console.print("document = formulas.md exactly (x = y = p = bytes of --precision); "
                   "refined = what a real run holds (optimizer, Lightning precision, sharding, logits, overhead).")
+
+
+def _dry_run(built: Any, spec: TrainingSpec, target: str, timeout_s: float) -> tuple[Any, str | None]:
+    """``(DryRun, None)``, or ``(None, why)`` when the dry run ran past its limit."""
+    from .. import dryrun
+
+    try:
+        return built.run(spec.precision, timeout_s), None
+    except dryrun.DryRunSkipped as e:
+        return None, str(e).replace("dry_run_timeout=", "--dry-run-timeout ")
+    except Exception as e:  # the user's model or loss failed on fake tensors
+        raise click.BadParameter(f"the dry run of {target} failed: {type(e).__name__}: {e}",
+                                 param_hint="'--dry-run'") from None
+
+
+def _to_estimate(result: Any, spec: TrainingSpec) -> Any:
+    from ..dryrun import to_estimate
+
+    return to_estimate(result, spec)
 
 
 @click.command()
