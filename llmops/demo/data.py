@@ -11,7 +11,7 @@ TEXT = "sonnets.txt"  # a selection of Shakespeare's Sonnets (1609), public doma
 
 
 def load_text(name: str = TEXT) -> str:
-    return resources.files("llmops.demo").joinpath("data", name).read_text(encoding="utf-8")
+    return resources.files("llmops.demo").joinpath("data").joinpath(name).read_text(encoding="utf-8")
 
 
 class CharDataset(Dataset):

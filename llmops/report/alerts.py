@@ -117,6 +117,10 @@ def _held(points: list, end_t: float, cond: Callable[[float], bool], describe: C
     return out
 
 
+def _const(text: str) -> Callable[[float], str]:
+    return lambda _value: text
+
+
 def _increases(points: list, end_t: float, what: str) -> list[Interval]:
     out, prev = [], 0.0
     for t, step, v in points:
@@ -129,7 +133,7 @@ def _increases(points: list, end_t: float, what: str) -> list[Interval]:
 def evaluate(run: RunLog, rules: tuple[dict[str, float], dict[str, float]] | None = None) -> list[AlertResult]:
     """Every alert for every rank (the straggler alert across ranks); ``rules`` default ``load_rules()``."""
     th, fors = rules or load_rules()
-    results = []
+    results: list[AlertResult] = []
     for r in run.ranks.values():
         results.extend(_rank_alerts(r, th, fors))
     results.append(_straggler(run, th, fors))
@@ -138,10 +142,10 @@ def evaluate(run: RunLog, rules: tuple[dict[str, float], dict[str, float]] | Non
 
 def _rank_alerts(r: RankLog, th: dict[str, float], fors: dict[str, float]) -> Iterable[AlertResult]:
     end = r.last_t or 0.0
-    risk = []
+    risk: list[Interval] = []
     for source in ("prediction", "measured", "trend"):
-        risk += _held(r.get("llmops_oom_risk", source=source), end, lambda v: v >= 1,
-                      lambda v, s=source: f"llmops_oom_risk{{source=\"{s}\"}} = 1")
+        what = f"llmops_oom_risk{{source=\"{source}\"}} = 1"
+        risk += _held(r.get("llmops_oom_risk", source=source), end, lambda v: v >= 1, _const(what))
     yield AlertResult("LLMOpsOOMRisk", r.rank, "llmops_oom_risk == 1, any source", fors["LLMOpsOOMRisk"],
                       tuple(sorted(risk)), bool(r.matching("llmops_oom_risk")))
     drift = r.get("llmops_memory_drift_ratio", model="refined")

@@ -185,6 +185,8 @@ def checkpoints(run: RunLog) -> bytes | None:
     last = max((r.last_step or 0) for r in run.ranks.values())
     ax.hlines(0, 0, max(last, 1), color="grey", lw=1)
     for step, seconds, size, failed, rank in events:
+        if step is None:
+            continue
         ax.plot([step], [0], marker="x" if failed else "o", ms=10, color="tab:red" if failed else "tab:green")
         text = "failed" if failed else f"{size / 1e6:.1f} MB" if size else "saved"
         text += f", {seconds:.2f} s" if seconds is not None else ""
