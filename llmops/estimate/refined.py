@@ -29,6 +29,8 @@ DEFAULT_OVERHEAD_BYTES = {"cuda": 500 * 10**6, "cpu": 0}
 LOGSUMEXP_BYTES = 4  # fused attention keeps one fp32 log-sum-exp per head and token
 LOSS_BYTES = 4  # cross-entropy upcasts logits and keeps fp32 log-probabilities
 FP32 = 4
+TOKEN_ID_BYTES = 8  # int64 token ids, kept by the embedding's backward and the loss's
+_NORM_STATS = 2  # a layer norm keeps its mean and 1/std per token
 ADAM_FAMILY = ("adamw", "adam", "adamw-amsgrad", "adam-amsgrad")
 
 
@@ -74,6 +76,8 @@ def layer_activation_bytes(spec: TrainingSpec, b: int, with_scores: bool) -> Fra
     mlp = p * s * b * mlp_width * spec.experts_active
     mlp += drop * _mask(spec, p) * s * b * h
     norms = 2 * r * s * b * h
+    if not cuda:  # the CPU count is exact to the tensor; on CUDA these are under the safety margin
+        norms += 2 * _NORM_STATS * r * s * b  # each norm's mean and 1/std per token, residual dtype
     return (attn + mlp + norms) / spec.tensor_parallel
 
 
@@ -121,13 +125,15 @@ def head_activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
     assert s and h
     r = Fraction(FP32) if _autocast(spec) else p
     head = r * s * b * h
+    if spec.device == "cpu":
+        head += _NORM_STATS * r * s * b  # the final norm's mean and 1/std
     if spec.vocab:
         log_probs = p if prec.name.endswith("-true") else Fraction(LOSS_BYTES)
         kept = log_probs
         if spec.device == "cuda":
             kept += p + (FP32 if _autocast(spec) else 0)
         else:
-            head += p * s * b * h
+            head += p * s * b * h + 2 * TOKEN_ID_BYTES * s * b  # head input; token ids and targets (int64)
         head += kept * s * b * spec.vocab
     return head
 

@@ -1,8 +1,8 @@
 """The refined model's activation terms against a tensor-by-tensor list of what a CPU step saves.
 
 The lists are the saved tensors of ``bench/gpt.py`` read off its autograd graph (the accuracy
-matrix measures the same figures); the refined model leaves out the layer norms' statistics,
-the causal mask and the token ids, so the lists do too.
+matrix measures the same figures); the refined model leaves out plain attention's causal mask
+(s² bytes per layer, where a model builds one), so the lists do too.
 """
 
 from fractions import Fraction
@@ -32,8 +32,9 @@ def saved_on_cpu(p, residual, weight_copy, scores, masks, log_probs, qkv=None):
         (2, p * s * b * f),  # GELU input, second MLP matmul input
         (2, masks * s * b * h),  # residual and MLP dropout masks
         (1, scores * a * s * s * b),  # softmax output, dropout mask, dropout output
+        (4, residual * s * b),  # the two norms' mean and 1/std
     ]
-    head = residual * s * b * h + p * s * b * h + log_probs * s * b * V
+    head = residual * s * b * (h + 2) + p * s * b * h + log_probs * s * b * V + 2 * 8 * s * b  # + token ids
     copies = weight_copy * (L * 12 * h * h + V * h)
     return L * sum(n * x for n, x in layer) + head + copies
 
@@ -60,14 +61,14 @@ def test_cpu_sdpa_with_dropout_runs_the_fp32_math_path(precision):
 
 def test_cpu_sdpa_without_dropout_keeps_no_scores():
     est = refined(spec(precision="fp32", attention="sdpa", dropout=False))
-    lse = 4 * a * s * b
+    lse = 4 * a * s * b  # fused attention's log-sum-exp
     assert est.activation_bytes == saved_on_cpu(4, 4, 0, 0, 0, 4) + L * lse
 
 
 def test_full_recompute_on_cpu_keeps_layer_inputs_and_the_head():
     fixed, per_sample = activation_parts(spec(precision="bf16-mixed", recompute="full"))
     assert fixed == 2 * V * h  # only the head's weight copy: the checkpointed layers save nothing
-    assert per_sample == L * 4 * s * h + 4 * s * h + 2 * s * h + 4 * s * V
+    assert per_sample == L * 4 * s * h + 4 * s * (h + 2) + 2 * s * h + 4 * s * V + 16 * s
 
 
 def test_weight_copies_are_fixed_so_the_largest_batch_ignores_them_per_sample():
@@ -93,4 +94,5 @@ def test_cuda_autocast_softmax_is_fp32_with_a_2_byte_copy():
     scores_cuda = Fraction(4 + 2 + 1) * a * s * s * b  # fp32 softmax, bf16 copy for scores @ V, bool mask
     scores_cpu = Fraction(2 + 2 + 2) * a * s * s * b  # bf16 softmax, dropout output, bf16 mask
     masks = (2 - 1) * 2 * s * b * h  # the residual and MLP masks are 2 bytes on the CPU, 1 on CUDA
-    assert cpu.activation_bytes - cuda.activation_bytes == L * (scores_cpu - scores_cuda + masks)
+    stats = (2 * L + 1) * 2 * 4 * s * b  # the norms' statistics, counted on the CPU only
+    assert cpu.activation_bytes - cuda.activation_bytes == L * (scores_cpu - scores_cuda + masks) + stats
