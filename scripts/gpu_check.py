@@ -1,4 +1,4 @@
-"""GPU checks (run by scripts/gpu-check.sh): NVML probe vs nvidia-smi, predicted vs measured CUDA peak."""
+"""GPU checks (run by scripts/gpu-check.sh): NVML probe vs nvidia-smi, the accuracy matrix, a monitored fit."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import subprocess
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 
+from bench import accuracy as accuracy_matrix
+from bench import safe_batch
 from llmops import LLMOpsMonitor
-from llmops.estimate import TrainingSpec, refined
-from llmops.introspect import count_parameters
 from llmops.probes import CudaAllocatorProbe, NvmlProbe, PynvmlClient
 from llmops.probes.cuda import cuda_device_uuid
 from tests.helpers.models import GPT, GPTConfig, make_module, token_loader
@@ -33,44 +32,10 @@ def nvml_vs_smi() -> None:
     probe.close()
 
 
-def peak_of_second_step(cfg: GPTConfig, b: int, precision: str) -> tuple[int, int]:
-    torch.manual_seed(0)
-    net = GPT(cfg).cuda()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    x = torch.randint(0, cfg.vocab_size, (b, cfg.block_size), device="cuda")
-    dtype = torch.bfloat16 if precision == "bf16-mixed" else None
-    peak = 0
-    for _ in range(2):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits = net(x)
-            loss = F.cross_entropy(logits.reshape(-1, cfg.vocab_size).float(), x.reshape(-1))
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated()
-        del logits, loss
-    n, _ = count_parameters(net)
-    spec = TrainingSpec(params=n, layers=cfg.n_layer, heads=cfg.n_head, hidden=cfg.n_embd, vocab=cfg.vocab_size,
-                        seq_len=cfg.block_size, batch_size=b, precision=precision, device="cuda",
-                        overhead_bytes=0, dropout=cfg.dropout > 0)
-    predicted = refined(spec).peak_bytes or 0
-    del net, opt
-    torch.cuda.empty_cache()
-    return predicted, peak
-
-
-def predicted_vs_measured() -> None:
-    print("| L | h | a | s | b | V | precision | refined peak GB | measured peak GB | measured/refined |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for L, h, a, s, b, V in ((4, 256, 4, 256, 8, 1024), (12, 768, 12, 1024, 4, 50257), (24, 1024, 16, 1024, 2, 50257)):
-        for precision in ("fp32", "bf16-mixed"):
-            cfg = GPTConfig(n_layer=L, n_head=a, n_embd=h, vocab_size=V, block_size=s, dropout=0.1)
-            pred, meas = peak_of_second_step(cfg, b, precision)
-            print(f"| {L} | {h} | {a} | {s} | {b} | {V} | {precision} | {pred / 1e9:.3f} | {meas / 1e9:.3f} | "
-                  f"{meas / pred:.3f} |")
+def accuracy() -> None:
+    """The accuracy matrix (document, refined, dry run vs max_memory_allocated) and the largest safe batch."""
+    accuracy_matrix.main(["--device", "cuda"])
+    safe_batch.main(["--device", "cuda", "--quick"])
 
 
 def monitored_fit() -> None:
@@ -87,5 +52,5 @@ def monitored_fit() -> None:
 
 if __name__ == "__main__":
     nvml_vs_smi()
-    predicted_vs_measured()
+    accuracy()
     monitored_fit()
