@@ -14,7 +14,7 @@ import click
 
 
 @click.command()
-@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True, help="Training steps.")
+@click.option("--steps", type=click.IntRange(min=1), default=700, show_default=True, help="Training steps.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Micro-batch per process.")
 @click.option("--seq-len", type=click.IntRange(min=2, max=1024), default=64, show_default=True,

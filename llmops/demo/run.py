@@ -85,7 +85,7 @@ def char_gpt(seq_len: int = 64, batch_size: int = 16, layers: int = 4, hidden: i
     return CharGPT(config), loader, data
 
 
-def run_demo(steps: int = 1000, batch_size: int = 16, seq_len: int = 64, devices: int = 1,
+def run_demo(steps: int = 700, batch_size: int = 16, seq_len: int = 64, devices: int = 1,
              budget: str | None = "1GB", port: int = 9445, run_dir: str | None = None, layers: int = 4,
              hidden: int = 128, heads: int = 4, sample_chars: int = 240, seed: int = 1337,
              progress_bar: bool = True, echo: Callable[[str], None] = print) -> DemoResult:
@@ -94,6 +94,9 @@ def run_demo(steps: int = 1000, batch_size: int = 16, seq_len: int = 64, devices
     from ..report.summary import comparison_text
 
     module, loader, data = char_gpt(seq_len, batch_size, layers, hidden, heads, seed)
+    # Leave a core to the monitor's threads and the rest of the machine: intra-op threads spin at
+    # barriers, and with every core taken one busy neighbour turned 50 ms steps into 3 s ones here.
+    torch.set_num_threads(min(torch.get_num_threads(), max(1, ((os.cpu_count() or 2) - 1) // devices)))
     run = os.environ.setdefault(RUN_ENV, time.strftime("demo-%Y%m%d-%H%M%S"))
     monitor = LLMOpsMonitor(port=port, run=run, memory_budget=budget, run_dir=run_dir, interval=0.5,
                             activation_interval=50)
