@@ -93,7 +93,7 @@ def estimate(model: str | None, as_json: bool, gib: bool, show_what_if: bool, dr
     except ValueError as e:
         flag = "--" + str(e).split("=", 1)[0].replace("_", "-")
         raise click.UsageError(f"{flag}: {e}") from None
-    result, skipped = _dry_run(built, spec, dry_run, dry_run_timeout) if built is not None else (None, None)
+    result, skipped = _dry_run(built, spec, dry_run or "", dry_run_timeout) if built is not None else (None, None)
     if result is not None:  # the kernels the step ran say attention and dropout, unless a flag or preset did
         ran = {k: getattr(result, k) for k in ("attention", "dropout")
                if not sources.get(k, "").startswith(("flag", "preset"))}
