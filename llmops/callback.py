@@ -133,6 +133,9 @@ class MonitorCallback:
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         self._batch_end(trainer, pl_module, batch)
 
+    def on_before_backward(self, trainer: Any, pl_module: Any, loss: Any) -> None:
+        self.monitor.forward_done()
+
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self._on_exception(trainer, exception)
         self.monitor.end_runlog(exception)

@@ -81,8 +81,8 @@ class CommTimer:
     def flush(self, step_seconds: float | None) -> None:
         """End a window (a training step): bus bandwidth and the share of the step spent in all-reduce."""
         while self._pending and self._pending[0][1].query():  # CUDA events that have completed
-            start, end, nbytes = self._pending.popleft()
-            self._record(start.elapsed_time(end) / 1e3, nbytes)
+            start, end, bucket_bytes = self._pending.popleft()
+            self._record(start.elapsed_time(end) / 1e3, bucket_bytes)
         with self._lock:
             nbytes, seconds = self._window_bytes, self._window_seconds
             self._window_bytes = self._window_seconds = 0.0

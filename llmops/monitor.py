@@ -280,6 +280,11 @@ class Monitor:
         self._meter = ActivationMeter(exclude=module.parameters())
         self._meter.start()
 
+    def forward_done(self) -> None:
+        """Stop counting saved tensors before backward, so recomputation in backward is not counted."""
+        if self._meter is not None:
+            self._meter.stop()
+
     def end_measure(self, module: torch.nn.Module, optimizers: list[torch.optim.Optimizer]) -> None:
         """Count states from the tensors and the activations saved for backward on this step."""
         meter, self._meter = self._meter, None

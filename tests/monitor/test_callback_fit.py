@@ -189,3 +189,18 @@ def test_probe_raising_mid_run_is_counted_and_run_completes():
     trainer, module = fit(monitor, GPT(GPTConfig()), steps=4, callbacks_extra=[BreakNvml()])
     assert trainer.global_step == 4 and module.steps_run == 4
     assert value(scrape(monitor.metrics_url), "llmops_monitor_errors_total", probe="nvml") >= 1
+
+
+def test_activations_measured_over_forward_only_with_checkpointing():
+    """Reentrant checkpointing recomputes in backward; the meter stops before backward, so it counts
+    what the forward keeps: far less than the same model without checkpointing."""
+    from bench.gpt import GPT as BenchGPT
+    from bench.gpt import BenchConfig
+
+    measured = {}
+    for recompute in ("none", "full"):
+        cfg = BenchConfig(n_layer=4, n_head=2, n_embd=32, vocab_size=64, block_size=16, recompute=recompute)
+        monitor = LLMOpsMonitor(port=0, activation_interval=1)
+        fit(monitor, BenchGPT(cfg), steps=2)
+        measured[recompute] = value(scrape(monitor.metrics_url), "llmops_memory_actual_bytes", component="activations")
+    assert measured["full"] < 0.6 * measured["none"]
