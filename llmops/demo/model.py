@@ -1,4 +1,9 @@
-"""A small nanoGPT-style model: the demo trains it, the tests measure it (nanoGPT's config names)."""
+"""A small nanoGPT-style model: the demo trains it, the tests and benchmarks measure it.
+
+Config names are nanoGPT's, so ``llmops.introspect`` reads it as it reads nanoGPT. ``attention`` and
+``recompute`` are the variants the refined estimator counts (the accuracy matrix in
+``bench/accuracy.py`` changes one at a time); the demo keeps plain attention and no recomputation.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..sampling import sample
 
@@ -19,39 +25,44 @@ class GPTConfig:  # nanoGPT's names, so the monitor reads them as it would read 
     n_embd: int = 32
     vocab_size: int = 64
     block_size: int = 16  # longest sequence (learned position embeddings)
-    dropout: float = 0.1
+    dropout: float = 0.1  # one rate for attention, residual and MLP dropout; 0 builds no dropout
+    attention: str = "plain"  # plain: s×s scores kept; sdpa: F.scaled_dot_product_attention
+    recompute: str = "none"  # none, or full: each block under torch.utils.checkpoint
 
 
 class Block(nn.Module):
-    """Plain attention (s×s scores kept), GELU MLP of width 4h, dropout, two layer norms."""
+    """Pre-norm block: attention (plain or SDPA), GELU MLP of width 4h, dropout, two layer norms."""
 
-    def __init__(self, h: int, a: int, dropout: float) -> None:
+    def __init__(self, c: GPTConfig) -> None:
         super().__init__()
-        self.a = a
+        h = c.n_embd
+        self.a, self.p, self.sdpa = c.n_head, c.dropout, c.attention == "sdpa"
         self.ln1, self.ln2 = nn.LayerNorm(h), nn.LayerNorm(h)
         self.qkv, self.proj = nn.Linear(h, 3 * h), nn.Linear(h, h)
         self.fc, self.out = nn.Linear(h, 4 * h), nn.Linear(4 * h, h)
-        self.attn_drop, self.resid_drop, self.mlp_drop = (nn.Dropout(dropout) for _ in range(3))
+        drop = (lambda: nn.Dropout(c.dropout)) if c.dropout else nn.Identity
+        self.attn_drop, self.resid_drop, self.mlp_drop = drop(), drop(), drop()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, s, h = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(h, dim=2)
         q, k, v = (t.view(b, s, self.a, h // self.a).transpose(1, 2) for t in (q, k, v))
-        att = (q @ k.transpose(-2, -1)) / math.sqrt(h // self.a)
-        mask = torch.ones(s, s, dtype=torch.bool, device=x.device).tril()
-        att = self.attn_drop(F.softmax(att.masked_fill(~mask, float("-inf")), dim=-1))
-        y = (att @ v).transpose(1, 2).reshape(b, s, h)
-        x = x + self.resid_drop(self.proj(y))
+        if self.sdpa:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.p if self.training else 0.0, is_causal=True)
+        else:
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(h // self.a)
+            mask = torch.ones(s, s, dtype=torch.bool, device=x.device).tril()
+            y = self.attn_drop(F.softmax(att.masked_fill(~mask, float("-inf")), dim=-1)) @ v
+        x = x + self.resid_drop(self.proj(y.transpose(1, 2).reshape(b, s, h)))
         return x + self.mlp_drop(self.out(F.gelu(self.fc(self.ln2(x)))))
 
 
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.config = config
-        c = config
+        c = self.config = config
         self.wte, self.wpe = nn.Embedding(c.vocab_size, c.n_embd), nn.Embedding(c.block_size, c.n_embd)
-        self.blocks = nn.ModuleList(Block(c.n_embd, c.n_head, c.dropout) for _ in range(c.n_layer))
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
         self.ln_f = nn.LayerNorm(c.n_embd)
         self.head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         self.head.weight = self.wte.weight  # tied, as GPT-2
@@ -59,7 +70,9 @@ class GPT(nn.Module):
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1], device=idx.device))
         for block in self.blocks:
-            x = block(x)
+            # Reentrant checkpointing saves each block's input with save_for_backward, which the
+            # ActivationMeter sees; the non-reentrant kind hides it behind its own saved-tensor hooks.
+            x = checkpoint(block, x, use_reentrant=True) if self.config.recompute == "full" else block(x)
         return self.head(self.ln_f(x))
 
     @torch.no_grad()
