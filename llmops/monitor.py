@@ -87,6 +87,7 @@ class Monitor:
                                                addr=c.addr, certfile=c.certfile, keyfile=c.keyfile,
                                                basic_auth=c.basic_auth)
         self.state.set("llmops_build_info", 1, **build_labels)
+        self.state.set("llmops_run_start_timestamp_seconds", time.time())
         self._open_runlog(run, rank, build_labels)
         use_nvml = self.config.nvml if self.config.nvml is not None else device_index is not None
         if use_nvml:

@@ -110,3 +110,11 @@ def test_spec_rejects_convention_breaks(kwargs: dict, message: str) -> None:
     fields = {"name": "llmops_x_bytes", "type": "gauge", "unit": "bytes", "labels": (), "help": "X."}
     with pytest.raises(ValueError, match=message):
         MetricSpec(**{**fields, **kwargs})
+
+
+def test_the_callback_docstring_names_every_metric() -> None:
+    """Users read the metrics off ``help(LLMOpsMonitor)``: a metric added to the list must be documented there."""
+    from llmops import LLMOpsMonitor
+
+    doc = LLMOpsMonitor.__doc__ or ""
+    assert [m.name for m in METRICS if m.name not in doc] == []

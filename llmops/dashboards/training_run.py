@@ -130,8 +130,10 @@ def comm_row() -> list:
 def checkpoint_row() -> list:
     return [
         graph("Time since the last checkpoint", SECONDS,
+              "Since the last successful save, or since the process started training before its first save. "
               "LLMOpsCheckpointStale fires above the dashed line while the run trains.",
-              query(f"time() - llmops_checkpoint_last_success_timestamp_seconds{{{S}}}", "rank {{rank}}"),
+              query(f"time() - llmops_checkpoint_last_success_timestamp_seconds{{{S}}}"
+                    f" or time() - llmops_run_start_timestamp_seconds{{{S}}}", "rank {{rank}}"),
               query("llmops:threshold:checkpoint_max_age_seconds", "alert above"),
               min_value=0),
         graph("Checkpoint save duration", SECONDS, "Mean time to write one checkpoint since the run started.",

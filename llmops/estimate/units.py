@@ -124,4 +124,4 @@ def gb(value: float | int | Fraction | None, binary: bool = False) -> str:
     if value is None:
         return "—"
     x = float(value) / (2**30 if binary else 1e9)
-    return f"{x:,.2f}" if abs(x) >= 1 or x == 0 else f"{x:.3g}"  # small runs keep 3 figures
+    return f"{x:,.2f}" if abs(x) >= 1 or x == 0 else f"{x:#.3g}"  # small runs keep 3 figures, zeros too

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ THRESHOLDS = {  # the defaults of the rules file's `llmops-thresholds` group
     "growth_window_s": 300.0,
     "checkpoint_max_age_s": 3600.0,
     "comm_slow_fraction": 0.5,  # bus bandwidth under this fraction of the run's own median
+    "comm_step_time_ratio": 0.5,  # or all-reduce over this share of step time...
+    "comm_share_window_s": 300.0,  # ...averaged over this window
     "straggler": 0.20,  # a rank's step time over the run's median by this
     "straggler_window_s": 60.0,
 }
@@ -35,7 +38,8 @@ FOR_S = {"LLMOpsMemoryDrift": 600.0, "LLMOpsOOMRisk": 60.0, "LLMOpsMemoryGrowth"
 RULES_FILE = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules" / "llmops.rules.yml"
 _RECORDED = {"memory_drift_ratio": "drift", "memory_growth_horizon_seconds": "growth_horizon_s",
              "checkpoint_max_age_seconds": "checkpoint_max_age_s",
-             "comm_bandwidth_baseline_ratio": "comm_slow_fraction", "straggler_ratio": "straggler"}
+             "comm_bandwidth_baseline_ratio": "comm_slow_fraction", "comm_step_time_ratio": "comm_step_time_ratio",
+             "straggler_ratio": "straggler"}
 
 
 def load_rules(path: Path = RULES_FILE) -> tuple[dict[str, float], dict[str, float]]:
@@ -117,6 +121,21 @@ def _held(points: list, end_t: float, cond: Callable[[float], bool], describe: C
     return out
 
 
+def _mean_over(points: list, window_s: float) -> list:
+    """Each point's value replaced by the mean of the values written in the ``window_s`` before it
+    (``avg_over_time``)."""
+    out, window, total = [], deque(), 0.0
+    for t, step, v in points:
+        if not isinstance(v, (int, float)):
+            continue
+        window.append((t, v))
+        total += v
+        while window[0][0] < t - window_s:
+            total -= window.popleft()[1]
+        out.append((t, step, total / len(window)))
+    return out
+
+
 def _const(text: str) -> Callable[[float], str]:
     return lambda _value: text
 
@@ -153,25 +172,21 @@ def _rank_alerts(r: RankLog, th: dict[str, float], fors: dict[str, float]) -> It
                       fors["LLMOpsMemoryDrift"], tuple(_held(drift, end, lambda v: abs(v - 1) > th["drift"],
                                                      lambda v: f"drift ratio {v:.2f}")), bool(drift))
     yield _growth(r, th, fors)
-    saves = r.get("llmops_checkpoint_last_success_timestamp_seconds")
-    stale: list[Interval] = []
-    if saves and end - saves[-1][2] > th["checkpoint_max_age_s"] and r.end is None:
-        stale.append((saves[-1][2] + th["checkpoint_max_age_s"], end, "no successful checkpoint within the age"))
-    yield AlertResult("LLMOpsCheckpointStale", r.rank,
-                      f"no successful checkpoint for {th['checkpoint_max_age_s']:.0f} s while training",
-                      fors["LLMOpsCheckpointStale"],
-                      tuple(stale), bool(saves))
+    yield _stale(r, th, fors)
     fails = r.get("llmops_checkpoint_failures_total")
     yield AlertResult("LLMOpsCheckpointFailures", r.rank, "a checkpoint write failed", fors["LLMOpsCheckpointFailures"],
                       tuple(_increases(fails, end, "llmops_checkpoint_failures_total")), bool(fails))
     bw = [p for p in r.get("llmops_comm_bus_bandwidth_bytes_per_second") if isinstance(p[2], (int, float))]
     base = statistics.median(p[2] for p in bw) if bw else 0.0
+    share = _mean_over(r.get("llmops_comm_step_time_ratio"), th["comm_share_window_s"])
+    slow = _held(bw, end, lambda v: v < th["comm_slow_fraction"] * base,
+                 lambda v: f"bus bandwidth {v / 1e9:.3f} GB/s, median {base / 1e9:.3f} GB/s")
+    slow += _held(share, end, lambda v: v > th["comm_step_time_ratio"],
+                  lambda v: f"all-reduce took {v:.0%} of each step (mean over {th['comm_share_window_s']:.0f} s)")
     yield AlertResult("LLMOpsCommSlow", r.rank,
-                      f"bus bandwidth under {th['comm_slow_fraction']:.0%} of the run's median",
-                      fors["LLMOpsCommSlow"],
-                      tuple(_held(bw, end, lambda v: v < th["comm_slow_fraction"] * base,
-                                  lambda v: f"bus bandwidth {v / 1e9:.3f} GB/s, median {base / 1e9:.3f} GB/s")),
-                      bool(bw))
+                      f"bus bandwidth under {th['comm_slow_fraction']:.0%} of the run's median, or all-reduce over "
+                      f"{th['comm_step_time_ratio']:.0%} of step time", fors["LLMOpsCommSlow"],
+                      tuple(sorted(slow)), bool(bw or share))
     errors: list[Interval] = []
     for labels, pts in r.matching("llmops_monitor_errors_total").items():
         errors += _increases(pts, end, f"llmops_monitor_errors_total{{{dict(labels).get('probe')}}}")
@@ -181,6 +196,28 @@ def _rank_alerts(r: RankLog, th: dict[str, float], fors: dict[str, float]) -> It
     yield AlertResult("LLMOpsTargetDown", r.rank, "the rank's endpoint gone while its run is recent",
                       fors["LLMOpsTargetDown"],
                       tuple(down))
+
+
+def _stale(r: RankLog, th: dict[str, float], fors: dict[str, float]) -> AlertResult:
+    """The age of the last save (or, before the first, of the process's start) past the allowed age."""
+    max_age, end = th["checkpoint_max_age_s"], r.last_t or 0.0
+    started = r.last("llmops_run_start_timestamp_seconds") or r.start.get("t")
+    # (from, until, reference): from each save on, the age counts from that save.
+    refs = [(float(t), float(v)) for t, _step, v in r.get("llmops_checkpoint_last_success_timestamp_seconds")
+            if isinstance(v, (int, float))]
+    from_start = isinstance(started, (int, float))
+    if from_start:
+        refs.insert(0, (float(started), float(started)))
+    stale: list[Interval] = []
+    for i, (since, ref) in enumerate(refs):
+        until = refs[i + 1][0] if i + 1 < len(refs) else end
+        if max(since, ref + max_age) < until:
+            what = "no checkpoint since the process started" if i == 0 and from_start else \
+                f"no checkpoint since the one at {ref:.0f} (unix time)"
+            stale.append((max(since, ref + max_age), until, what))
+    return AlertResult("LLMOpsCheckpointStale", r.rank,
+                       f"no successful checkpoint for {max_age:.0f} s while training (from the start before the "
+                       "first save)", fors["LLMOpsCheckpointStale"], tuple(stale), bool(refs))
 
 
 def _growth(r: RankLog, th: dict[str, float], fors: dict[str, float]) -> AlertResult:

@@ -47,6 +47,8 @@ def test_saves_sizes_and_timestamps(tmp_path):
     assert value(s, "llmops_checkpoint_failures_total") in (None, 0)
     seen = [*stamps.stamps, value(s, "llmops_checkpoint_last_success_timestamp_seconds")]
     assert len(set(seen)) == 3 and seen == sorted(seen) and seen[0] >= t0  # moves with every save
+    # before the first save, checkpoint age counts from the start of training
+    assert t0 <= value(s, "llmops_run_start_timestamp_seconds") <= seen[0]
 
 
 def test_async_checkpoint_io_is_timed_where_it_writes(tmp_path):

@@ -131,6 +131,42 @@ def test_alert_conditions_and_for_durations():
     assert got["LLMOpsStraggler"].status == "no data"  # one rank
 
 
+def test_checkpoint_age_counts_from_the_last_save_or_the_start():
+    from llmops.report.alerts import FOR_S, THRESHOLDS
+    from llmops.runlog.reader import RunLog
+
+    rules = ({**THRESHOLDS, "checkpoint_max_age_s": 300.0}, FOR_S)
+    saved = _rank([("llmops_run_start_timestamp_seconds", {}, [(0.0, 0, 0.0)]),
+                   ("llmops_checkpoint_last_success_timestamp_seconds", {}, [(500.0, 50, 490.0)])])
+    stale = {a.name: a for a in evaluate(RunLog(Path("."), {0: saved}), rules)}["LLMOpsCheckpointStale"]
+    assert stale.fired
+    assert [(a, b) for a, b, _ in stale.intervals] == [(300.0, 500.0), (790.0, 1000.0)]
+    assert "since the process started" in stale.intervals[0][2]
+    never = _rank([("llmops_run_start_timestamp_seconds", {}, [(0.0, 0, 0.0)])])
+    stale = {a.name: a for a in evaluate(RunLog(Path("."), {0: never}), rules)}["LLMOpsCheckpointStale"]
+    assert [(a, b) for a, b, _ in stale.intervals] == [(300.0, 1000.0)]
+    often = _rank([("llmops_run_start_timestamp_seconds", {}, [(0.0, 0, 0.0)]),
+                   ("llmops_checkpoint_last_success_timestamp_seconds", {},
+                    [(t, t // 10, t - 5) for t in (250.0, 500.0, 750.0, 990.0)])])
+    stale = {a.name: a for a in evaluate(RunLog(Path("."), {0: often}), rules)}["LLMOpsCheckpointStale"]
+    assert stale.status == "quiet"
+
+
+def test_comm_slow_on_bandwidth_or_on_the_share_of_step_time():
+    from llmops.report.alerts import FOR_S, THRESHOLDS
+    from llmops.runlog.reader import RunLog
+
+    rules = (THRESHOLDS, {**FOR_S, "LLMOpsCommSlow": 100.0})
+    # all-reduce takes 80% of each step from t=500 on: its 300 s mean passes 50% at t=700 ((0.2 + 3 × 0.8) / 4)
+    busy = _rank([("llmops_comm_step_time_ratio", {},
+                   [(float(t), t // 10, 0.2 if t < 500 else 0.8) for t in range(0, 1000, 100)])])
+    slow = {a.name: a for a in evaluate(RunLog(Path("."), {0: busy}), rules)}["LLMOpsCommSlow"]
+    assert slow.fired and slow.intervals[0][0] == 700.0 and "of each step" in slow.intervals[0][2]
+    steady = _rank([("llmops_comm_step_time_ratio", {}, [(float(t), t // 10, 0.3) for t in range(0, 1000, 100)]),
+                    ("llmops_comm_bus_bandwidth_bytes_per_second", {}, [(0.0, 0, 1e9), (500.0, 50, 0.9e9)])])
+    assert {a.name: a for a in evaluate(RunLog(Path("."), {0: steady}), rules)}["LLMOpsCommSlow"].status == "quiet"
+
+
 def test_thresholds_come_from_the_rules_file(tmp_path):
     th, fors = load_rules(tmp_path / "absent.yml")
     assert th["drift"] == 0.2 and fors["LLMOpsMemoryDrift"] == 600
