@@ -124,7 +124,8 @@ def _held(points: list, end_t: float, cond: Callable[[float], bool], describe: C
 def _mean_over(points: list, window_s: float) -> list:
     """Each point's value replaced by the mean of the values written in the ``window_s`` before it
     (``avg_over_time``)."""
-    out, window, total = [], deque(), 0.0
+    out, total = [], 0.0
+    window: deque[tuple[float, float]] = deque()
     for t, step, v in points:
         if not isinstance(v, (int, float)):
             continue
@@ -202,11 +203,11 @@ def _stale(r: RankLog, th: dict[str, float], fors: dict[str, float]) -> AlertRes
     """The age of the last save (or, before the first, of the process's start) past the allowed age."""
     max_age, end = th["checkpoint_max_age_s"], r.last_t or 0.0
     started = r.last("llmops_run_start_timestamp_seconds") or r.start.get("t")
-    # (from, until, reference): from each save on, the age counts from that save.
+    # (since, reference): from each save on, the age counts from that save.
     refs = [(float(t), float(v)) for t, _step, v in r.get("llmops_checkpoint_last_success_timestamp_seconds")
             if isinstance(v, (int, float))]
     from_start = isinstance(started, (int, float))
-    if from_start:
+    if isinstance(started, (int, float)):
         refs.insert(0, (float(started), float(started)))
     stale: list[Interval] = []
     for i, (since, ref) in enumerate(refs):
