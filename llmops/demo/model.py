@@ -61,6 +61,7 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         c = self.config = config
+        self.recompute = c.recompute == "full"  # kept apart: subclasses may describe themselves by another config
         self.wte, self.wpe = nn.Embedding(c.vocab_size, c.n_embd), nn.Embedding(c.block_size, c.n_embd)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
         self.ln_f = nn.LayerNorm(c.n_embd)
@@ -72,7 +73,7 @@ class GPT(nn.Module):
         for block in self.blocks:
             # Reentrant checkpointing saves each block's input with save_for_backward, which the
             # ActivationMeter sees; the non-reentrant kind hides it behind its own saved-tensor hooks.
-            x = checkpoint(block, x, use_reentrant=True) if self.config.recompute == "full" else block(x)
+            x = checkpoint(block, x, use_reentrant=True) if self.recompute else block(x)
         return self.head(self.ln_f(x))
 
     @torch.no_grad()
