@@ -21,7 +21,7 @@ from .comm import CommTimer, attach, probe_allreduce
 from .config import MonitorConfig
 from .drift import drift_ratio, trend_risk
 from .estimate import Estimate, document, refined
-from .estimate.units import gb
+from .estimate.units import fmt_bytes, unit_for
 from .estimate.whatif import what_if
 from .exporter import LLMOpsCollector, MetricState, push_final, start_exporter
 from .guard import Guard, OOMRiskError
@@ -218,8 +218,8 @@ class Monitor:
         if best.budget_bytes is None:
             lines.append("OOM check: no memory budget (no GPU found); pass memory_budget= to check")
         else:
-            lines.append(f"budget {gb(best.budget_bytes)} GB (safety {self.config.safety} × "
-                         f"{gb(spec.gpu_memory if spec else None)} GB); largest safe micro-batch "
+            lines.append(f"budget {fmt_bytes(best.budget_bytes)} (safety {self.config.safety} × "
+                         f"{fmt_bytes(spec.gpu_memory if spec else None)}); largest safe micro-batch "
                          f"{best.max_batch_size}; gradient accumulation for the global batch "
                          f"{best.accumulate}")
         extra: list[Any] = []
@@ -230,8 +230,9 @@ class Monitor:
     def _risk_message(self, best: Estimate) -> str:
         spec = self.intro.spec if self.intro else None
         b = spec.batch_size if spec else None
-        return (f"llmops: OOM risk — predicted peak {gb(best.peak_bytes)} GB per device exceeds the "
-                f"budget {gb(best.budget_bytes)} GB (safety {self.config.safety}); largest safe "
+        unit = unit_for(best.peak_bytes, best.budget_bytes)
+        return (f"llmops: OOM risk — predicted peak {fmt_bytes(best.peak_bytes, unit)} per device exceeds the "
+                f"budget {fmt_bytes(best.budget_bytes, unit)} (safety {self.config.safety}); largest safe "
                 f"micro-batch {best.max_batch_size} (in use: {b})"
                 + (f"; keep the global batch with accumulate_grad_batches={best.accumulate}"
                    if best.accumulate else ""))
@@ -349,13 +350,14 @@ class Monitor:
             return
         room = best.budget_bytes - (best.overhead_bytes or 0)
         self._peaks.append((float(self.step), peak))
+        unit = unit_for(peak, room)
         for source, risk, detail in (
-            ("measured", peak > room, f"measured peak {gb(peak)} GB"),
+            ("measured", peak > room, f"measured peak {fmt_bytes(peak, unit)}"),
             ("trend", trend_risk(list(self._peaks), room, self.config.trend_horizon_steps),
-             f"memory growing step after step from {gb(self._peaks[0][1])} to {gb(peak)} GB"),
+             f"memory growing step after step from {fmt_bytes(self._peaks[0][1], unit)} to {fmt_bytes(peak, unit)}"),
         ):
             s.set("llmops_oom_risk", int(risk), source=source)
             if risk and source not in self._warned:
                 self._warned.add(source)
-                log.warning("llmops: OOM risk (%s) at step %d: %s; budget for tensors %s GB",
-                            source, self.step, detail, gb(room))
+                log.warning("llmops: OOM risk (%s) at step %d: %s; budget for tensors %s",
+                            source, self.step, detail, fmt_bytes(room, unit))

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from .estimate import refined
-from .estimate.units import gb
+from .estimate.units import fmt_bytes, in_unit, unit_for
 from .estimate.whatif import what_if
 from .tables import to_text, whatif_table
 
@@ -32,16 +32,20 @@ def postmortem_text(monitor: Any, error: BaseException, step: int, batch_shape: 
              f"- step: {step}", f"- batch shape (b, s): {batch_shape}"]
     if device_memory is not None:
         free, total = device_memory
-        lines.append(f"- device memory: {gb(free)} GB free of {gb(total)} GB")
+        lines.append(f"- device memory: {fmt_bytes(free, unit_for(total))} free of {fmt_bytes(total)}")
     state = monitor.state
     pred = monitor.prediction.get("refined") or monitor.prediction.get("document")
-    lines += ["", "| component | predicted (GB) | measured at the last samples (GB) |", "|---|---|---|"]
+    predicted = pred.components() if pred else {}
+    measured = {c: state.get("llmops_memory_actual_bytes", component=c) for c in predicted}
+    measured = {c: v for c, v in measured.items() if isinstance(v, float)}
+    unit = unit_for(*predicted.values(), *measured.values())
+    lines += ["", f"| component | predicted ({unit[1]}) | measured at the last samples ({unit[1]}) |", "|---|---|---|"]
     grew = []
-    for component, predicted in (pred.components() if pred else {}).items():
-        measured = state.get("llmops_memory_actual_bytes", component=component)
-        lines.append(f"| {component} | {gb(predicted)} | {gb(measured) if isinstance(measured, float) else '—'} |")
-        if isinstance(measured, float) and predicted and measured > GREW * predicted:
-            grew.append(f"{component} ({gb(measured)} GB measured > {gb(predicted)} GB predicted)")
+    for component, want in predicted.items():
+        got = measured.get(component)
+        lines.append(f"| {component} | {in_unit(want, unit)} | {in_unit(got, unit)} |")
+        if got is not None and want and got > GREW * want:
+            grew.append(f"{component} ({fmt_bytes(got, unit)} measured > {fmt_bytes(want, unit)} predicted)")
     lines += ["", "Grew past the prediction: " + (", ".join(grew) if grew else "nothing measured did")]
     spec = monitor.intro.spec if monitor.intro else None
     if spec is not None and pred is not None:
@@ -51,7 +55,7 @@ def postmortem_text(monitor: Any, error: BaseException, step: int, batch_shape: 
                               (f"FSDP across {spec.world_size} GPUs", spec.with_(strategy="fsdp"))):
             est = refined(changed)
             verdict = "fits" if est.oom_risk is False else "does not fit"
-            alt[f"peak with {what}"] = f"{gb(est.peak_bytes)} GB ({verdict})"
+            alt[f"peak with {what}"] = f"{fmt_bytes(est.peak_bytes)} ({verdict})"
         lines += ["", "What would have fit:", *(f"- {k}: {v}" for k, v in alt.items()), "", "```",
                   to_text(whatif_table(what_if(spec))).rstrip(), "```"]
     return "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .estimate import Estimate
-from .estimate.units import gb
+from .estimate.units import Unit, in_unit, unit_for
 from .estimate.whatif import WhatIf
 
 ROWS: tuple[tuple[str, str], ...] = (
@@ -25,27 +25,28 @@ ROWS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _fmt(value: object, binary: bool | None = None) -> str:
-    """Bytes as GB (or GiB when ``binary``); counts as they are (``binary=None``)."""
+def _fmt(value: object, unit: Unit | None = None) -> str:
+    """Bytes in ``unit``; counts as they are (``unit=None``); a verdict in colour."""
     if value is None:
         return "—"
     if isinstance(value, bool):
         return "[bold red]YES[/]" if value else "[green]no[/]"
-    if binary is None:
+    if unit is None:
         return str(value)
-    return gb(value, binary)  # type: ignore[arg-type]
+    return in_unit(value, unit)  # type: ignore[arg-type]
 
 
 def estimate_table(models: Iterable[Estimate], binary: bool = False, title: str | None = None) -> Table:
-    """Models side by side: memory in GB (GiB on request), the verdict and the GPU counts."""
+    """Models side by side: memory in the one unit that suits the largest figure (GB at most; GiB, MiB with
+    ``binary``), the verdict and the GPU counts."""
     models = list(models)
-    unit = "GiB" if binary else "GB"
+    unit = unit_for(*(getattr(m, attr) for m in models for attr, _ in ROWS), binary=binary)
     table = Table(title=title, title_justify="left")
     table.add_column("")
     for m in models:
-        table.add_column(f"{m.model} ({unit})", justify="right")
+        table.add_column(f"{m.model} ({unit[1]})", justify="right")
     for attr, label in ROWS:
-        table.add_row(label, *(_fmt(getattr(m, attr), binary) for m in models))
+        table.add_row(label, *(_fmt(getattr(m, attr), unit) for m in models))
     table.add_section()
     table.add_row("OOM risk", *(_fmt(m.oom_risk) for m in models))
     table.add_row("largest safe micro-batch", *(_fmt(m.max_batch_size) for m in models))
@@ -67,13 +68,15 @@ def _gpus_training(m: Estimate) -> str:
 
 def whatif_table(rows: Iterable[WhatIf], binary: bool = False) -> Table:
     """The what-if planner's rows: change, predicted peak per device, whether it fits."""
+    rows = list(rows)
     table = Table(title="what would fit (refined model, ranked by how little the run changes)", title_justify="left")
     table.add_column("change")
-    table.add_column(f"peak ({'GiB' if binary else 'GB'})", justify="right")
+    unit = unit_for(*(r.peak_bytes for r in rows), binary=binary)
+    table.add_column(f"peak ({unit[1]})", justify="right")
     table.add_column("fits", justify="center")
     for r in rows:
         fits = "—" if r.fits is None else "[green]yes[/]" if r.fits else "[red]no[/]"
-        table.add_row(r.change, _fmt(r.peak_bytes, binary), fits)
+        table.add_row(r.change, _fmt(r.peak_bytes, unit), fits)
     return table
 
 

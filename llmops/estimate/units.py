@@ -119,6 +119,33 @@ def exact(value: float | int | Fraction) -> Fraction:
     return value if isinstance(value, Fraction) else Fraction(repr(value))
 
 
+_DECIMAL_UNITS = ((1e9, "GB"), (1e6, "MB"), (1e3, "kB"), (1.0, "B"))
+_BINARY_UNITS = ((2.0**30, "GiB"), (2.0**20, "MiB"), (2.0**10, "KiB"), (1.0, "B"))
+Unit = tuple[float, str]
+
+
+def unit_for(*values: float | int | Fraction | None, binary: bool = False) -> Unit:
+    """One unit (GB at most) for a set of byte counts, so a table, a message or an axis reads in one unit."""
+    units = _BINARY_UNITS if binary else _DECIMAL_UNITS
+    top = max((abs(float(v)) for v in values if v is not None), default=0.0)
+    return next(((d, u) for d, u in units if top >= d), units[-1])
+
+
+def in_unit(value: float | int | Fraction | None, unit: Unit) -> str:
+    """A byte count as a number in ``unit`` (two decimals), without the unit's name."""
+    if value is None:
+        return "—"
+    return f"{float(value) / unit[0]:,.2f}" if unit[1] != "B" else f"{float(value):,.0f}"
+
+
+def fmt_bytes(value: float | int | Fraction | None, unit: Unit | None = None) -> str:
+    """A byte count with its unit, in ``unit`` or the one that suits it: ``64.72 MB``, ``163.63 GB``."""
+    if value is None:
+        return "—"
+    unit = unit or unit_for(value)
+    return f"{in_unit(value, unit)} {unit[1]}"
+
+
 def gb(value: float | int | Fraction | None, binary: bool = False) -> str:
     """Bytes as a person reads them: decimal GB by default, GiB on request."""
     if value is None:

@@ -7,9 +7,10 @@ import datetime as dt
 import html
 from importlib.metadata import PackageNotFoundError, version
 
+from ..estimate.units import fmt_bytes, unit_for
 from ..runlog import RunLog
 from .alerts import AlertResult
-from .summary import comparison_rows, ending, fmt_bytes, last_memory, unit_for, verdict
+from .summary import comparison_rows, ending, last_memory, verdict
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1000px;color:#222}

@@ -16,8 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from ..estimate.units import unit_for  # noqa: E402
 from ..runlog import RankLog, RunLog  # noqa: E402
-from .summary import COMPONENTS, budget_room, predicted, unit_for  # noqa: E402
+from .summary import COMPONENTS, budget_room, predicted  # noqa: E402
 
 COLORS = {"params": "tab:blue", "grads": "tab:orange", "optimizer_states": "tab:green",
           "activations": "tab:red", "peak": "black"}

@@ -8,26 +8,13 @@ from typing import Any
 
 from rich.table import Table
 
+from ..estimate.units import fmt_bytes, in_unit, unit_for
 from ..runlog import RankLog
 from ..tables import to_text
 
 COMPONENTS = ("params", "grads", "optimizer_states", "activations")
 _EST_FIELD = {"params": "params_bytes", "grads": "grads_bytes", "optimizer_states": "optimizer_state_bytes",
               "activations": "activation_bytes"}
-_UNITS = ((1e9, "GB"), (1e6, "MB"), (1e3, "kB"), (1, "B"))
-
-
-def unit_for(*values: float | None) -> tuple[float, str]:
-    """One decimal unit for a set of byte counts, so a table or an axis reads in one unit."""
-    top = max((abs(v) for v in values if v is not None), default=0)
-    return next(((d, u) for d, u in _UNITS if top >= d), (1, "B"))
-
-
-def fmt_bytes(value: float | None, unit: tuple[float, str] | None = None) -> str:
-    if value is None:
-        return "—"
-    d, u = unit or unit_for(value)
-    return f"{value / d:,.2f} {u}" if u != "B" else f"{value:,.0f} B"
 
 
 @dataclass(frozen=True)
@@ -79,8 +66,7 @@ def comparison_table(rank: RankLog) -> Table:
                          ("measured", "right"), ("measured / refined", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in rows:
-        table.add_row(r.component, *(f"{v / unit[0]:,.2f}" if v is not None else "—"
-                                     for v in (r.document, r.refined, r.measured)),
+        table.add_row(r.component, *(in_unit(v, unit) for v in (r.document, r.refined, r.measured)),
                       f"{r.ratio:.3f}" if r.ratio is not None else "—")
     return table
 

@@ -54,6 +54,12 @@ def test_table_says_what_it_could_not_compute():
     assert "not computed" in r.stdout and "layers" in r.stdout
 
 
+def test_a_small_model_reads_in_mb():
+    r = llmops("estimate", "--params", "1e6", "--layers", "2", "--heads", "2", "--hidden", "64", "--seq-len", "64",
+               "--batch-size", "4", "--gpu-memory", "1GB", "--device", "cpu")
+    assert "document (MB)" in r.stdout and "900.00" in r.stdout  # the budget, 0.9 × 1 GB
+
+
 def test_gib_flag():
     r = llmops("estimate", "--params", "7e9", "--gib")
     assert "document (GiB)" in r.stdout and "13.04" in r.stdout  # 14e9 / 2**30
