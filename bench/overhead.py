@@ -1,9 +1,12 @@
 """Step-time cost of LLMOpsMonitor on a small CPU training run.
 
 The same run with no monitor, with LLMOpsMonitor (run log on, the default, and off) and with
-Lightning's DeviceStatsMonitor, alternated ``--repeats`` times; each run's step time is
-(train end − train start) / steps, so every hook of every step is inside the measurement.
-Prints the medians and the ratios, and what the run log costs the training thread per step.
+Lightning's DeviceStatsMonitor, alternated ``--repeats`` times in a rotating order; each run's step
+time is (train end − start of step 10) / steps, so every hook of every steady step is inside the
+measurement; the first step, where the preflight runs once, is printed apart.
+Prints each config's median step, its median ratio to the run without a monitor of the same round
+(and the range of those ratios: the noise of the machine), and what the run log costs the training
+thread per step.
 
     .venv/bin/python bench/overhead.py [--steps 100] [--repeats 5]
 """
@@ -29,28 +32,76 @@ from llmops import LLMOpsMonitor  # noqa: E402
 from tests.helpers.models import GPT, GPTConfig, make_module, token_loader  # noqa: E402
 
 
+class HookClock:
+    """Wall time spent inside the monitor on the training thread: its per-step hooks and, on sampled
+    steps, the activation meter's saved-tensor hooks (which run inside forward)."""
+
+    seconds = 0.0
+
+    @classmethod
+    def wrap(cls, fn):
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                cls.seconds += time.perf_counter() - t0
+        return timed
+
+    @classmethod
+    def install(cls, monitor: LLMOpsMonitor) -> LLMOpsMonitor:
+        for hook in ("on_train_batch_start", "on_train_batch_end", "on_before_backward"):
+            setattr(monitor, hook, cls.wrap(getattr(monitor, hook)))
+        return monitor
+
+
+def _time_activation_hooks() -> None:
+    """The meter opens ``saved_tensors_hooks(_pack, _unpack)`` by their module names: time those."""
+    from llmops.probes import activations
+
+    activations._pack = HookClock.wrap(activations._pack)  # type: ignore[method-assign]
+    activations._unpack = HookClock.wrap(activations._unpack)  # type: ignore[method-assign]
+
+
 class TrainTimer(Callback):
+    """Wall and training-thread CPU time from the start of batch ``warmup`` to train end (steady
+    state: the one-time preflight on the first batch is timed apart, as ``first``)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+
     def on_train_start(self, trainer, pl_module):
-        self.t0 = time.perf_counter()
+        self.t_start = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 1:
+            self.first = time.perf_counter() - self.t_start  # step 0, preflight included
+        if batch_idx == self.warmup:
+            self.t0, self.c0 = time.perf_counter(), time.thread_time()
+            HookClock.seconds = 0.0
 
     def on_train_end(self, trainer, pl_module):
-        self.seconds = time.perf_counter() - self.t0
+        self.seconds, self.cpu = time.perf_counter() - self.t0, time.thread_time() - self.c0
+        self.in_monitor = HookClock.seconds
 
 
-def step_seconds(extra: list[Callback], steps: int, workdir: str) -> float:
+def step_seconds(extra: list[Callback], steps: int, workdir: str,
+                 warmup: int = 10) -> tuple[float, float, float, float]:
+    """(wall, training-thread CPU, inside the monitor) seconds per step after ``warmup`` steps, and the
+    first step's seconds."""
     torch.manual_seed(0)
     cfg = GPTConfig(n_layer=4, n_head=4, n_embd=128, vocab_size=256, block_size=64, dropout=0.1)
-    timer = TrainTimer()
-    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", devices=1, callbacks=[timer, *extra],
+    timer = TrainTimer(warmup)
+    trainer = pl.Trainer(max_steps=steps + warmup, accelerator="cpu", devices=1, callbacks=[timer, *extra],
                          logger=CSVLogger(workdir), enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=10)
-    trainer.fit(make_module(pl.LightningModule, GPT(cfg)), token_loader(256, 64, 8, n=8 * steps))
-    return timer.seconds / steps
+    trainer.fit(make_module(pl.LightningModule, GPT(cfg)), token_loader(256, 64, 8, n=8 * (steps + warmup)))
+    return timer.seconds / steps, timer.cpu / steps, timer.in_monitor / steps, timer.first
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=100, help="steps timed, after 10 untimed ones")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", default="", help="comma-separated configs to run (none is always run)")
     args = ap.parse_args()
@@ -58,29 +109,58 @@ def main() -> None:
     logging.getLogger("llmops").setLevel(logging.ERROR)
     configs = {
         "none": lambda: [],
-        "llmops": lambda: [LLMOpsMonitor(port=0)],  # with the run log (the default)
-        "llmops_no_runlog": lambda: [LLMOpsMonitor(port=0, runlog=False)],
+        "llmops": lambda: [HookClock.install(LLMOpsMonitor(port=0))],  # with the run log (the default)
+        "llmops_no_runlog": lambda: [HookClock.install(LLMOpsMonitor(port=0, runlog=False))],
         "device_stats": lambda: [DeviceStatsMonitor(cpu_stats=False)],
     }
     if args.only:
         configs = {k: v for k, v in configs.items() if k == "none" or k in args.only.split(",")}
+    _time_activation_hooks()
     times: dict[str, list[float]] = {k: [] for k in configs}
+    cpu: dict[str, list[float]] = {k: [] for k in configs}
+    first: dict[str, list[float]] = {k: [] for k in configs}
+    inside: dict[str, list[float]] = {k: [] for k in configs}
     with tempfile.TemporaryDirectory() as workdir:
         os.environ["LLMOPS_RUN_DIR"] = workdir  # the run logs go with the rest
         step_seconds([], 5, workdir)  # warm-up: imports, allocator, threads
-        for _ in range(args.repeats):
-            for name, make in configs.items():  # alternated, so drift in machine load hits all alike
-                times[name].append(step_seconds(make(), args.steps, workdir))
-    base = statistics.median(times["none"])
-    print("| monitor | median step (ms) | ratio to none |\n|---|---|---|")
+        names = list(configs)
+        for r in range(args.repeats):
+            # Alternated, so drift in machine load hits all alike, and rotated, so no config always
+            # runs first (or right after another) in its round.
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                wall, thread, in_monitor, step0 = step_seconds(configs[name](), args.steps, workdir)
+                inside[name].append(in_monitor)
+                times[name].append(wall)
+                cpu[name].append(thread)
+                first[name].append(step0)
+    # Each round's ratio to that round's run without a monitor (paired), then the median over rounds.
+    # Wall time carries the machine's noise (a shared VM: ±15% between runs here); the training
+    # thread's CPU time (torch runs on it with OMP_NUM_THREADS=1) is what the monitor's hooks add to.
+    ratios = {k: [t / b for t, b in zip(ts, times["none"], strict=True)] for k, ts in times.items()}
+    cpu_ratios = {k: [t / b for t, b in zip(ts, cpu["none"], strict=True)] for k, ts in cpu.items()}
+    print("| monitor | median step (ms) | paired ratio to none (range) | training-thread CPU per step (ms) "
+          "| paired CPU ratio (range) |\n|---|---|---|---|---|")
     for name, ts in times.items():
-        med = statistics.median(ts)
-        print(f"| {name} | {med * 1e3:.2f} | {med / base:.4f} |")
-    med = {k: statistics.median(ts) for k, ts in times.items()}
-    print(", ".join(f"overhead {k}={med[k] / base - 1:+.4f}" for k in med if k != "none")
-          + f" (steps={args.steps}, repeats={args.repeats})")
+        rs, cs = ratios[name], cpu_ratios[name]
+        print(f"| {name} | {statistics.median(ts) * 1e3:.2f} | {statistics.median(rs):.4f} "
+              f"({min(rs):.3f}–{max(rs):.3f}) | {statistics.median(cpu[name]) * 1e3:.2f} | "
+              f"{statistics.median(cs):.4f} ({min(cs):.3f}–{max(cs):.3f}) |")
+    print("training-thread CPU: " + ", ".join(f"overhead {k}={statistics.median(cs) - 1:+.4f}"
+                                               for k, cs in cpu_ratios.items() if k != "none"))
+    base_step = statistics.median(times["none"])
+    for k in ("llmops", "llmops_no_runlog"):
+        if k in inside:
+            t = statistics.median(inside[k])
+            print(f"inside the monitor on the training thread ({k}): {t * 1e6:.1f} µs per step = "
+                  f"{t / base_step:.4%} of the step without a monitor (hooks and sampled activation hooks)")
+    print("first step (preflight included, once per run): " + ", ".join(
+        f"{k} {statistics.median(ts) * 1e3:.1f} ms" for k, ts in first.items()))
+    med = {k: statistics.median(rs) for k, rs in ratios.items()}
+    print(", ".join(f"overhead {k}={med[k] - 1:+.4f}" for k in med if k != "none")
+          + f" (wall; steps={args.steps}, repeats={args.repeats}; the ranges show this machine's noise)")
     if "llmops" in med and "llmops_no_runlog" in med:
-        print(f"run log: {med['llmops'] / med['llmops_no_runlog'] - 1:+.4f} of the step (llmops vs llmops_no_runlog)")
+        paired = statistics.median(a / b for a, b in zip(times["llmops"], times["llmops_no_runlog"], strict=True))
+        print(f"run log: {paired - 1:+.4f} of the step (llmops vs llmops_no_runlog, paired)")
     print(f"run log on the training thread: RunLogWriter.step {runlog_step_ns():.0f} ns per call (one per step)")
 
 
