@@ -203,12 +203,13 @@ def _stale(r: RankLog, th: dict[str, float], fors: dict[str, float]) -> AlertRes
     """The age of the last save (or, before the first, of the process's start) past the allowed age."""
     max_age, end = th["checkpoint_max_age_s"], r.last_t or 0.0
     started = r.last("llmops_run_start_timestamp_seconds") or r.start.get("t")
-    # (since, reference): from each save on, the age counts from that save.
-    refs = [(float(t), float(v)) for t, _step, v in r.get("llmops_checkpoint_last_success_timestamp_seconds")
-            if isinstance(v, (int, float))]
+    # (since, reference): from the start, then from each new save on, the age counts from that moment.
+    saves: list[tuple[float, float]] = []
+    for t, _step, v in r.get("llmops_checkpoint_last_success_timestamp_seconds"):
+        if isinstance(v, (int, float)) and (not saves or float(v) != saves[-1][1]):
+            saves.append((float(t), float(v)))
     from_start = isinstance(started, (int, float))
-    if isinstance(started, (int, float)):
-        refs.insert(0, (float(started), float(started)))
+    refs = ([(float(started), float(started))] if isinstance(started, (int, float)) else []) + saves
     stale: list[Interval] = []
     for i, (since, ref) in enumerate(refs):
         until = refs[i + 1][0] if i + 1 < len(refs) else end

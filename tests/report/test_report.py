@@ -136,8 +136,8 @@ def test_checkpoint_age_counts_from_the_last_save_or_the_start():
     from llmops.runlog.reader import RunLog
 
     rules = ({**THRESHOLDS, "checkpoint_max_age_s": 300.0}, FOR_S)
-    saved = _rank([("llmops_run_start_timestamp_seconds", {}, [(0.0, 0, 0.0)]),
-                   ("llmops_checkpoint_last_success_timestamp_seconds", {}, [(500.0, 50, 490.0)])])
+    saved = _rank([("llmops_run_start_timestamp_seconds", {}, [(0.0, 0, 0.0)]),  # the save, written twice:
+                   ("llmops_checkpoint_last_success_timestamp_seconds", {}, [(500.0, 50, 490.0), (900.0, 90, 490.0)])])
     stale = {a.name: a for a in evaluate(RunLog(Path("."), {0: saved}), rules)}["LLMOpsCheckpointStale"]
     assert stale.fired
     assert [(a, b) for a, b, _ in stale.intervals] == [(300.0, 500.0), (790.0, 1000.0)]
