@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from prometheus_client import CollectorRegistry
 
-from .checkpoint import wrap_checkpoint_io
+from .checkpoint import mark_saves, wrap_checkpoint_io
 from .comm import take_user_hook
 from .config import MonitorConfig
 from .estimate import Estimate, TrainingSpec
@@ -155,7 +155,8 @@ class MonitorCallback:
                                device_index=(device.index or 0) if device.type == "cuda" else None,
                                build_labels=self._build_labels(trainer))
         with self.monitor.guard("checkpoint"):
-            wrap_checkpoint_io(trainer.strategy, self.monitor.state)
+            wrap_checkpoint_io(trainer.strategy, self.monitor.state, self.monitor.guard)
+            mark_saves(trainer, self.monitor.state, self.monitor.guard)
         with self.monitor.guard("comm"):
             self._user_hook = take_user_hook(trainer.strategy)
         with self.monitor.guard("loggers"):

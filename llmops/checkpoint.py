@@ -1,12 +1,15 @@
-"""Checkpoint status: a CheckpointIO wrapper that times each write where it happens."""
+"""Checkpoint status: a CheckpointIO wrapper that times each write where it happens, and, on ranks
+whose saves do not pass through CheckpointIO, the success time of ``trainer.save_checkpoint``."""
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Any
 
 from .exporter import MetricState
+from .guard import Guard
 
 
 def path_bytes(path: Any) -> int | None:
@@ -32,8 +35,8 @@ class TimedCheckpointIO:
     Everything else is delegated to the wrapped plugin.
     """
 
-    def __init__(self, inner: Any, state: MetricState) -> None:
-        self.inner, self._state = inner, state
+    def __init__(self, inner: Any, state: MetricState, guard: Guard | None = None) -> None:
+        self.inner, self._state, self._guard = inner, state, guard or Guard(state)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         t0 = time.perf_counter()
@@ -42,11 +45,12 @@ class TimedCheckpointIO:
         except BaseException:
             self._state.inc("llmops_checkpoint_failures_total")
             raise
-        s = self._state
-        s.observe("llmops_checkpoint_save_duration_seconds", time.perf_counter() - t0)
-        s.set("llmops_checkpoint_size_bytes", path_bytes(path))
-        s.set("llmops_checkpoint_last_success_timestamp_seconds", time.time())
-        s.inc("llmops_checkpoint_saves_total")
+        seconds, s = time.perf_counter() - t0, self._state
+        with self._guard("checkpoint"):  # the save succeeded: nothing from here may fail it
+            s.set("llmops_checkpoint_last_success_timestamp_seconds", time.time())
+            s.inc("llmops_checkpoint_saves_total")
+            s.observe("llmops_checkpoint_save_duration_seconds", seconds)
+            s.set("llmops_checkpoint_size_bytes", path_bytes(path))  # a file may vanish while it is read
 
     def load_checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         return self.inner.load_checkpoint(*args, **kwargs)
@@ -61,7 +65,7 @@ class TimedCheckpointIO:
         return getattr(self.inner, name)
 
 
-def wrap_checkpoint_io(strategy: Any, state: MetricState) -> None:
+def wrap_checkpoint_io(strategy: Any, state: MetricState, guard: Guard | None = None) -> None:
     """Put the timer where the bytes are written: inside an async wrapper, else outermost (once)."""
     io = strategy.checkpoint_io
     if isinstance(io, TimedCheckpointIO):
@@ -69,6 +73,39 @@ def wrap_checkpoint_io(strategy: Any, state: MetricState) -> None:
     inner = getattr(io, "checkpoint_io", None)
     if inner is not None and hasattr(io, "_checkpoint_io"):  # AsyncCheckpointIO and other wrappers
         if not isinstance(inner, TimedCheckpointIO):
-            io._checkpoint_io = TimedCheckpointIO(inner, state)  # the setter refuses a configured base
+            io._checkpoint_io = TimedCheckpointIO(inner, state, guard)  # the setter refuses a configured base
         return
-    strategy.checkpoint_io = TimedCheckpointIO(io, state)
+    strategy.checkpoint_io = TimedCheckpointIO(io, state, guard)
+
+
+def writes_through_io(strategy: Any) -> bool:
+    """Whether this rank's saves reach ``strategy.checkpoint_io``: Lightning's base
+    ``Strategy.save_checkpoint`` writes there on global rank 0 only; DeepSpeed, FSDP, ModelParallel
+    and XLA override it and (sharded) write their own way."""
+    for cls in type(strategy).__mro__:
+        if "save_checkpoint" in vars(cls):
+            return cls.__name__ == "Strategy" and bool(strategy.is_global_zero)
+    return False
+
+
+def mark_saves(trainer: Any, state: MetricState, guard: Guard) -> None:
+    """On a rank that writes nothing through CheckpointIO, time stamp each ``trainer.save_checkpoint``
+    that returns (every rank then shows when the run last checkpointed) and count one that raises."""
+    save = trainer.save_checkpoint
+    if writes_through_io(trainer.strategy) or getattr(save, "llmops_marked", False):
+        return
+
+    @functools.wraps(save)
+    def marked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            out = save(*args, **kwargs)
+        except BaseException:
+            state.inc("llmops_checkpoint_failures_total")
+            raise
+        with guard("checkpoint"):
+            state.set("llmops_checkpoint_last_success_timestamp_seconds", time.time())
+        return out
+
+    marked.llmops_marked = True  # type: ignore[attr-defined]
+    trainer.save_checkpoint = marked
+

@@ -66,7 +66,7 @@ def results(out: Path, n: int) -> list[dict]:
 def test_ddp_two_ranks_comm_timing_and_user_hook(tmp_path):
     port = free_ports(2)
     finish(launch(tmp_path, "--devices", "2", "--steps", "3", "--accumulate", "2", "--user-hook",
-                  "--port", str(port)))
+                  "--port", str(port), "--ckpt-dir", str(tmp_path / "ckpt"), "--ckpt-every", "1"))
     for rank, r in enumerate(results(tmp_path, 2)):
         s = r["samples"]
         assert r["url"] == f"http://127.0.0.1:{port + rank}/metrics"  # port + local_rank
@@ -83,6 +83,11 @@ def test_ddp_two_ranks_comm_timing_and_user_hook(tmp_path):
         assert 0 < value(s, "llmops_comm_step_time_ratio") <= 1
         assert r["hook_calls"] == buckets  # the user's hook ran, wrapped by ours, for every bucket
         assert value(s, "llmops_samples_total") == 4 * 2 * steps  # b=4, 2 micro-batches per step
+        # rank 0 writes each checkpoint through CheckpointIO; rank 1 writes nothing but knows it succeeded
+        assert value(s, "llmops_checkpoint_last_success_timestamp_seconds") >= \
+            value(s, "llmops_run_start_timestamp_seconds")
+        saves = value(s, "llmops_checkpoint_saves_total")
+        assert saves >= steps if rank == 0 else saves is None  # every step's file, and last.ckpt
 
 
 def test_two_nodes_distinct_global_ranks_and_ports(tmp_path):

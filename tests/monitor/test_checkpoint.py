@@ -76,3 +76,19 @@ def test_failed_write_is_counted_and_reraised(tmp_path):
     s = scrape(monitor.metrics_url)
     assert value(s, "llmops_checkpoint_failures_total") == 1
     assert value(s, "llmops_checkpoint_saves_total") in (None, 0)
+
+
+def test_bookkeeping_after_a_good_save_never_fails_it(tmp_path, monkeypatch):
+    """A checkpoint file removed while its size is read (rotation, a cleaner): the save stands, the run goes on."""
+    import llmops.checkpoint
+
+    def vanished(path):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(llmops.checkpoint, "path_bytes", vanished)
+    monitor = LLMOpsMonitor(port=0)
+    trainer = fit(tmp_path, monitor)
+    s = scrape(monitor.metrics_url)
+    assert trainer.global_step == 6 and value(s, "llmops_checkpoint_saves_total") == 3
+    assert value(s, "llmops_monitor_errors_total", probe="checkpoint") == 3
+    assert value(s, "llmops_checkpoint_failures_total") in (None, 0)
