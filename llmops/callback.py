@@ -129,7 +129,7 @@ class MonitorCallback:
         self._train_start(trainer, pl_module)
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        self._batch_start(trainer, pl_module, batch)
+        self._batch_start(trainer, pl_module, batch, batch_idx)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         self._batch_end(trainer, pl_module, batch)
@@ -143,7 +143,8 @@ class MonitorCallback:
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage == "fit":
-            self.monitor.close()
+            with self.monitor.guard("teardown"):
+                self.monitor.close()
 
     # -- what the hooks do -------------------------------------------------------------------
     def _start(self, trainer: Any) -> None:
@@ -177,14 +178,18 @@ class MonitorCallback:
         m.start_comm(trainer.strategy.model, trainer.world_size, trainer.strategy.root_device, grad_bytes,
                      self._user_hook)
 
-    def _batch_start(self, trainer: Any, pl_module: Any, batch: Any) -> None:
+    def _batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         if self._needs_preflight:
             self._needs_preflight = False
             self._preflight(trainer, pl_module, batch)  # may raise OOMRiskError, by design
         m = self.monitor
         self._batch_shape = batch_shape(batch)
         m.step_start(trainer.global_step)
-        if m.should_measure(trainer.global_step):
+        # Measure on the micro-batch that ends with the optimizer step: once per step, optimizer
+        # states included, when gradients are accumulated over several micro-batches.
+        steps_here = (batch_idx + 1) % trainer.accumulate_grad_batches == 0 \
+            or batch_idx + 1 == trainer.num_training_batches
+        if steps_here and m.should_measure(trainer.global_step):
             with m.guard("activations"):
                 m.begin_measure(pl_module)
 
@@ -241,7 +246,8 @@ class MonitorCallback:
                                safety=self.config.safety, override=self.config.spec)
         if intro is not None:
             extra = self._dry_run(trainer, pl_module, batch, intro.spec) if self.config.dry_run else {}
-            m.preflight(intro, is_rank_zero=trainer.global_rank == 0, extra=extra)
+            with m.guard("preflight"):  # only OOMRiskError (on_oom_risk="raise") gets through, by design
+                m.preflight(intro, is_rank_zero=trainer.global_rank == 0, extra=extra)
             if self._logger_metrics is not None and trainer.global_rank == 0:
                 with m.guard("loggers"):
                     for logger in trainer.loggers:

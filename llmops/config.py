@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 
-from .estimate import TrainingSpec
+from .estimate import TrainingSpec, validate
 from .estimate.units import parse_size
 
 ON_OOM_RISK = ("warn", "raise")
+MAX_SECONDS = 7 * 24 * 3600.0  # a week: past it a setting in seconds is a typo, not a plan
 
 
 @dataclass(frozen=True)
@@ -60,26 +63,50 @@ class MonitorConfig:
             raise _bad("run", self.run, "a non-empty name, or None to derive it from the logger")
         if self.spec is not None and not isinstance(self.spec, TrainingSpec):
             raise _bad("spec", type(self.spec).__name__, "a llmops.TrainingSpec or None")
-        if not isinstance(self.safety, (int, float)) or not 0 < self.safety <= 1:
+        if self.spec is not None:
+            try:  # the estimator's own checks, now rather than at the first batch
+                validate(self.spec)
+            except ValueError as e:
+                raise ValueError(f"LLMOpsMonitor: spec is not allowed: {e}") from None
+        if not _number(self.safety) or not 0 < self.safety <= 1:
             raise _bad("safety", self.safety, "a fraction in (0, 1]")
         if self.on_oom_risk not in ON_OOM_RISK:
             raise _bad("on_oom_risk", self.on_oom_risk, "'warn' or 'raise'")
-        if not isinstance(self.interval, (int, float)) or not self.interval > 0:
-            raise _bad("interval", self.interval, "seconds > 0")
+        for name, zero_ok in (("interval", False), ("dry_run_timeout", False), ("linger", True)):
+            value = getattr(self, name)
+            if not _number(value) or not (0 <= value if zero_ok else 0 < value) or value > MAX_SECONDS:
+                raise _bad(name, value, f"seconds {'≥' if zero_ok else '>'} 0 and at most {MAX_SECONDS:g} (a week)")
         for name in ("activation_interval", "trend_window", "trend_horizon_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise _bad(name, value, "a whole number ≥ 1")
         if self.trend_window < 3:
             raise _bad("trend_window", self.trend_window, "at least 3 samples")
-        if not isinstance(self.dry_run_timeout, (int, float)) or not self.dry_run_timeout > 0:
-            raise _bad("dry_run_timeout", self.dry_run_timeout, "seconds > 0")
-        if not isinstance(self.linger, (int, float)) or self.linger < 0:
-            raise _bad("linger", self.linger, "seconds ≥ 0")
+        for name in ("serve", "runlog", "dry_run"):
+            if not isinstance(getattr(self, name), bool):
+                raise _bad(name, getattr(self, name), "True or False")
+        if self.nvml is not None and not isinstance(self.nvml, bool):
+            raise _bad("nvml", self.nvml, "True, False or None (None: read NVML when the run uses a GPU)")
         if (self.certfile is None) != (self.keyfile is None):
             raise _bad("certfile/keyfile", (self.certfile, self.keyfile), "both set for TLS, or neither")
-        if self.basic_auth is not None and (len(self.basic_auth) != 2 or not all(self.basic_auth)):
+        for name in ("certfile", "keyfile"):
+            path = getattr(self, name)
+            if path is not None and not (isinstance(path, (str, os.PathLike)) and os.path.isfile(path)):
+                raise _bad(name, path, "the path of a readable PEM file")
+        auth = self.basic_auth
+        if auth is not None and (not isinstance(auth, (tuple, list)) or len(auth) != 2
+                                 or not all(isinstance(x, str) and x for x in auth)):
             raise _bad("basic_auth", "(…)", "a (user, password) pair of non-empty strings")
+        url = self.pushgateway_url
+        if url is not None and not (isinstance(url, str) and url.strip()):
+            raise _bad("pushgateway_url", url, "a Pushgateway address like 'http://pushgateway:9091', or None")
+        if self.run_dir is not None and not isinstance(self.run_dir, (str, os.PathLike)):
+            raise _bad("run_dir", self.run_dir, "a folder path, or None")
+
+
+def _number(value: object) -> bool:
+    """A real, finite number (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _bad(name: str, value: object, allowed: str) -> ValueError:

@@ -62,6 +62,7 @@ class Monitor:
         self.measured: dict[str, int] = {}
         self.comm: CommTimer | None = None
         self._started = False
+        self._collector: LLMOpsCollector | None = None
         self.runlog: RunLogWriter | None = None  # the local run log, llmops_runs/<run>/
 
     @property
@@ -72,15 +73,21 @@ class Monitor:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, run: str, rank: int, local_rank: int, device_index: int | None,
               build_labels: dict[str, str]) -> None:
-        """Register the collector, serve the endpoint and start the sampling thread (once)."""
+        """Register the collector, serve the endpoint and start the sampling thread (once per fit; a
+        later fit with the same monitor keeps the collector and the endpoint and starts the rest again)."""
         if self._started:
             return
         self._started = True
+        self._stop.clear()
         self.run, self.rank = run, rank
         self.device = "cuda" if device_index is not None else "cpu"
-        with self.guard("collector"):
-            self.registry.register(LLMOpsCollector(self.state, run=run, rank=rank))
-        if self.config.serve:
+        if self._collector is None:
+            with self.guard("collector"):
+                self._collector = LLMOpsCollector(self.state, run=run, rank=rank)
+                self.registry.register(self._collector)
+        else:  # a later fit: the same endpoint, under this fit's run name
+            self._collector.run, self._collector.rank = run, rank
+        if self.config.serve and self.exporter is None:
             c = self.config
             with self.guard("exporter"):
                 self.exporter = start_exporter(self.registry, port=c.port + local_rank if c.port else 0,
@@ -106,9 +113,10 @@ class Monitor:
 
     def close(self) -> None:
         """Stop sampling and push the final state; the endpoint serves until the process ends."""
+        self._started = False
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=max(5.0, 2 * self.config.interval))
+            self._thread.join(timeout=5.0)  # the stop event wakes it; a hung probe is left behind
             self._thread = None
         self.sample()  # the last reading, so a final scrape or push sees it
         self.end_runlog()

@@ -144,7 +144,14 @@ def test_port_in_use_next_port_serves():
     ({"port": -1}, "port"), ({"port": 70000}, "port"), ({"safety": 0}, "safety"), ({"safety": 2}, "safety"),
     ({"on_oom_risk": "explode"}, "on_oom_risk"), ({"interval": 0}, "interval"),
     ({"memory_budget": "lots"}, "memory_budget"), ({"memory_budget": -5}, "memory_budget"),
-    ({"spec": {"layers": 2}}, "spec"), ({"certfile": "a.pem"}, "certfile")])
+    ({"spec": {"layers": 2}}, "spec"), ({"certfile": "a.pem"}, "certfile"),
+    # the estimator's own checks run at construction, not at the first batch of the run
+    ({"spec": TrainingSpec(heads=7, hidden=100)}, "heads"), ({"spec": TrainingSpec(precision="fp8")}, "fp8"),
+    # values that would break the sampler or teardown after training
+    ({"linger": float("nan")}, "linger"), ({"interval": float("inf")}, "interval"), ({"linger": -1}, "linger"),
+    ({"safety": True}, "safety"), ({"nvml": "yes"}, "nvml"), ({"runlog": "no"}, "runlog"),
+    ({"pushgateway_url": ""}, "pushgateway_url"), ({"basic_auth": ("u", 5)}, "basic_auth"),
+    ({"certfile": "/nonexistent.pem", "keyfile": "/nonexistent.key"}, "certfile"), ({"run_dir": 5}, "run_dir")])
 def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):
         LLMOpsMonitor(**kwargs)
@@ -204,3 +211,28 @@ def test_activations_measured_over_forward_only_with_checkpointing():
         fit(monitor, BenchGPT(cfg), steps=2)
         measured[recompute] = value(scrape(monitor.metrics_url), "llmops_memory_actual_bytes", component="activations")
     assert measured["full"] < 0.6 * measured["none"]
+
+
+def test_one_monitor_serves_a_second_fit(tmp_path):
+    """Reusing the callback (fit, then fit again): same endpoint, the second fit's steps counted and logged."""
+    from llmops.runlog import read_run
+
+    monitor = LLMOpsMonitor(port=0, run="twice", run_dir=str(tmp_path))
+    fit(monitor, GPT(GPTConfig()), steps=2)
+    url = monitor.metrics_url
+    trainer, _ = fit(monitor, GPT(GPTConfig()), steps=3)
+    s = scrape(url)
+    assert monitor.metrics_url == url and trainer.global_step == 3
+    assert value(s, "llmops_train_step") == 3 and value(s, "llmops_samples_total") == 4 * (2 + 3)
+    rank = read_run(tmp_path / "twice").ranks[0]
+    assert rank.end is not None and [step for step, _, _ in rank.steps][-1] == 3  # the second session, closed
+
+
+def test_accumulation_measures_once_per_sampled_step_after_the_optimizer_step():
+    monitor = LLMOpsMonitor(port=0, runlog=False)
+    _, module = fit(monitor, GPT(GPTConfig()), steps=2, accumulate_grad_batches=4)
+    s = scrape(monitor.metrics_url)
+    assert value(s, "llmops_activation_sample_steps_total") == 1  # step 0 only, not its 4 micro-batches
+    moments = sum(t.numel() * t.element_size() for st in module.optimizers().optimizer.state.values()
+                  for t in st.values() if torch.is_tensor(t))  # moments and step counters
+    assert moments > 0 and value(s, "llmops_memory_actual_bytes", component="optimizer_states") == moments
