@@ -60,7 +60,9 @@ class MonitorCallback:
         port: the first rank's port; each process serves on ``port + local_rank``; 0 takes a free port.
         addr: address to listen on (``"0.0.0.0"`` for a cluster's Prometheus).
         run: the run's name; default the logger's name and version, else a timestamp.
-        spec: a ``TrainingSpec`` whose set fields override what is read from the run.
+        spec: what to use instead of what is read from the run: a ``TrainingSpec`` (its fields that
+            differ from the defaults) or a dict of its fields (every key, defaults included:
+            ``spec={"optimizer": "adamw"}``).
         memory_budget: bytes, or a size like ``"8GB"``; default the GPU's memory.
         safety: fraction of the budget a run may use, in (0, 1].
         on_oom_risk: ``"warn"``, or ``"raise"`` to stop before the first step when the prediction does not fit.
@@ -85,7 +87,7 @@ class MonitorCallback:
     """
 
     def __init__(self, port: int = 9445, addr: str = "127.0.0.1", run: str | None = None,
-                 spec: TrainingSpec | None = None, memory_budget: int | float | str | None = None,
+                 spec: TrainingSpec | dict[str, Any] | None = None, memory_budget: int | float | str | None = None,
                  safety: float = 0.9, on_oom_risk: str = "warn", interval: float = 1.0, *,
                  activation_interval: int = 100, nvml: bool | None = None,
                  certfile: str | None = None, keyfile: str | None = None,
@@ -243,7 +245,7 @@ class MonitorCallback:
             intro = introspect(pl_module, batch, precision=trainer.precision, strategy=trainer.strategy,
                                world_size=trainer.world_size, accumulate=trainer.accumulate_grad_batches,
                                optimizers=trainer.optimizers, device=device.type, gpu_memory=gpu_memory,
-                               safety=self.config.safety, override=self.config.spec)
+                               safety=self.config.safety, override=self.config.overrides())
         if intro is not None:
             extra = self._dry_run(trainer, pl_module, batch, intro.spec) if self.config.dry_run else {}
             with m.guard("preflight"):  # only OOMRiskError (on_oom_risk="raise") gets through, by design

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 from .estimate import TrainingSpec, validate
 from .estimate.units import parse_size
@@ -20,7 +22,7 @@ class MonitorConfig:
     port: int = 9445
     addr: str = "127.0.0.1"
     run: str | None = None
-    spec: TrainingSpec | None = None
+    spec: TrainingSpec | Mapping[str, Any] | None = None
     memory_budget: int | None = None  # bytes; parsed from "8GB" by ``from_args``
     safety: float = 0.9
     on_oom_risk: str = "warn"
@@ -61,12 +63,17 @@ class MonitorConfig:
             raise _bad("addr", self.addr, "an address to listen on, e.g. '127.0.0.1' or '0.0.0.0'")
         if self.run is not None and (not isinstance(self.run, str) or not self.run.strip()):
             raise _bad("run", self.run, "a non-empty name, or None to derive it from the logger")
-        if self.spec is not None and not isinstance(self.spec, TrainingSpec):
-            raise _bad("spec", type(self.spec).__name__, "a llmops.TrainingSpec or None")
+        if self.spec is not None and not isinstance(self.spec, (TrainingSpec, Mapping)):
+            raise _bad("spec", type(self.spec).__name__, "a llmops.TrainingSpec, a dict of its fields, or None")
+        if isinstance(self.spec, Mapping):
+            known = {f.name for f in fields(TrainingSpec)}
+            for key in self.spec:
+                if key not in known:
+                    raise _bad("spec", key, f"a field of TrainingSpec: {', '.join(sorted(known))}")
         if self.spec is not None:
             try:  # the estimator's own checks, now rather than at the first batch
-                validate(self.spec)
-            except ValueError as e:
+                validate(TrainingSpec(**self.overrides()))
+            except (ValueError, TypeError) as e:
                 raise ValueError(f"LLMOpsMonitor: spec is not allowed: {e}") from None
         if not _number(self.safety) or not 0 < self.safety <= 1:
             raise _bad("safety", self.safety, "a fraction in (0, 1]")
@@ -102,6 +109,17 @@ class MonitorConfig:
             raise _bad("pushgateway_url", url, "a Pushgateway address like 'http://pushgateway:9091', or None")
         if self.run_dir is not None and not isinstance(self.run_dir, (str, os.PathLike)):
             raise _bad("run_dir", self.run_dir, "a folder path, or None")
+
+
+    def overrides(self) -> dict[str, Any]:
+        """The fields ``spec`` sets: every key of a dict; of a ``TrainingSpec``, those that differ
+        from its defaults (a dataclass cannot tell a default passed on purpose: use a dict for that)."""
+        if isinstance(self.spec, Mapping):
+            return dict(self.spec)
+        if isinstance(self.spec, TrainingSpec):
+            defaults = TrainingSpec()
+            return {k: v for k, v in vars(self.spec).items() if v != getattr(defaults, k)}
+        return {}
 
 
 def _number(value: object) -> bool:

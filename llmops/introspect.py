@@ -159,8 +159,9 @@ def strategy_name(strategy: Any) -> str | None:
 
 def introspect(module: nn.Module, batch: Any, *, precision: str, strategy: Any, world_size: int,
                accumulate: int, optimizers: list[torch.optim.Optimizer], device: str,
-               gpu_memory: int | None, safety: float, override: TrainingSpec | None = None) -> Introspection:
-    """Build the estimator's spec from a Lightning run's public state and its first batch."""
+               gpu_memory: int | None, safety: float, override: Mapping[str, Any] | None = None) -> Introspection:
+    """Build the estimator's spec from a Lightning run's public state and its first batch; ``override``
+    (the fields ``spec=`` sets) wins over anything read."""
     total, trainable = count_parameters(module)
     cfg, cfg_source = find_config(module)
     b, s = batch_shape(batch)
@@ -180,7 +181,7 @@ def introspect(module: nn.Module, batch: Any, *, precision: str, strategy: Any, 
     for key, what in (("precision", precision), ("strategy", type(strategy).__name__),
                       ("optimizer", type(optimizers[0]).__name__ if optimizers else "none")):
         sources[key] = f"trainer ({what})"
-    overrides = {k: v for k, v in vars(override).items() if v != getattr(TrainingSpec(), k)} if override else {}
+    overrides = dict(override or {})
     values.update(overrides)
     sources.update({k: "spec=" for k in overrides})
     missing = [k for k in (*REQUIRED, "precision", "strategy", "optimizer") if values.get(k) is None]

@@ -178,8 +178,9 @@ class Monitor:
         models.update(extra or {})
         self.prediction = models
         if intro.missing and is_rank_zero:
-            log.warning("llmops: could not infer %s from the run; pass spec=TrainingSpec(...) to set "
-                        "them. Predictions that need them are left out.", ", ".join(intro.missing))
+            log.warning("llmops: could not infer %s from the run; set them with spec={%s}. Predictions that "
+                        "need them are left out.", ", ".join(intro.missing),
+                        ", ".join(f"{k!r}: ..." for k in intro.missing))
         self._export_prediction(spec.batch_size)
         best = models.get("refined") or models.get("document")
         if best is None:

@@ -53,6 +53,8 @@ def make_module(base: type, net: nn.Module, optimizer: str = "adamw", lr: float 
         def configure_optimizers(self):
             if optimizer == "sgd":
                 return torch.optim.SGD(self.parameters(), lr=lr, momentum=0.9)
+            if optimizer == "nadam":  # one the estimator does not model
+                return torch.optim.NAdam(self.parameters(), lr=lr)
             return torch.optim.AdamW(self.parameters(), lr=lr)
 
     return LM()

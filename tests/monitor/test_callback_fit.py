@@ -144,7 +144,8 @@ def test_port_in_use_next_port_serves():
     ({"port": -1}, "port"), ({"port": 70000}, "port"), ({"safety": 0}, "safety"), ({"safety": 2}, "safety"),
     ({"on_oom_risk": "explode"}, "on_oom_risk"), ({"interval": 0}, "interval"),
     ({"memory_budget": "lots"}, "memory_budget"), ({"memory_budget": -5}, "memory_budget"),
-    ({"spec": {"layers": 2}}, "spec"), ({"certfile": "a.pem"}, "certfile"),
+    ({"spec": {"layerz": 2}}, "layerz"), ({"spec": {"layers": -2}}, "layers"), ({"spec": [2]}, "spec"),
+    ({"certfile": "a.pem"}, "certfile"),
     # the estimator's own checks run at construction, not at the first batch of the run
     ({"spec": TrainingSpec(heads=7, hidden=100)}, "heads"), ({"spec": TrainingSpec(precision="fp8")}, "fp8"),
     # values that would break the sampler or teardown after training
@@ -236,3 +237,14 @@ def test_accumulation_measures_once_per_sampled_step_after_the_optimizer_step():
     moments = sum(t.numel() * t.element_size() for st in module.optimizers().optimizer.state.values()
                   for t in st.values() if torch.is_tensor(t))  # moments and step counters
     assert moments > 0 and value(s, "llmops_memory_actual_bytes", component="optimizer_states") == moments
+
+
+def test_spec_dict_sets_a_field_even_to_its_default():
+    """An optimizer the estimator does not know (NAdam): spec={"optimizer": "adamw"} brings the refined
+    model back, although "adamw" is TrainingSpec's default (a TrainingSpec could not say so)."""
+    quiet = LLMOpsMonitor(port=0, runlog=False)
+    fit(quiet, GPT(GPTConfig()), steps=1, optimizer="nadam")
+    assert "refined" not in quiet.monitor.prediction and "optimizer" in quiet.monitor.intro.missing
+    told = LLMOpsMonitor(port=0, runlog=False, spec={"optimizer": "adamw"})
+    fit(told, GPT(GPTConfig()), steps=1, optimizer="nadam")
+    assert "refined" in told.monitor.prediction and told.monitor.intro.sources["optimizer"] == "spec="
