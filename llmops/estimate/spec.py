@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from .units import get_precision
+from .units import MAX_BYTES, MAX_COUNT, get_precision
 
 STRATEGIES = ("single", "ddp", "zero1", "zero2", "zero3", "fsdp")
 # What each strategy divides by the data-parallel world size n (formulas.md §3).
@@ -25,6 +25,9 @@ OPTIMIZER_STATES = {
 ATTENTION = ("plain", "sdpa")  # sdpa: fused / flash kernels that keep no s×s scores
 RECOMPUTE = ("none", "selective", "full")
 DEVICES = ("cuda", "cpu")
+# Bound for layers, heads, widths, lengths, batches and ranks: far past any real run, and it keeps
+# every derived figure (activations grow as L·b·s²·a) within float range for tables and messages.
+MAX_DIMENSION = 10**9
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,12 @@ class TrainingSpec:
 
 
 def _allowed(name: str, value: object, allowed: str) -> ValueError:
-    return ValueError(f"{name}={value!r} is not allowed; {allowed}")
+    shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:24]}… ({len(repr(value))} characters)"
+    return ValueError(f"{name}={shown} is not allowed; {allowed}")
+
+
+def _bound(top: int) -> str:
+    return f"{top:.0e}".replace("e+0", "e").replace("e+", "e")  # 1e18, 1e9
 
 
 def validate(spec: TrainingSpec) -> TrainingSpec:
@@ -85,14 +93,16 @@ def validate(spec: TrainingSpec) -> TrainingSpec:
                  "kv_heads", "ffn_hidden", "vocab", "seq_len", "batch_size", "global_batch",
                  "gpu_memory"):
         value = getattr(spec, name)
-        if value is not None and (isinstance(value, bool) or not value > 0):
-            raise _allowed(name, value, "it must be a positive number")
+        top = (MAX_BYTES if name == "gpu_memory" else MAX_COUNT if name.endswith("params")
+               else MAX_DIMENSION)
+        if value is not None and (isinstance(value, bool) or not 0 < value <= top):
+            raise _allowed(name, value, f"it must be a positive number, at most {_bound(top)}")
     for name in ("world_size", "tensor_parallel", "experts_active"):
         value = getattr(spec, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise _allowed(name, value, "it must be a whole number ≥ 1")
-    if spec.overhead_bytes is not None and spec.overhead_bytes < 0:
-        raise _allowed("overhead_bytes", spec.overhead_bytes, "it must be ≥ 0")
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_DIMENSION:
+            raise _allowed(name, value, f"it must be a whole number from 1 to {_bound(MAX_DIMENSION)}")
+    if spec.overhead_bytes is not None and not 0 <= spec.overhead_bytes <= MAX_BYTES:
+        raise _allowed("overhead_bytes", spec.overhead_bytes, f"it must be from 0 to {_bound(MAX_BYTES)}")
     if not 0 < spec.safety <= 1:
         raise _allowed("safety", spec.safety, "it must be in (0, 1]")
     get_precision(spec.precision)

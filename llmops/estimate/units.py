@@ -72,46 +72,96 @@ def bytes_per_value(precision: str) -> Fraction:
     return get_precision(precision).compute_bytes
 
 
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+# A number as people write it: commas only between groups of three digits (7,000,000,000), so
+# "1,5B" is an error rather than 15B; a point for decimals; an optional power of ten.
+_NUMBER = r"((?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?|\.[0-9]+)(?:e([+-]?[0-9]+))?"
+_SIZE = re.compile(rf"\s*{_NUMBER}\s*([a-z]*)\s*", re.IGNORECASE)
+_COUNT = re.compile(rf"{_NUMBER}([kmbt]?)")
 _SIZE_UNITS = {
     "": 10**9, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
     "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
 }
 _COUNT_UNITS = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
+# Far beyond any device or model (an exabyte, a quintillion parameters), and small enough that
+# every figure derived from them still converts to a float for tables and messages.
+MAX_BYTES = 10**18
+MAX_COUNT = 10**18
+_COMMA_HINT = "; commas only separate thousands (7,000,000,000), decimals take a point (1.5B)"
 
 
-def parse_size(text: str | float | int, bare_unit: int = 10**9) -> int:
-    """Bytes from ``24GB`` (decimal), ``80GiB`` (binary) or a bare number (``bare_unit``, GB)."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value, factor = Fraction(repr(text)), bare_unit
-    else:
-        if str(text).strip().startswith("-"):
-            raise ValueError(f"{text!r} is not a positive size")
-        m = _SIZE.match(str(text))
-        unit = m.group(2).lower() if m else None
-        if not m or unit not in _SIZE_UNITS:
-            raise ValueError(f"{text!r} is not a size; use e.g. 24GB, 80GiB, 512MB or a number of GB")
-        value = Fraction(m.group(1))
-        factor = bare_unit if unit == "" else _SIZE_UNITS[unit]
-    size = value * factor
-    if size <= 0:
+def _as_text(text: str | float | int) -> str:
+    """What a person typed, or a number's shortest decimal form (``8e9`` → ``'8000000000.0'``)."""
+    if isinstance(text, bool):
+        return str(text)
+    if isinstance(text, int):
+        return str(int(text))
+    if isinstance(text, float):
+        return repr(float(text))  # inf and nan match no number pattern
+    return str(text)
+
+
+def _scientific(mantissa: str, exponent: str | None) -> Fraction:
+    """``mantissa × 10**exponent`` exactly. Magnitudes past 10**±40 are clamped to 10**±41, outside
+    every allowed range either way, so ``1e999999999`` costs nothing instead of a huge integer."""
+    m = Fraction(mantissa.replace(",", ""))
+    digits = (exponent or "0").lstrip("+-").lstrip("0")
+    if m == 0 or not digits:
+        return m
+    sign = -1 if (exponent or "").startswith("-") else 1
+    e = sign * int(digits) if len(digits) <= 6 else sign * 10**7
+    magnitude = e + len(str(m.numerator)) - len(str(m.denominator))
+    if magnitude > 40:
+        return Fraction(10**41)
+    if magnitude < -40:
+        return Fraction(1, 10**41)
+    return m * Fraction(10) ** e
+
+
+def _whole(value: Fraction, text: object, what: str, one: str, top: int, allow_zero: bool) -> int:
+    """``value`` as a whole number in ``[1, top]`` (``[0, top]`` with ``allow_zero``); ``ValueError``
+    names the value and the range."""
+    allowed = f"allowed: {0 if allow_zero else 1} to {top:.0e} {one}s".replace("e+0", "e").replace("e+", "e")
+    if one == "byte":
+        allowed += f" ({top // 10**12:,} TB)"
+    shown = repr(text) if len(repr(text)) <= 40 else f"{repr(text)[:24]}… ({len(repr(text))} characters)"
+    if value == 0 and allow_zero:
+        return 0
+    if value <= 0:
+        raise ValueError(f"{shown} is not a positive {what}; {allowed}")
+    if value > top:
+        raise ValueError(f"{shown} is out of range; {allowed}")
+    if value < 1:
+        raise ValueError(f"{shown} is less than one {one}; {allowed}")
+    return int(value)
+
+
+def parse_size(text: str | float | int, bare_unit: int = 10**9, allow_zero: bool = False) -> int:
+    """Bytes from ``24GB`` (decimal), ``80GiB`` (binary) or a bare number (``bare_unit``, GB), at most
+    ``MAX_BYTES``; 0 only with ``allow_zero``."""
+    s = _as_text(text)
+    if s.strip().startswith("-"):
         raise ValueError(f"{text!r} is not a positive size")
-    return int(size)
+    m = _SIZE.fullmatch(s)
+    if not m or m.group(3).lower() not in _SIZE_UNITS:
+        hint = _COMMA_HINT.replace("B)", "GB)") if "," in s else ""
+        raise ValueError(f"{text!r} is not a size; use e.g. 24GB, 80GiB, 512MB or a number of GB{hint}")
+    factor = _SIZE_UNITS[m.group(3).lower()] if m.group(3) else bare_unit
+    return _whole(_scientific(m.group(1), m.group(2)) * factor, text, "size", "byte", MAX_BYTES, allow_zero)
 
 
 def parse_count(text: str | float | int) -> int:
-    """A parameter count from ``7e9``, ``7B``, ``1.3b``, ``125M`` or ``7000000000``."""
-    s = str(text).strip().lower().replace("_", "").replace(",", "")
+    """A parameter count from ``7e9``, ``7B``, ``1.3b``, ``125M``, ``7000000000`` or
+    ``7,000,000,000``, at most ``MAX_COUNT``."""
+    s = _as_text(text).strip().lower().replace("_", "")
     if s.startswith("-"):
         raise ValueError(f"{text!r} is not a positive count")
-    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)([kmbt]?)", s)
+    m = _COUNT.fullmatch(s)
     if not m:
-        raise ValueError(f"{text!r} is not a count; use e.g. 7e9, 7B, 1.3b, 125M or 7000000000")
-    count = Fraction(m.group(1)) * _COUNT_UNITS[m.group(2)]
-    if count <= 0:
-        raise ValueError(f"{text!r} is not a positive count")
-    return int(count)
+        hint = _COMMA_HINT if "," in s else ""
+        raise ValueError(f"{text!r} is not a count; use e.g. 7e9, 7B, 1.3b, 125M or 7000000000{hint}")
+    count = _scientific(m.group(1), m.group(2)) * _COUNT_UNITS[m.group(3)]
+    return _whole(count, text, "count", "parameter", MAX_COUNT, allow_zero=False)
 
 
 def exact(value: float | int | Fraction) -> Fraction:
