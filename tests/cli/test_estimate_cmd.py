@@ -71,13 +71,50 @@ def test_gib_flag():
     (["--layers", "0"], "--layers"), (["--seq-len", "x"], "--seq-len"),
     (["--precision", "fp8"], "--precision"), (["--model", "lama-2-7b"], "--model"),
     (["--heads", "7", "--hidden", "64"], "--heads"), (["--safety", "0"], "--safety"),
-    (["--safety", "1.01"], "--safety"), (["--strategy", "zero9"], "--strategy")])
+    (["--safety", "1.01"], "--safety"), (["--strategy", "zero9"], "--strategy"),
+    (["--overhead", "-1"], "--overhead")])
 def test_bad_input_one_line_exit_2(args, flag):
     r = llmops("estimate", *args)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and flag in lines[0] and "Traceback" not in r.stderr
     assert r.stdout == ""
+
+
+FULL = ["--params", "7B", "--layers", "32", "--heads", "32", "--hidden", "4096", "--seq-len", "2048",
+        "--batch-size", "1", "--gpu-memory", "80GB"]
+
+
+@pytest.mark.parametrize("flag,value,says", [
+    ("--params", "1,5B", "commas only separate thousands"), ("--params", "1,5,0B", "commas only separate thousands"),
+    ("--params", "1e400", "allowed: 1 to 1e18"), ("--gpu-memory", "1e400", "allowed: 1 to 1e18 bytes"),
+    ("--overhead", "1e400", "allowed: 0 to 1e18 bytes"), ("--layers", "9" * 320, "at most 1e9"),
+    ("--seq-len", str(10**9 + 1), "at most 1e9"), ("--world-size", str(10**10), "from 1 to 1e9"),
+    ("--batch-size", "1" + "0" * 30, "at most 1e9")])
+def test_values_past_the_allowed_range_name_the_flag_the_value_and_the_range(flag, value, says):
+    r = llmops("estimate", *FULL, flag, value)  # a full spec: the figures are computed and formatted
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and flag in lines[0] and value[:20] in lines[0] and says in lines[0]
+
+
+def test_the_largest_allowed_values_compute_without_overflow():
+    top = str(10**9)
+    r = llmops("estimate", "--params", "1e18", "--layers", top, "--heads", top, "--hidden", top, "--seq-len", top,
+               "--batch-size", top, "--world-size", top, "--gpu-memory", "1e18B", "--overhead", "1e18B", "--what-if")
+    assert r.returncode == 0 and "peak per device" in r.stdout, r.stderr
+
+
+def test_params_with_thousands_separators():
+    out = json.loads(llmops("estimate", "--params", "7,000,000,000", "--json").stdout)
+    assert out["inputs"]["params"] == 7 * 10**9 and out["document"]["model_state_bytes"] == 112 * 10**9
+
+
+def test_overhead_zero_is_allowed():
+    r = llmops("estimate", *FULL, "--overhead", "0", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["inputs"]["overhead_bytes"] == 0 and out["refined"]["components"]["overhead"] == 0
 
 
 def test_unknown_preset_suggests_closest():
