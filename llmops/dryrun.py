@@ -330,8 +330,8 @@ def load_factory(target: str) -> Callable[[], Any]:
         sys.path.insert(0, os.getcwd())  # as `python -m` would: the user's own modules are importable
     try:
         module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ValueError(f"{target!r}: cannot import {module_name!r} ({e})") from None
+    except (Exception, SystemExit) as e:  # the user's module: a syntax error or a raise at import is a bad value
+        raise ValueError(f"{target!r}: cannot import {module_name!r} ({type(e).__name__}: {e})") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ValueError(f"{target!r}: {module_name!r} has no callable {attr!r}")

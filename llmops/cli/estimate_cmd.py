@@ -93,7 +93,10 @@ def estimate(model: str | None, as_json: bool, gib: bool, show_what_if: bool, dr
         try:
             built = dryrun.build(dry_run)
         except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="'--dry-run'") from None
+            raise click.BadParameter(_one_line(e), param_hint="'--dry-run'") from None
+        except SystemExit as e:  # the user's factory called sys.exit: a failed factory, not our exit code
+            raise click.BadParameter(f"{dry_run}() exited (SystemExit: {e.code}) instead of returning "
+                                     "(model, batch[, loss[, optimizer]])", param_hint="'--dry-run'") from None
         spec, filled = dryrun.spec_from_model(built.model, built.batch, spec, keep=set(sources))
         sources.update({k: f"--dry-run {dry_run}" for k in filled})
     try:
@@ -144,9 +147,14 @@ def _dry_run(built: Any, spec: TrainingSpec, target: str, timeout_s: float) -> t
         return built.run(spec.precision, timeout_s), None
     except dryrun.DryRunSkipped as e:
         return None, str(e).replace("dry_run_timeout=", "--dry-run-timeout ")
-    except Exception as e:  # the user's model or loss failed on fake tensors
-        raise click.BadParameter(f"the dry run of {target} failed: {type(e).__name__}: {e}",
+    except (Exception, SystemExit) as e:  # the user's model or loss failed on fake tensors
+        raise click.BadParameter(f"the dry run of {target} failed: {type(e).__name__}: {_one_line(e)}",
                                  param_hint="'--dry-run'") from None
+
+
+def _one_line(e: BaseException) -> str:
+    """The user's exception message on one line: a person reads one line of error, never a traceback."""
+    return " ".join(str(e).split())
 
 
 def _to_estimate(result: Any, spec: TrainingSpec) -> Any:

@@ -137,3 +137,20 @@ def test_what_if_lists_a_change_that_fits():
     table = llmops("estimate", "--model", "llama-2-7b", "--seq-len", "4096", "--batch-size", "4", "--gpu-memory",
                    "80GB", "--world-size", "8", "--what-if").stdout
     assert "what would fit" in table and "full checkpointing" in table
+
+
+@pytest.mark.parametrize("source,says", [
+    ("def make(:\n", "SyntaxError"),
+    ("raise RuntimeError('broken\\nat import')\n", "RuntimeError: broken at import"),
+    ("import sys\nsys.exit(4)\n", "SystemExit"),
+    ("import sys\ndef make():\n    sys.exit(3)\n", "SystemExit: 3"),
+    ("def make():\n    raise ValueError('two\\nlines')\n", "ValueError: two lines"),
+])
+def test_a_broken_dry_run_module_is_one_line_and_exit_2(tmp_path, source, says):
+    (tmp_path / "usermod.py").write_text(source)
+    code = "import sys; from llmops.cli import main; sys.exit(main(sys.argv[1:]))"
+    r = subprocess.run([sys.executable, "-c", code, "estimate", "--dry-run", "usermod:make"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--dry-run" in lines[0] and "usermod" in lines[0] and says in lines[0]
