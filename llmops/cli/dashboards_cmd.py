@@ -25,6 +25,8 @@ def dashboards(out: str, prometheus_rule_out: str | None, rules: str) -> None:
         paths = write_all(out)
     except RuntimeError as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:  # a folder that cannot be made or written: the person's --out, not a bug
+        raise click.BadParameter(_cannot_write(out, e), param_hint="'--out'") from None
     for path in paths:
         click.echo(f"wrote {path}")
     if prometheus_rule_out:
@@ -32,9 +34,18 @@ def dashboards(out: str, prometheus_rule_out: str | None, rules: str) -> None:
             text = prometheus_rule(Path(rules).read_text())
         except (OSError, ValueError) as e:
             raise click.ClickException(f"--rules {rules}: {e}") from None
-        Path(prometheus_rule_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(prometheus_rule_out).write_text(text)
+        try:
+            Path(prometheus_rule_out).parent.mkdir(parents=True, exist_ok=True)
+            Path(prometheus_rule_out).write_text(text)
+        except OSError as e:
+            raise click.BadParameter(_cannot_write(prometheus_rule_out, e), param_hint="'--prometheus-rule'") from None
         click.echo(f"wrote {prometheus_rule_out}")
+
+
+def _cannot_write(path: str, e: OSError) -> str:
+    """One line: the path, and why the system refused it; allowed is a folder this user can write."""
+    where = f" ({e.filename})" if e.filename and str(e.filename) != path else ""
+    return f"cannot write {path!r}{where}: {e.strerror or e}; give a path you can write to"
 
 
 def _default_dir() -> str:

@@ -23,4 +23,12 @@ def report(run_dir: Path, out: Path | None) -> None:
         raise click.ClickException(str(e)) from None
     for r in run.ranks.values():
         click.echo(f"{run.run}: {ending(r)[1]}")
-    click.echo(f"report: {write_report(run_dir, out)}")
+    try:
+        page = write_report(run_dir, out)
+    except OSError as e:  # a folder that cannot be made or written: the person's --out (or RUN_DIR), not a bug
+        target = str(out or run_dir / "report")
+        where = f" ({e.filename})" if e.filename and str(e.filename) != target else ""
+        raise click.BadParameter(f"cannot write the report to {target!r}{where}: "
+                                 f"{e.strerror or e}; give a folder you can write to",
+                                 param_hint="'--out'" if out is not None else "'RUN_DIR'") from None
+    click.echo(f"report: {page}")
