@@ -1,4 +1,4 @@
-"""The document model: formulas.md sections 2–6 computed exactly as written."""
+"""The document model: formulas.md sections 2–6 computed exactly as written, per device."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 from fractions import Fraction
 
 from .solver import accumulate_for, max_batch
-from .spec import Estimate, TrainingSpec, validate
+from .spec import SHARDED, Estimate, TrainingSpec, validate
 from .units import bytes_per_value, exact
 
 ADAM_FP32_STATE_BYTES = 12  # fp32 master copy + first moment + second moment: 4 + 4 + 4 (§3)
@@ -31,6 +31,16 @@ def activation_bytes(L: int, b: int, s: int, h: int, a: int, p: Fraction) -> Fra
     return L * b * s * h * p * (16 + 2 / p + Fraction(a * s, h) * (2 + 1 / p))
 
 
+def model_state_parts(n_params: int, x: Fraction, y: Fraction, strategy: str, n: int) -> dict[str, int]:
+    """§3 per device: ``x·N``, ``y·N`` and ``12·N``, each divided by ``n`` where ``strategy`` shards it
+    (ZeRO-1 the optimizer states, ZeRO-2 also the gradients, ZeRO-3 / FSDP all three), in whole bytes."""
+    full = {"params": x * n_params, "grads": y * n_params,
+            "optimizer_states": Fraction(ADAM_FP32_STATE_BYTES * n_params)}
+    # rounded up per component: a shard, like a tensor, occupies whole bytes; their sum is then the
+    # model-state figure itself, so peak = model states + activations holds to the byte
+    return {k: math.ceil(v / n if k in SHARDED[strategy] else v) for k, v in full.items()}
+
+
 def gpus_rule_of_thumb(n_params: int, gpu_memory_bytes: int) -> tuple[int, int, Fraction]:
     """§6: ``N[B] × 18 × 1.25 / GPU[GB]``, rounded up; inference is ``ceil(raw / 8)``."""
     raw = Fraction(n_params, 10**9) * RULE_BYTES_PER_PARAM * RULE_ACTIVATION_FACTOR
@@ -39,7 +49,8 @@ def gpus_rule_of_thumb(n_params: int, gpu_memory_bytes: int) -> tuple[int, int, 
 
 
 def document(spec: TrainingSpec) -> Estimate:
-    """Every formula of formulas.md §2–6 with x = y = p = bytes of ``spec.precision``."""
+    """Every formula of formulas.md §2–6 with x = y = p = bytes of ``spec.precision``; bytes per device,
+    model states divided by ``spec.world_size`` as ``spec.strategy`` shards them (§3, §5)."""
     validate(spec)
     p = bytes_per_value(spec.precision)
     N, missing = spec.params, []
@@ -56,7 +67,8 @@ def document(spec: TrainingSpec) -> Estimate:
     if spec.gpu_memory is None:
         missing.append("OOM verdict, largest safe batch and GPU counts: need gpu_memory")
 
-    states = model_state_bytes(N, p, p) if N is not None else None
+    parts = model_state_parts(N, p, p, spec.strategy, spec.world_size) if N is not None else None
+    states = sum(parts.values()) if parts is not None else None
     act = act1 * spec.batch_size if act1 is not None and spec.batch_size else None
     peak = states + act if states is not None and act is not None else None
     budget = exact(spec.safety) * spec.gpu_memory if spec.gpu_memory else None
@@ -67,9 +79,9 @@ def document(spec: TrainingSpec) -> Estimate:
     return Estimate(
         model="document",
         inference_bytes=_int(inference_bytes(N, spec.precision) if N is not None else None),
-        params_bytes=_int(p * N if N is not None else None),
-        grads_bytes=_int(p * N if N is not None else None),
-        optimizer_state_bytes=_int(ADAM_FP32_STATE_BYTES * N if N is not None else None),
+        params_bytes=parts["params"] if parts is not None else None,
+        grads_bytes=parts["grads"] if parts is not None else None,
+        optimizer_state_bytes=parts["optimizer_states"] if parts is not None else None,
         activation_bytes=_int(act),
         overhead_bytes=0,
         peak_bytes=_int(peak),

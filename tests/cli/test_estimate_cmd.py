@@ -154,3 +154,13 @@ def test_a_broken_dry_run_module_is_one_line_and_exit_2(tmp_path, source, says):
     assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "--dry-run" in lines[0] and "usermod" in lines[0] and says in lines[0]
+
+
+def test_document_model_states_are_per_device_under_sharding():
+    def states(*args):
+        out = llmops("estimate", "--params", "7e9", "--world-size", "8", *args, "--json").stdout
+        return json.loads(out)["document"]
+
+    assert states()["model_state_bytes"] == 112 * 10**9  # ddp, the default, replicates them
+    assert states("--strategy", "fsdp")["model_state_bytes"] == 14 * 10**9
+    assert states("--strategy", "zero1")["model_state_bytes"] == (2 + 2) * 7 * 10**9 + 12 * 7 * 10**9 // 8

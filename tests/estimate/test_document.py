@@ -122,3 +122,57 @@ def test_accumulation_keeps_global_batch():
 def test_estimator_imports_no_torch():
     code = "import sys, llmops.estimate, llmops.cli; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+N7 = 7 * 10**9
+
+
+def test_fsdp_divides_params_grads_and_optimizer_states_by_n():
+    ddp = document(TrainingSpec(params=N7, precision="bf16"))
+    fsdp = document(TrainingSpec(params=N7, precision="bf16", strategy="fsdp", world_size=8))
+    assert (fsdp.params_bytes, fsdp.grads_bytes, fsdp.optimizer_state_bytes) == (
+        ddp.params_bytes // 8, ddp.grads_bytes // 8, ddp.optimizer_state_bytes // 8)
+    assert fsdp.model_state_bytes == 112 * 10**9 // 8 == 14 * 10**9
+    assert document(TrainingSpec(params=N7, strategy="zero3", world_size=8)).model_state_bytes == 14 * 10**9
+
+
+def test_zero1_shards_only_the_optimizer_states_and_zero2_also_the_gradients():
+    zero1 = document(TrainingSpec(params=N7, precision="bf16", strategy="zero1", world_size=8))
+    assert (zero1.params_bytes, zero1.grads_bytes, zero1.optimizer_state_bytes) == (2 * N7, 2 * N7, 12 * N7 // 8)
+    zero2 = document(TrainingSpec(params=N7, precision="bf16", strategy="zero2", world_size=8))
+    assert (zero2.params_bytes, zero2.grads_bytes, zero2.optimizer_state_bytes) == (2 * N7, 2 * N7 // 8, 12 * N7 // 8)
+
+
+def test_ddp_and_single_shard_nothing():
+    for strategy in ("ddp", "single"):
+        est = document(TrainingSpec(params=N7, precision="bf16", strategy=strategy, world_size=8))
+        assert (est.params_bytes, est.grads_bytes, est.optimizer_state_bytes) == (2 * N7, 2 * N7, 12 * N7)
+        assert est.model_state_bytes == model_state_bytes(N7, 2, 2) == 112 * 10**9
+
+
+def test_sharding_lowers_the_peak_and_raises_the_largest_batch():
+    spec = base_spec(precision="bf16", world_size=8)
+    ddp, fsdp = document(spec), document(spec.with_(strategy="fsdp"))
+    assert fsdp.peak_bytes < ddp.peak_bytes and fsdp.max_batch_size > ddp.max_batch_size
+    assert fsdp.inference_bytes == ddp.inference_bytes and fsdp.gpus_training == ddp.gpus_training  # §2, §6: no n
+
+
+@given(N=st.integers(1, 10**13), n=st.integers(1, 1024),
+       strategy=st.sampled_from(["single", "ddp", "zero1", "zero2", "zero3", "fsdp"]),
+       precision=st.sampled_from(["fp32", "bf16", "int8", "int4"]))
+def test_per_device_states_are_the_formula_over_n_and_peak_is_states_plus_activations(N, n, strategy, precision):
+    spec = TrainingSpec(params=N, precision=precision, strategy=strategy, world_size=n, layers=2, heads=4,
+                        hidden=64, seq_len=33, batch_size=3, gpu_memory=80 * 10**9)
+    est = document(spec)
+    p = Fraction({"fp32": 4, "bf16": 2, "int8": 1, "int4": Fraction(1, 2)}[precision])
+    shards = {"ddp": 1, "single": 1}.get(strategy, n)
+    # independently: the whole §3 figure split as the strategy splits it, each part a whole number of bytes
+    opt = Fraction(12 * N, shards)
+    grads = p * N / (n if strategy in ("zero2", "zero3", "fsdp") else 1)
+    params = p * N / (n if strategy in ("zero3", "fsdp") else 1)
+    assert (est.params_bytes, est.grads_bytes, est.optimizer_state_bytes) == tuple(
+        math.ceil(x) for x in (params, grads, opt))
+    assert 0 <= est.model_state_bytes - (params + grads + opt) < 3  # rounded up, under a byte a part
+    if shards == 1 and (p * N).denominator == 1:  # unsharded whole bytes: §3's formula to the byte
+        assert est.model_state_bytes == model_state_bytes(N, p, p)
+    assert est.peak_bytes == est.model_state_bytes + est.activation_bytes  # the JSON invariant, to the byte
