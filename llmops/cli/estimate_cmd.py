@@ -13,7 +13,7 @@ from ..estimate import PRESETS, TrainingSpec, document, get_preset, refined, val
 from ..estimate.presets import ALIASES as MODEL_ALIASES
 from ..estimate.spec import ATTENTION, DEVICES, OPTIMIZER_STATES, RECOMPUTE, STRATEGIES
 from ..estimate.units import ALIASES as PRECISION_ALIASES
-from ..estimate.units import DOCUMENT_PRECISIONS, PRECISIONS, gb, parse_size
+from ..estimate.units import DOCUMENT_PRECISIONS, PRECISIONS, gb
 from ..estimate.whatif import what_if
 from ..tables import estimate_table, inputs_table, whatif_table
 from .params import Count, Name, PositiveInt, Size, UnitFraction
@@ -30,13 +30,6 @@ FIELDS = {
 }
 FLAGS = {field: "--" + flag.replace("_", "-") for flag, field in FIELDS.items()}
 PRECISION_CHOICES = list(DOCUMENT_PRECISIONS) + [p for p in PRECISIONS if p not in DOCUMENT_PRECISIONS]
-
-
-class Overhead(Size):
-    """A size like ``Size``, where 0 is allowed too: a run may hold no fixed overhead."""
-
-    def parse(self, value: Any) -> int:
-        return parse_size(value, allow_zero=True)
 
 
 def _opt(*decls: str, **kw: Any) -> Any:
@@ -68,7 +61,7 @@ def _opt(*decls: str, **kw: Any) -> Any:
 @_opt("--recompute", type=Name(list(RECOMPUTE)), help="Activation recomputation.")
 @_opt("--dropout/--no-dropout", help="Dropout in the model (masks are kept).")
 @_opt("--device", type=Name(list(DEVICES)), help="cuda (default) or cpu.")
-@_opt("--overhead", type=Overhead(), help="Fixed overhead per process (refined). Default 0.5GB on cuda.")
+@_opt("--overhead", type=Size(allow_zero=True), help="Fixed overhead per process (refined). Default 0.5GB on cuda.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: inputs, document, refined.")
 @click.option("--gib", is_flag=True, help="Show GiB instead of decimal GB.")
 @click.option("--what-if", "show_what_if", is_flag=True, help="Also list the changes that would make the run fit.")
@@ -136,7 +129,8 @@ def estimate(model: str | None, as_json: bool, gib: bool, show_what_if: bool, dr
     if show_what_if:
         console.print(whatif_table(plans, binary=gib))
     console.print("document = formulas.md exactly (x = y = p = bytes of --precision); "
-                  "refined = what a real run holds (optimizer, Lightning precision, sharding, logits, overhead).")
+                  "refined = what a real run holds (optimizer, Lightning precision, logits, overhead); both shard by "
+                  "--strategy.")
 
 
 def _dry_run(built: Any, spec: TrainingSpec, target: str, timeout_s: float) -> tuple[Any, str | None]:

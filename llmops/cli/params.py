@@ -23,12 +23,15 @@ class _Parsed(click.ParamType):
 
 
 class Size(_Parsed):
-    """``24GB`` (1e9), ``80GiB`` (2**30), a bare number is GB."""
+    """``24GB`` (1e9), ``80GiB`` (2**30), a bare number is GB; ``allow_zero`` for what may be 0."""
 
     name = "SIZE"
 
+    def __init__(self, allow_zero: bool = False) -> None:
+        self.allow_zero = allow_zero
+
     def parse(self, value: Any) -> int:
-        return parse_size(value)
+        return parse_size(value, allow_zero=self.allow_zero)
 
 
 class Count(_Parsed):
