@@ -6,7 +6,7 @@
 from dataclasses import replace
 
 from llmops.estimate import estimate, get_preset
-from llmops.estimate.units import gb
+from llmops.estimate.units import fmt_bytes
 from llmops.tables import estimate_table, to_text
 
 spec = replace(get_preset("llama-2-7b").spec, seq_len=4096, batch_size=1, precision="bf16-mixed",
@@ -18,9 +18,9 @@ print(to_text(estimate_table(models.values(), title="Llama-2-7B, s=4096, b=1, bf
 print("Sharding the states: the predicted peak per device for each strategy (refined model, 8 GPUs)")
 for strategy in ("ddp", "zero1", "zero2", "zero3"):
     r = estimate(replace(spec, strategy=strategy))["refined"]
-    print(f"  {strategy:>6}: peak {gb(r.peak_bytes)} GB, OOM risk {r.oom_risk}, largest safe micro-batch "
+    print(f"  {strategy:>6}: peak {fmt_bytes(r.peak_bytes)}, OOM risk {r.oom_risk}, largest safe micro-batch "
           f"{r.max_batch_size}")
 
 print("Full recomputation of the activations under ZeRO-3:")
 r = estimate(replace(spec, strategy="zero3", recompute="full", batch_size=8))["refined"]
-print(f"  b=8: peak {gb(r.peak_bytes)} GB, OOM risk {r.oom_risk}, largest safe micro-batch {r.max_batch_size}")
+print(f"  b=8: peak {fmt_bytes(r.peak_bytes)}, OOM risk {r.oom_risk}, largest safe micro-batch {r.max_batch_size}")

@@ -189,9 +189,9 @@ class MonitorCallback:
         m.step_start(trainer.global_step)
         # Measure on the micro-batch that ends with the optimizer step: once per step, optimizer
         # states included, when gradients are accumulated over several micro-batches.
-        steps_here = (batch_idx + 1) % trainer.accumulate_grad_batches == 0 \
-            or batch_idx + 1 == trainer.num_training_batches
-        if steps_here and m.should_measure(trainer.global_step):
+        if m.should_measure(trainer.global_step) and (
+                (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+                or batch_idx + 1 == trainer.num_training_batches):
             with m.guard("activations"):
                 m.begin_measure(pl_module)
 

@@ -110,7 +110,6 @@ class MonitorConfig:
         if self.run_dir is not None and not isinstance(self.run_dir, (str, os.PathLike)):
             raise _bad("run_dir", self.run_dir, "a folder path, or None")
 
-
     def overrides(self) -> dict[str, Any]:
         """The fields ``spec`` sets: every key of a dict; of a ``TrainingSpec``, those that differ
         from its defaults (a dataclass cannot tell a default passed on purpose: use a dict for that)."""

@@ -359,14 +359,16 @@ class Monitor:
             return
         room = best.budget_bytes - (best.overhead_bytes or 0)
         self._peaks.append((float(self.step), peak))
-        unit = unit_for(peak, room)
-        for source, risk, detail in (
-            ("measured", peak > room, f"measured peak {fmt_bytes(peak, unit)}"),
-            ("trend", trend_risk(list(self._peaks), room, self.config.trend_horizon_steps),
-             f"memory growing step after step from {fmt_bytes(self._peaks[0][1], unit)} to {fmt_bytes(peak, unit)}"),
+        for source, risk in (
+            ("measured", peak > room),
+            ("trend", trend_risk(list(self._peaks), room, self.config.trend_horizon_steps)),
         ):
             s.set("llmops_oom_risk", int(risk), source=source)
-            if risk and source not in self._warned:
+            if risk and source not in self._warned:  # the message is built only when it is logged
                 self._warned.add(source)
+                unit = unit_for(peak, room)
+                detail = (f"measured peak {fmt_bytes(peak, unit)}" if source == "measured" else
+                          f"memory growing step after step from {fmt_bytes(self._peaks[0][1], unit)} to "
+                          f"{fmt_bytes(peak, unit)}")
                 log.warning("llmops: OOM risk (%s) at step %d: %s; budget for tensors %s",
                             source, self.step, detail, fmt_bytes(room, unit))

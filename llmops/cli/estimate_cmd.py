@@ -13,7 +13,7 @@ from ..estimate import PRESETS, TrainingSpec, document, get_preset, refined, val
 from ..estimate.presets import ALIASES as MODEL_ALIASES
 from ..estimate.spec import ATTENTION, DEVICES, OPTIMIZER_STATES, RECOMPUTE, STRATEGIES
 from ..estimate.units import ALIASES as PRECISION_ALIASES
-from ..estimate.units import DOCUMENT_PRECISIONS, PRECISIONS, gb
+from ..estimate.units import DOCUMENT_PRECISIONS, PRECISIONS
 from ..estimate.whatif import what_if
 from ..tables import estimate_table, inputs_table, whatif_table
 from .params import Count, Name, PositiveInt, Size, UnitFraction
@@ -177,4 +177,4 @@ def models(as_json: bool) -> None:
     Console(width=max(Console().width, 140)).print(table)
 
 
-__all__ = ["estimate", "models", "gb"]
+__all__ = ["estimate", "models"]

@@ -194,11 +194,3 @@ def fmt_bytes(value: float | int | Fraction | None, unit: Unit | None = None) ->
         return "—"
     unit = unit or unit_for(value)
     return f"{in_unit(value, unit)} {unit[1]}"
-
-
-def gb(value: float | int | Fraction | None, binary: bool = False) -> str:
-    """Bytes as a person reads them: decimal GB by default, GiB on request."""
-    if value is None:
-        return "—"
-    x = float(value) / (2**30 if binary else 1e9)
-    return f"{x:,.2f}" if abs(x) >= 1 or x == 0 else f"{x:#.3g}"  # small runs keep 3 figures, zeros too
