@@ -139,6 +139,9 @@ class MonitorCallback:
     def on_before_backward(self, trainer: Any, pl_module: Any, loss: Any) -> None:
         self.monitor.forward_done()
 
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        self.monitor.optimizer_step()
+
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self._on_exception(trainer, exception)
         self.monitor.end_runlog(exception)
@@ -193,7 +196,7 @@ class MonitorCallback:
                 (batch_idx + 1) % trainer.accumulate_grad_batches == 0
                 or batch_idx + 1 == trainer.num_training_batches):
             with m.guard("activations"):
-                m.begin_measure(pl_module)
+                m.begin_measure(pl_module, trainer.optimizers, batch)
 
     def _batch_end(self, trainer: Any, pl_module: Any, batch: Any) -> None:
         m = self.monitor

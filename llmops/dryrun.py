@@ -1,12 +1,12 @@
 """The dry run: one real training step of the user's model on fake tensors, measured exactly.
 
 The model is copied onto ``FakeTensorMode`` tensors (shapes, dtypes and devices, no memory), and
-two training steps run as Lightning runs them (forward, ``zero_grad``, backward, optimizer step);
-the second, with optimizer states in place, is measured by PyTorch's ``MemTracker``: the live
-bytes of parameters, gradients, optimizer states, activations and temporaries at its peak. The
-same step also counts what the forward saves for backward, which is what the monitor measures
-on the CPU. A CPU-only build cannot run a step on fake CUDA tensors, so there the fake tensors
-are CPU tensors and the refined model supplies what CUDA's kernels keep differently.
+three training steps run as Lightning runs them (forward with the last step's gradients alive,
+``zero_grad``, backward, optimizer step); the third is measured by ``LiveBytes``, the monitor's own
+live-bytes count: the real peak of the step (what ``max_memory_allocated`` reads on a GPU) and
+what it held at that moment, by category. The same step also counts what the forward saves for
+backward. A CPU-only build cannot run a step on fake CUDA tensors, so there the fake tensors are
+CPU tensors and the refined model supplies what CUDA's kernels keep differently.
 """
 
 from __future__ import annotations
@@ -38,11 +38,9 @@ from .estimate.document import _int
 from .estimate.refined import DEFAULT_OVERHEAD_BYTES, layer_activation_bytes, weight_copy_bytes
 from .estimate.solver import accumulate_for, max_batch
 from .estimate.units import exact
+from .probes.live import LiveBytes, tensors_of
 
 DEFAULT_TIMEOUT_S = 120.0  # a 1.3B-parameter GPT takes about 6 s on a 2-core CPU (README)
-CATEGORIES = ("params", "buffers", "grads", "optimizer_states", "activations", "temporaries", "other")
-_TRACKER_NAMES = {"Parameter": "params", "Buffer": "buffers", "Gradient": "grads", "Optstate": "optimizer_states",
-                  "Activation": "activations", "Temp": "temporaries", "Other": "other"}
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
 
@@ -57,17 +55,14 @@ class DryRun:
     device: str  # where the fake tensors lived: "cpu" or "cuda"
     batch_size: int | None
     peak_bytes: int  # live tensors at the step's peak (what CUDA's max_memory_allocated reads)
-    categories: dict[str, int]  # CATEGORIES at that peak
+    categories: dict[str, int]  # CATEGORIES at that peak (probes.live)
+    phase: str  # where the peak fell: forward, backward or optimizer
     saved_bytes: int  # tensors the forward saved for backward, parameters excluded
     state: dict[str, int]  # params, grads, optimizer_states after the step
     seconds: float
     attention: str = "plain"  # "sdpa" when the step ran F.scaled_dot_product_attention
     dropout: bool = False  # whether the step dropped anything
 
-    @property
-    def measured_bytes(self) -> int:
-        """What the monitor measures on the CPU: states plus the tensors saved for backward."""
-        return sum(self.state.values()) + self.saved_bytes
 
 
 @dataclass
@@ -84,6 +79,14 @@ class _Deadline(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         self.ops.add(func.__name__)
+        if func.__name__.startswith("_grouped_mm") and any(
+                isinstance(a, torch.Tensor) and a.dtype == torch.float32 for a in args):
+            # MoE experts (transformers' grouped_mm): the CPU kernel takes fp32, but the fake-tensor
+            # (meta) kernel checks for bf16. Same shapes through bf16, the result cast back: the
+            # step above this mode sees one fp32 output, as the real kernel makes.
+            cast = [a.to(torch.bfloat16) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+                    for a in args]
+            return func(*cast, **(kwargs or {})).to(torch.float32)
         return func(*args, **(kwargs or {}))
 
     def check(self, *_: Any) -> None:
@@ -211,7 +214,7 @@ def _batch_size(batch: Any) -> int | None:
 def dry_run(model: nn.Module, batch: Any, *, loss: LossFn | None = None, optimizer: Any = None,
             precision: str = "fp32", timeout_s: float = DEFAULT_TIMEOUT_S,
             fake_mode: Any = None) -> DryRun:
-    """Two training steps of ``model`` on ``batch`` with fake tensors; the second one measured.
+    """Three training steps of ``model`` on ``batch`` with fake tensors; the third one measured.
 
     ``loss(model, batch)`` returns the loss (default ``default_loss``); ``optimizer`` is the run's
     optimizer (copied: class and settings), a factory ``params -> Optimizer``, or None for AdamW.
@@ -220,13 +223,12 @@ def dry_run(model: nn.Module, batch: Any, *, loss: LossFn | None = None, optimiz
     Raises ``DryRunSkipped`` past ``timeout_s`` seconds.
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.distributed._tools.mem_tracker import MemTracker
 
     t0 = time.perf_counter()
     mode = fake_mode or FakeTensorMode(allow_non_fake_inputs=False)
     deadline = _Deadline(timeout_s)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # self.log without a trainer, MemTracker's notices
+        warnings.simplefilter("ignore")  # self.log without a trainer
         if fake_mode is None:
             model = fake_copy(model, mode)
             batch = tree_map_only(torch.Tensor, mode.from_tensor, batch)
@@ -242,35 +244,41 @@ def dry_run(model: nn.Module, batch: Any, *, loss: LossFn | None = None, optimiz
         with mode, deadline, deadline.hooks():
             if true_dtype is not None:
                 _cast(model, true_dtype)
-            opt = _optimizer_factory(optimizer)([p for p in model.parameters() if p.requires_grad])
-            _step(model, batch, loss_fn, opt, precision, device, None)  # creates the optimizer states
-            tracker = MemTracker()
-            tracker.track_external(model, opt)
-            saved = _SavedBytes(list(model.parameters()))
-            with tracker:
-                _step(model, batch, loss_fn, opt, precision, device, saved)
-            peak = tracker.get_tracker_snapshot("peak")
+            params = list(model.parameters())
+            opt = _optimizer_factory(optimizer)([p for p in params if p.requires_grad])
+            for _ in range(2):  # the first creates the optimizer states, the second a step's gradients
+                _step(model, batch, loss_fn, opt, precision, device, None, None)
+            live = LiveBytes().start(params=params + list(model.buffers()),
+                                     grads=[p.grad for p in params if p.grad is not None],
+                                     optimizer_states=tensors_of(opt.state), other=tensors_of(batch))
+            saved = _SavedBytes(params)
+            try:
+                _step(model, batch, loss_fn, opt, precision, device, saved, live)
+            except BaseException:
+                live.abort()  # leave the dispatch-mode stack as it was
+                raise
+            peak = live.stop(grads=[p.grad for p in params if p.grad is not None],
+                             optimizer_states=tensors_of(opt.state))
             state = _state(model, opt)
-    snap = next((v for k, v in peak.items() if torch.device(k).type == device), {})
-    categories = dict.fromkeys(CATEGORIES, 0)
-    for key, value in snap.items():
-        name = _TRACKER_NAMES.get(getattr(key, "value", str(key)))
-        if name:
-            categories[name] += int(value)
-    return DryRun(device=device, batch_size=_batch_size(batch), peak_bytes=sum(categories.values()),
-                  categories=categories, saved_bytes=saved.bytes, state=state,
+    return DryRun(device=device, batch_size=_batch_size(batch), peak_bytes=peak.peak_bytes,
+                  categories=dict(peak.categories), phase=peak.phase, saved_bytes=saved.bytes, state=state,
                   seconds=time.perf_counter() - t0,
                   attention="sdpa" if any("scaled_dot_product" in op for op in deadline.ops) else "plain",
                   dropout=any(op.startswith(("native_dropout", "bernoulli")) for op in deadline.ops))
 
 
 def _step(model: nn.Module, batch: Any, loss_fn: LossFn, opt: torch.optim.Optimizer, precision: str,
-          device: str, saved: _SavedBytes | None) -> None:
+          device: str, saved: _SavedBytes | None, live: LiveBytes | None) -> None:
     """One step in Lightning's order: forward, zero_grad (last step's gradients live until here), backward, step."""
     with _autocast(precision, device), saved.hooks() if saved is not None else nullcontext():
         loss = loss_fn(model, batch)
     opt.zero_grad(set_to_none=True)
+    if live is not None:
+        live.phase("backward")
     loss.backward()
+    del loss
+    if live is not None:
+        live.phase("optimizer")
     opt.step()
 
 
@@ -311,12 +319,15 @@ def build(target: str) -> Built:
 def spec_from_model(model: nn.Module, batch: Any, spec: TrainingSpec, keep: set[str]) -> tuple[TrainingSpec, list[str]]:
     """Fill ``spec``'s fields not in ``keep`` from the model (parameters, config) and the batch shape;
     returns the new spec and the fields filled."""
-    from .introspect import batch_shape, count_parameters, find_config, has_dropout
+    from .introspect import (batch_shape, count_parameters, find_config, has_dropout, is_checkpointed,
+                             largest_trainable_param)
 
     total, trainable = count_parameters(model)
     b, s = batch_shape(batch)
     found: dict[str, Any] = {**find_config(model)[0], "params": total, "trainable_params": trainable,
-                             "batch_size": b, "seq_len": s, "dropout": has_dropout(model)}
+                             "batch_size": b, "seq_len": s, "dropout": has_dropout(model),
+                             "largest_param": largest_trainable_param(model),
+                             "recompute": "full" if is_checkpointed(model) else None}
     found = {k: v for k, v in found.items() if v is not None and k not in keep}
     return spec.with_(**found), sorted(found)
 
@@ -350,45 +361,45 @@ def cuda_kernel_bytes(spec: TrainingSpec) -> int:
 
 
 def to_estimate(result: DryRun, spec: TrainingSpec) -> Estimate:
-    """The dry run as the monitor's third model, ``model="dryrun"``, predicting what ``spec.device`` measures.
-
-    CPU: states after the step plus the tensors saved for backward (the monitor's CPU count).
-    CUDA: the live-tensor peak by category, plus the fixed overhead; run on fake CPU tensors it
-    adds the CUDA kernels' differences from the refined model (``cuda_kernel_bytes``).
+    """The dry run as the monitor's third model, ``model="dryrun"``: its measured peak, by category at
+    that moment. For ``spec.device == "cuda"`` the fixed overhead is added, and a step run on fake
+    CPU tensors adds what CUDA's kernels keep differently (``cuda_kernel_bytes``, from the refined model).
     """
-    notes = [f"dry run: one fake {result.device} training step, {result.seconds:.1f} s"]
+    notes = [f"dry run: one fake {result.device} training step, {result.seconds:.1f} s; "
+             f"its peak falls in the {result.phase} phase"]
     c = result.categories
-    if spec.device == "cpu":
-        params, grads, states = result.state["params"], result.state["grads"], result.state["optimizer_states"]
-        act, overhead = result.saved_bytes, 0
-        peak = result.measured_bytes
-    else:
-        params, grads, states = c["params"] + c["buffers"], c["grads"], c["optimizer_states"]
-        act = c["activations"] + c["temporaries"] + c["other"]
-        if result.device == "cpu" and spec.layers and spec.heads and spec.hidden and spec.seq_len:
+    params, grads, states = c["params"], c["grads"], c["optimizer_states"]
+    act, temps = c["activations"], c["temporaries"] + c["other"]
+    overhead = 0
+    ref = refined(spec)
+    if spec.device == "cuda":
+        if result.device == "cpu" and result.phase != "optimizer" and spec.layers and spec.heads and spec.hidden \
+                and spec.seq_len:
             act += cuda_kernel_bytes(spec.with_(attention=result.attention, dropout=result.dropout))
             notes.append("ran on fake CPU tensors; CUDA's kernel differences added from the refined model")
         overhead = spec.overhead_bytes if spec.overhead_bytes is not None else DEFAULT_OVERHEAD_BYTES["cuda"]
-        peak = params + grads + states + act + overhead
-    ref = refined(spec)
-    opt_step = ref.extra.get("optimizer_step_bytes") or 0
-    if spec.device == "cuda" and result.device == "cpu" and opt_step > act:
-        # the CPU runs Adam one tensor at a time; CUDA's foreach Adam peaks in the optimizer step
-        peak += opt_step - act
-        notes.append("the optimizer step's temporaries (CUDA's foreach Adam), not the activations, set the peak")
+    peak = params + grads + states + act + temps + overhead
     budget = exact(spec.safety) * spec.gpu_memory if spec.gpu_memory else None
+    # The largest batch: the states stay, what the forward saved grows with b. The optimizer step's
+    # moment does not grow with b, so it alone can rule every batch out.
+    full_states = sum(result.state.values())
     fixed = math.ceil(weight_copy_bytes(spec)) if spec.layers and spec.hidden and spec.heads else 0
     b = result.batch_size or spec.batch_size
-    per_sample = Fraction(act - fixed, b) if b else None
-    b_max = max_batch(budget, params + grads + states + overhead + fixed, per_sample) if per_sample else None
+    scaled = max(result.saved_bytes, act + temps + grads + params + states - full_states
+                 if result.phase != "optimizer" else 0)
+    per_sample = Fraction(max(scaled - fixed, 1), b) if b else None
+    b_max = max_batch(budget, full_states + overhead + fixed, per_sample) if per_sample else None
+    if b_max and budget is not None and result.phase == "optimizer" and peak > budget:
+        b_max = 0
     return Estimate(
         model="dryrun", inference_bytes=ref.inference_bytes, params_bytes=params, grads_bytes=grads,
-        optimizer_state_bytes=states, activation_bytes=act, overhead_bytes=overhead, peak_bytes=peak,
-        budget_bytes=_int(budget), gpus_training=ref.gpus_training, gpus_inference=ref.gpus_inference,
+        optimizer_state_bytes=states, activation_bytes=act, temporary_bytes=temps, overhead_bytes=overhead,
+        peak_bytes=peak, budget_bytes=_int(budget), peak_phase=result.phase,
+        gpus_training=ref.gpus_training, gpus_inference=ref.gpus_inference,
         max_batch_size=b_max, accumulate=accumulate_for(spec.global_batch, b_max, spec.world_size),
         oom_risk=None if budget is None else peak > budget, notes=tuple(notes),
         extra={"dryrun_categories": dict(c), "dryrun_seconds": round(result.seconds, 3),
-               "gpus_training_fsdp": ref.extra.get("gpus_training_fsdp")},
+               "dryrun_saved_bytes": result.saved_bytes, "gpus_training_fsdp": ref.extra.get("gpus_training_fsdp")},
     )
 
 

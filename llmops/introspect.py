@@ -23,7 +23,15 @@ CONFIG_NAMES: dict[str, tuple[str, ...]] = {
     "kv_heads": ("num_key_value_heads", "n_query_groups", "n_kv_heads"),
     "ffn_hidden": ("intermediate_size", "n_inner", "ffn_dim", "hidden_dim"),
     "vocab": ("vocab_size", "padded_vocab_size", "n_vocab"),
+    # mixture of experts (Mixtral, Qwen2-MoE, DeepSeek, LitGPT's LLaMAMoE)
+    "experts": ("num_local_experts", "num_experts", "n_routed_experts", "n_expert"),
+    "experts_active": ("num_experts_per_tok", "num_selected_experts", "n_expert_per_token", "moe_topk"),
+    "expert_ffn_hidden": ("moe_intermediate_size", "expert_intermediate_size"),
+    "shared_expert_ffn_hidden": ("shared_expert_intermediate_size",),
 }
+# the MLP activation's config name → the estimator's (what it saves for backward)
+ACTIVATION_NAMES = {"gelu_new": "gelu_new", "gelu_fast": "gelu_new", "gelu_pytorch_tanh": "gelu_tanh",
+                    "silu": "silu", "swish": "silu", "relu": "relu", "gelu": "gelu"}
 LIGHTNING_PRECISION = {"32-true": "fp32", "32": "fp32", "16-mixed": "16-mixed", "16": "16-mixed",
                        "bf16-mixed": "bf16-mixed", "bf16": "bf16-mixed", "16-true": "16-true",
                        "bf16-true": "bf16-true"}
@@ -66,11 +74,32 @@ def find_config(module: nn.Module) -> tuple[dict[str, int], str | None]:
             act = str(_get(cfg, "hidden_act", "activation_function", "mlp_class_name") or "").lower()
             if any(g in act for g in GATED_ACTIVATIONS) or "llamamlp" in act:
                 found["gated_mlp"] = True
+            if act in ACTIVATION_NAMES:
+                found["activation"] = ACTIVATION_NAMES[act]  # type: ignore[assignment]
+            if _get(cfg, "model_type") is not None:  # Hugging Face: its causal-LM loss upcasts the logits
+                found["loss_upcast"] = type(sub).__name__.endswith(("ForCausalLM", "LMHeadModel"))  # type: ignore[assignment]
+            if _get(cfg, "rms_norm_eps") is not None:
+                found["norm"] = "rmsnorm"  # type: ignore[assignment]
+            if found.get("experts", 1) < 2:
+                found.pop("experts", None)
+                found.pop("experts_active", None)
             impl = str(_get(cfg, "_attn_implementation", "attn_implementation") or "")
             if impl in ("sdpa", "flash_attention_2", "flash_attention_3"):
                 found["attention"] = "sdpa"  # type: ignore[assignment]
             return found, f"{name or type(module).__name__}.config"
     return _from_torch_modules(module)
+
+
+def is_checkpointed(module: nn.Module) -> bool:
+    """Whether activation checkpointing is on: Hugging Face's ``gradient_checkpointing_enable()`` sets
+    ``gradient_checkpointing = True`` on the modules it wraps (read as an attribute: the property
+    ``is_gradient_checkpointing`` warns of its deprecation)."""
+    return any(getattr(m, "gradient_checkpointing", False) is True for m in module.modules())
+
+
+def largest_trainable_param(module: nn.Module) -> int | None:
+    """Elements of the largest trainable parameter tensor (Adam's CPU step works one at a time)."""
+    return max((p.numel() for p in module.parameters() if p.requires_grad), default=None)
 
 
 def _get(cfg: Any, *names: str) -> Any:
@@ -169,7 +198,10 @@ def introspect(module: nn.Module, batch: Any, *, precision: str, strategy: Any, 
     sources.update({k: cfg_source or "" for k in cfg})
     values: dict[str, Any] = dict(cfg, params=total, trainable_params=trainable,
                                   world_size=max(1, world_size), device=device, safety=safety,
-                                  gpu_memory=gpu_memory, dropout=has_dropout(module))
+                                  gpu_memory=gpu_memory, dropout=has_dropout(module),
+                                  largest_param=largest_trainable_param(module))
+    if is_checkpointed(module):
+        values["recompute"], sources["recompute"] = "full", "module (gradient checkpointing on)"
     if b:
         values["batch_size"], sources["batch_size"] = b, "first batch"
         values["global_batch"] = b * max(1, world_size) * max(1, accumulate)

@@ -26,7 +26,7 @@ from .estimate.whatif import what_if
 from .exporter import LLMOpsCollector, MetricState, push_final, start_exporter
 from .guard import Guard, OOMRiskError
 from .introspect import Introspection
-from .probes import ActivationMeter, CudaAllocatorProbe, NvmlProbe, PynvmlClient, state_bytes
+from .probes import ActivationMeter, CudaAllocatorProbe, LiveBytes, NvmlProbe, PynvmlClient, state_bytes, tensors_of
 from .probes.cuda import cuda_device_uuid
 from .runlog import RunLogWriter, run_path
 from .tables import estimate_table, to_text, whatif_table
@@ -57,9 +57,11 @@ class Monitor:
         self._warned: set[str] = set()
         self._last_counters: dict[str, float] = {}
         self._meter: ActivationMeter | None = None
+        self._live: LiveBytes | None = None  # the CPU's real peak, on sampled steps
         self._t0 = 0.0
         self.step = 0
         self.measured: dict[str, int] = {}
+        self.peak_phase = ""  # where the last measured CPU peak fell: forward, backward, optimizer
         self.comm: CommTimer | None = None
         self._started = False
         self._collector: LLMOpsCollector | None = None
@@ -284,21 +286,37 @@ class Monitor:
             s.inc("llmops_samples_total", samples)
 
     def should_measure(self, step: int) -> bool:
-        """Activations are measured on the first step and every ``activation_interval`` steps."""
-        return not self.measured or step % self.config.activation_interval == 0
+        """Memory is measured on the first two steps (the second is the first with the previous
+        step's gradients alive through its forward, as every later one) and every
+        ``activation_interval`` steps."""
+        return step < 2 or step % self.config.activation_interval == 0
 
-    def begin_measure(self, module: torch.nn.Module) -> None:
+    def begin_measure(self, module: torch.nn.Module, optimizers: list[torch.optim.Optimizer], batch: Any) -> None:
+        """Count what the forward saves for backward; on the CPU also every live byte of the step."""
         self._meter = ActivationMeter(exclude=module.parameters())
+        if self.device == "cpu":  # CUDA's allocator keeps the peak itself (max_memory_allocated)
+            params = list(module.parameters())
+            self._live = LiveBytes().start(
+                params=params, grads=[p.grad for p in params if p.grad is not None],
+                optimizer_states=[t for opt in optimizers for t in tensors_of(opt.state)], other=tensors_of(batch))
         self._meter.start()
 
     def forward_done(self) -> None:
         """Stop counting saved tensors before backward, so recomputation in backward is not counted."""
         if self._meter is not None:
             self._meter.stop()
+        if self._live is not None:
+            self._live.phase("backward")
+
+    def optimizer_step(self) -> None:
+        """The optimizer step begins: what it allocates is its temporaries."""
+        if self._live is not None:
+            self._live.phase("optimizer")
 
     def end_measure(self, module: torch.nn.Module, optimizers: list[torch.optim.Optimizer]) -> None:
-        """Count states from the tensors and the activations saved for backward on this step."""
+        """States from the tensors, activations saved for backward, and on the CPU the step's real peak."""
         meter, self._meter = self._meter, None
+        live, self._live = self._live, None
         if meter is None:
             return
         meter.stop()
@@ -306,16 +324,29 @@ class Monitor:
         self.measured = {"params": counted["params"], "grads": counted["grads"],
                          "optimizer_states": counted["optimizer_states"],
                          "activations": meter.activation_bytes}
-        for component, value in self.measured.items():
-            self.state.set("llmops_memory_actual_bytes", value, component=component)
         self.state.inc("llmops_activation_sample_steps_total")
-        if self.device == "cpu":  # no allocator to read: the peak is what the tensors hold
-            self._observe_peak(float(sum(self.measured.values())))
+        if live is not None:
+            params = list(module.parameters())
+            peak = live.stop(grads=[p.grad for p in params if p.grad is not None],
+                             optimizer_states=[t for opt in optimizers for t in tensors_of(opt.state)])
+            # what the peak holds besides the states and the saved activations: the logits and loss,
+            # the backward's and the optimizer's temporaries (the states are those at the end of the step)
+            self.measured["temporaries"] = max(0, peak.peak_bytes - sum(self.measured.values()))
+            self.measured["peak"] = peak.peak_bytes
+            self.peak_phase = peak.phase
+        for component, value in self.measured.items():
+            if component != "peak":
+                self.state.set("llmops_memory_actual_bytes", value, component=component)
+        if live is not None:
+            self._observe_peak(float(self.measured["peak"]))
 
     def abort_measure(self) -> None:
         if self._meter is not None:
             self._meter.stop()
             self._meter = None
+        if self._live is not None:
+            self._live.abort()
+            self._live = None
 
     # -- sampling ----------------------------------------------------------------------------
     def _loop(self) -> None:

@@ -19,6 +19,7 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("optimizer_state_bytes", "optimizer states"),
     ("model_state_bytes", "model states"),
     ("activation_bytes", "activations"),
+    ("temporary_bytes", "temporaries"),
     ("overhead_bytes", "overhead"),
     ("peak_bytes", "peak per device"),
     ("budget_bytes", "budget (safety × memory)"),
@@ -48,6 +49,7 @@ def estimate_table(models: Iterable[Estimate], binary: bool = False, title: str 
     for attr, label in ROWS:
         table.add_row(label, *(_fmt(getattr(m, attr), unit) for m in models))
     table.add_section()
+    table.add_row("peak falls in", *(m.peak_phase or "—" for m in models))
     table.add_row("OOM risk", *(_fmt(m.oom_risk) for m in models))
     table.add_row("largest safe micro-batch", *(_fmt(m.max_batch_size) for m in models))
     table.add_row("grad. accumulation for global batch", *(_fmt(m.accumulate) for m in models))

@@ -6,11 +6,10 @@ attention, MLP widths and gating, experts), the logits and loss, dropout masks b
 and a fixed overhead.
 
 Each activation term names the tensor autograd keeps, with the dtype PyTorch gives it; they
-were read off the saved tensors of real CPU steps (``bench/accuracy.py`` measures them). The
-two devices differ in what their measurement sees: on the CPU the monitor counts the states
-and the tensors the forward pass saves for backward; on CUDA the allocator's peak also holds
-what lives only around that moment (the logits, the recomputed layer, the optimizer's
-temporaries), so ``device="cuda"`` adds those.
+were read off the saved tensors of real CPU steps. The peak is the largest of the step's
+moments (``peak.py``: the forward with the last step's gradients and the logits alive, the
+loss's backward, the optimizer step), the same on both devices: what ``max_memory_allocated``
+reads. ``bench/accuracy.py`` measures it against ``torch.profiler``'s allocation events.
 """
 
 from __future__ import annotations
@@ -19,19 +18,18 @@ import math
 from fractions import Fraction
 
 from .document import _int, gpus_rule_of_thumb
-from .solver import accumulate_for, max_batch, min_world_size
-from .spec import OPTIMIZER_STATES, SHARDED, Estimate, TrainingSpec, validate
+from .peak import loss_value_bytes, max_batch_moments, peak_moment
+from .solver import accumulate_for, min_world_size
+from .spec import ACTIVATIONS, OPTIMIZER_STATES, SHARDED, Estimate, TrainingSpec, validate
 from .units import exact, get_precision
 
 # CUDA context, cuBLAS/cuDNN workspaces and NCCL buffers per process: several hundred MB
 # (formulas.md §4). Measured by the monitor where a GPU exists; override with overhead_bytes.
 DEFAULT_OVERHEAD_BYTES = {"cuda": 500 * 10**6, "cpu": 0}
 LOGSUMEXP_BYTES = 4  # fused attention keeps one fp32 log-sum-exp per head and token
-LOSS_BYTES = 4  # cross-entropy upcasts logits and keeps fp32 log-probabilities
 FP32 = 4
 TOKEN_ID_BYTES = 8  # int64 token ids, kept by the embedding's backward and the loss's
 _NORM_STATS = 2  # a layer norm keeps its mean and 1/std per token
-ADAM_FAMILY = ("adamw", "adam", "adamw-amsgrad", "adam-amsgrad")
 
 
 def _autocast(spec: TrainingSpec) -> bool:
@@ -72,13 +70,28 @@ def layer_activation_bytes(spec: TrainingSpec, b: int, with_scores: bool) -> Fra
             attn += _score_bytes(spec, p if spec.attention == "plain" else q) * a * s * s * b
     else:
         attn += LOGSUMEXP_BYTES * a * s * b
-    mlp_width = h + (4 * f if spec.gated_mlp else 2 * f)  # input, act. input and output (+gate, up)
-    mlp = p * s * b * mlp_width * spec.experts_active
+    mlp = p * s * b * (spec.experts_active * _mlp_width(spec, spec.expert_ffn() if spec.experts > 1 else f)
+                       + (_mlp_width(spec, spec.shared_expert_ffn_hidden) if spec.shared_expert_ffn_hidden else 0))
     mlp += drop * _mask(spec, p) * s * b * h
-    norms = 2 * r * s * b * h
-    if not cuda:  # the CPU count is exact to the tensor; on CUDA these are under the safety margin
-        norms += 2 * _NORM_STATS * r * s * b  # each norm's mean and 1/std per token, residual dtype
+    norms = 2 * norm_bytes(spec, r) * s * b
     return (attn + mlp + norms) / spec.tensor_parallel
+
+
+def _mlp_width(spec: TrainingSpec, f: int) -> int:
+    """Values per token one MLP saves: its input (h), then per width f the up projection's output and
+    what the activation saves, and for a gated MLP the gate's output and the product (4f in all)."""
+    act = ACTIVATIONS[spec.activation]
+    return spec.hidden + (f * (3 + act) if spec.gated_mlp else f * (1 + act))  # type: ignore[operator]
+
+
+def norm_bytes(spec: TrainingSpec, r: Fraction) -> Fraction:
+    """Bytes per token one norm saves, its input in the residual dtype ``r``. LayerNorm: the input and
+    its mean and 1/std per token. RMSNorm (Hugging Face's): the input upcast to fp32, the normalised
+    output in the input dtype, and 1/rms per token in fp32."""
+    h = spec.hidden or 0
+    if spec.norm == "rmsnorm":
+        return FP32 * h + r * h + FP32
+    return r * h + _NORM_STATS * r
 
 
 def _score_bytes(spec: TrainingSpec, p: Fraction) -> Fraction:
@@ -116,25 +129,17 @@ def weight_copy_bytes(spec: TrainingSpec) -> Fraction:
 
 
 def head_activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
-    """The final norm's input, and with ``vocab`` the output head's input and the loss:
-    log-probabilities kept for backward (fp32, as cross-entropy upcasts; the compute dtype under
-    ``*-true``). CUDA's peak also holds the logits and, under autocast, their fp32 copy made for
-    the loss; there the head's input (h values per token, next to the logits' V) is left out."""
+    """The final norm, and with ``vocab`` the output head's input and the loss's log-probabilities
+    kept for backward (fp32, as cross-entropy upcasts; the compute dtype under ``*-true`` when the
+    loss does not upcast). The logits themselves are not kept: ``peak.py`` holds them at the forward's end."""
     prec = get_precision(spec.precision)
     p, s, h = prec.compute_bytes, spec.seq_len, spec.hidden
     assert s and h
     r = Fraction(FP32) if _autocast(spec) else p
-    head = r * s * b * h
-    if spec.device == "cpu":
-        head += _NORM_STATS * r * s * b  # the final norm's mean and 1/std
+    head = norm_bytes(spec, r) * s * b  # the final norm
     if spec.vocab:
-        log_probs = p if prec.name.endswith("-true") else Fraction(LOSS_BYTES)
-        kept = log_probs
-        if spec.device == "cuda":
-            kept += p + (FP32 if _autocast(spec) else 0)
-        else:
-            head += p * s * b * h + 2 * TOKEN_ID_BYTES * s * b  # head input; token ids and targets (int64)
-        head += kept * s * b * spec.vocab
+        head += p * s * b * h + 2 * TOKEN_ID_BYTES * s * b  # head input; token ids and targets (int64)
+        head += loss_value_bytes(spec) * s * b * spec.vocab  # log-probabilities
     return head
 
 
@@ -145,11 +150,7 @@ def activation_parts(spec: TrainingSpec) -> tuple[Fraction, Fraction]:
     assert s and h and L
     r = Fraction(FP32) if _autocast(spec) else p
     if spec.recompute == "full":
-        # keeps each layer's input; on CUDA the allocator also sees the one layer recomputed
-        # at a time during backward, which the CPU's count of the forward's saved tensors does not
-        layers = L * r * s * h
-        if spec.device == "cuda":
-            layers += layer_activation_bytes(spec, 1, with_scores=True)
+        layers = L * r * s * h  # each layer's input; backward rebuilds one layer at a time (recomputed_bytes)
     else:
         layers = L * layer_activation_bytes(spec, 1, with_scores=spec.recompute == "none")
     return weight_copy_bytes(spec), layers + head_activation_bytes(spec, 1)
@@ -161,14 +162,9 @@ def activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
     return fixed + b * per_sample
 
 
-def optimizer_step_bytes(spec: TrainingSpec, trainable: int) -> Fraction:
-    """Temporaries of the optimizer step on CUDA: PyTorch's foreach Adam(W), its default there,
-    builds ``sqrt(exp_avg_sq)`` for every parameter at once (one state-sized copy). Activations
-    are freed by then, so this competes with them for the peak rather than adding to it."""
-    if spec.device != "cuda" or spec.optimizer not in ADAM_FAMILY:
-        return Fraction(0)
-    size = get_precision(spec.precision).state_bytes * trainable / spec.tensor_parallel
-    return size / spec.world_size if "optimizer_states" in SHARDED[spec.strategy] else size
+def recomputed_bytes(spec: TrainingSpec, b: int) -> Fraction:
+    """Under full checkpointing, backward rebuilds one layer's activations at a time."""
+    return layer_activation_bytes(spec, b, with_scores=True) if spec.recompute == "full" else Fraction(0)
 
 
 def refined(spec: TrainingSpec) -> Estimate:
@@ -219,16 +215,17 @@ def refined(spec: TrainingSpec) -> Estimate:
     if spec.gpu_memory is None:
         missing.append("OOM verdict, largest safe batch and GPU counts: need gpu_memory")
 
-    opt_step = optimizer_step_bytes(spec, Nt) if N is not None else Fraction(0)
-    peak = states + max(act, opt_step) + overhead if states is not None and act is not None else None
-    if act is not None and opt_step > act:
-        notes.append("the optimizer step's temporaries, not the activations, set the peak")
-    b_max = max_batch(budget, states + overhead + fixed_act if states is not None else None, act1)
-    if b_max and states is not None and budget is not None and states + overhead + opt_step > budget:
-        b_max = 0
+    moment = None
+    if states is not None and act is not None and spec.batch_size is not None:
+        moment = peak_moment(spec, per_device, act, spec.batch_size, Nt, recomputed_bytes(spec, spec.batch_size))
+    peak = moment.total + overhead if moment is not None else None
+    b_max = None
+    if budget is not None and states is not None and act1 is not None:
+        b_max = max_batch_moments(spec, per_device, (fixed_act, act1), Nt, recomputed_bytes(spec, 1),
+                                  budget - overhead)
+    if moment is not None and moment.phase != "forward":
+        notes.append(f"the peak falls in the {'optimizer step' if moment.phase == 'optimizer' else 'backward'}")
     extra: dict[str, object] = {}
-    if opt_step:
-        extra["optimizer_step_bytes"] = _int(opt_step)
     gpus_train = gpus_infer = None
     if N is not None and budget is not None:
         fixed = overhead + (act if act is not None else 0)
@@ -244,11 +241,13 @@ def refined(spec: TrainingSpec) -> Estimate:
     return Estimate(
         model="refined",
         inference_bytes=_int(prec.compute_bytes * N if N is not None else None),
-        params_bytes=_int(per_device.get("params")),
-        grads_bytes=_int(per_device.get("grads")),
-        optimizer_state_bytes=_int(per_device.get("optimizer_states")),
-        activation_bytes=_int(act),
+        params_bytes=_int(moment.params if moment else per_device.get("params")),
+        grads_bytes=_int(moment.grads if moment else per_device.get("grads")),
+        optimizer_state_bytes=_int(moment.optimizer_states if moment else per_device.get("optimizer_states")),
+        activation_bytes=_int(moment.activations if moment else act),
+        temporary_bytes=_int(moment.temporaries if moment else None),
         overhead_bytes=_int(overhead),
+        peak_phase=moment.phase if moment else None,
         peak_bytes=_int(peak),
         budget_bytes=_int(budget),
         gpus_training=gpus_train,

@@ -22,6 +22,10 @@ OPTIMIZER_STATES = {
     "adamw": 2, "adam": 2, "adamw-amsgrad": 3, "adam-amsgrad": 3,
     "sgd": 0, "sgd-momentum": 1, "lion": 1, "rmsprop": 1, "adagrad": 1,
 }
+# MLP activation → tensors of the MLP's width it saves: one for GELU, SiLU and ReLU (input or output);
+# four for the tanh GELU written out of elementwise ops (GPT-2's and Phi's "gelu_new").
+ACTIVATIONS = {"gelu": 1, "gelu_tanh": 1, "silu": 1, "relu": 1, "gelu_new": 4}
+NORMS = ("layernorm", "rmsnorm")
 ATTENTION = ("plain", "sdpa")  # sdpa: fused / flash kernels that keep no s×s scores
 RECOMPUTE = ("none", "selective", "full")
 DEVICES = ("cuda", "cpu")
@@ -43,7 +47,14 @@ class TrainingSpec:
     kv_heads: int | None = None  # grouped-query attention; None = heads
     ffn_hidden: int | None = None  # MLP width; None = 4h, as formulas.md assumes
     gated_mlp: bool = False  # SwiGLU-style MLP (gate and up projections)
-    experts_active: int = 1  # experts each token passes through
+    experts_active: int = 1  # experts each token passes through (Mixtral's num_experts_per_tok)
+    experts: int = 1  # experts per MoE layer (num_local_experts); 1 = a dense MLP
+    expert_ffn_hidden: int | None = None  # an expert's width (moe_intermediate_size); None = ffn_hidden
+    shared_expert_ffn_hidden: int | None = None  # an always-on shared expert's width (Qwen2-MoE)
+    activation: str = "gelu"  # the MLP's activation function, by how much it saves (ACTIVATIONS)
+    norm: str = "layernorm"  # "rmsnorm" upcasts to fp32 inside and keeps its normalised output
+    loss_upcast: bool = True  # the loss upcasts the logits to fp32 (Hugging Face's logits.float())
+    largest_param: int | None = None  # elements of the largest trainable tensor (Adam's CPU temporaries)
     vocab: int | None = None  # V
     seq_len: int | None = None  # s
     batch_size: int | None = None  # b, micro-batch per device
@@ -60,6 +71,10 @@ class TrainingSpec:
     gpu_memory: int | None = None  # bytes per device the OOM check uses
     safety: float = 0.9  # fraction of gpu_memory a run may use
     overhead_bytes: int | None = None  # None: the refined model's default for the device
+
+    def expert_ffn(self) -> int:
+        """An expert's MLP width (the dense width when not set)."""
+        return self.expert_ffn_hidden or self.ffn_hidden or 4 * (self.hidden or 0)
 
     def with_(self, **changes: Any) -> TrainingSpec:
         """A copy with some fields changed."""
@@ -91,13 +106,13 @@ def validate(spec: TrainingSpec) -> TrainingSpec:
     """Raise ``ValueError`` naming the field, its value and what is allowed."""
     for name in ("params", "trainable_params", "active_params", "layers", "heads", "hidden",
                  "kv_heads", "ffn_hidden", "vocab", "seq_len", "batch_size", "global_batch",
-                 "gpu_memory"):
+                 "gpu_memory", "expert_ffn_hidden", "shared_expert_ffn_hidden", "largest_param"):
         value = getattr(spec, name)
-        top = (MAX_BYTES if name == "gpu_memory" else MAX_COUNT if name.endswith("params")
+        top = (MAX_BYTES if name == "gpu_memory" else MAX_COUNT if name.endswith(("params", "param"))
                else MAX_DIMENSION)
         if value is not None and (isinstance(value, bool) or not 0 < value <= top):
             raise _allowed(name, value, f"it must be a positive number, at most {_bound(top)}")
-    for name in ("world_size", "tensor_parallel", "experts_active"):
+    for name in ("world_size", "tensor_parallel", "experts_active", "experts"):
         value = getattr(spec, name)
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_DIMENSION:
             raise _allowed(name, value, f"it must be a whole number from 1 to {_bound(MAX_DIMENSION)}")
@@ -107,24 +122,34 @@ def validate(spec: TrainingSpec) -> TrainingSpec:
         raise _allowed("safety", spec.safety, "it must be in (0, 1]")
     get_precision(spec.precision)
     for name, choices in (("strategy", STRATEGIES), ("optimizer", tuple(OPTIMIZER_STATES)),
-                          ("attention", ATTENTION), ("recompute", RECOMPUTE), ("device", DEVICES)):
+                          ("attention", ATTENTION), ("recompute", RECOMPUTE), ("device", DEVICES),
+                          ("activation", tuple(ACTIVATIONS)), ("norm", NORMS)):
         if getattr(spec, name) not in choices:
             raise _allowed(name, getattr(spec, name), f"allowed: {', '.join(choices)}")
     if spec.heads and spec.hidden and spec.hidden % spec.heads:
         raise _allowed("heads", spec.heads, f"it must divide hidden={spec.hidden}")
     if spec.heads and spec.kv_heads and spec.heads % spec.kv_heads:
         raise _allowed("kv_heads", spec.kv_heads, f"it must divide heads={spec.heads}")
+    if spec.experts_active > spec.experts > 1:
+        raise _allowed("experts_active", spec.experts_active, f"it must be ≤ experts={spec.experts}")
     if spec.trainable_params and spec.params and spec.trainable_params > spec.params:
         raise _allowed("trainable_params", spec.trainable_params, f"it must be ≤ params={spec.params}")
     return spec
 
 
-COMPONENTS = ("params", "grads", "optimizer_states", "activations", "overhead", "peak")
+# Bytes by what holds them at the peak moment of a step; they sum to the peak. ``temporaries``: what the
+# backward and the optimizer step allocate besides gradients and states (the loss's gradients included).
+COMPONENTS = ("params", "grads", "optimizer_states", "activations", "temporaries", "overhead", "peak")
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """One model's prediction for a spec; bytes per device, ``None`` where an input is missing."""
+    """One model's prediction for a spec; bytes per device, ``None`` where an input is missing.
+
+    The components are what is alive at the peak moment (``peak_phase``: forward, backward or the
+    optimizer step) and sum to ``peak_bytes``; ``grads_bytes`` is 0 when the peak falls where
+    ``zero_grad`` has freed them and backward has not made them yet.
+    """
 
     model: str  # "document" or "refined"
     inference_bytes: int | None = None
@@ -132,9 +157,11 @@ class Estimate:
     grads_bytes: int | None = None
     optimizer_state_bytes: int | None = None
     activation_bytes: int | None = None
+    temporary_bytes: int | None = None
     overhead_bytes: int | None = None
     peak_bytes: int | None = None
     budget_bytes: int | None = None  # safety × gpu_memory
+    peak_phase: str | None = None  # forward, backward or optimizer; None where one moment is all the model has
     gpus_training: int | None = None
     gpus_inference: int | None = None
     max_batch_size: int | None = None
@@ -154,7 +181,7 @@ class Estimate:
         return {
             "params": self.params_bytes, "grads": self.grads_bytes,
             "optimizer_states": self.optimizer_state_bytes, "activations": self.activation_bytes,
-            "overhead": self.overhead_bytes, "peak": self.peak_bytes,
+            "temporaries": self.temporary_bytes, "overhead": self.overhead_bytes, "peak": self.peak_bytes,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -171,6 +198,6 @@ class Estimate:
         }
         if self.model != "document":
             out.update(components=self.components(), accumulate=self.accumulate,
-                       budget_bytes=self.budget_bytes, missing=list(self.missing),
+                       budget_bytes=self.budget_bytes, peak_phase=self.peak_phase, missing=list(self.missing),
                        notes=list(self.notes), **self.extra)
         return out

@@ -12,6 +12,7 @@ from .base import (
 )
 from .cuda import CudaAllocatorProbe, cuda_device_uuid
 from .fake import FakeGpu, FakeNvmlClient
+from .live import LiveBytes, LivePeak, tensors_of
 from .nvml import NvmlProbe, PynvmlClient
 from .tensors import state_bytes
 
@@ -22,6 +23,8 @@ __all__ = [
     "FakeGpu",
     "FakeNvmlClient",
     "GpuReading",
+    "LiveBytes",
+    "LivePeak",
     "NvmlClient",
     "NvmlError",
     "NvmlMemory",
@@ -31,4 +34,5 @@ __all__ = [
     "PynvmlClient",
     "cuda_device_uuid",
     "state_bytes",
+    "tensors_of",
 ]

@@ -233,7 +233,7 @@ def test_accumulation_measures_once_per_sampled_step_after_the_optimizer_step():
     monitor = LLMOpsMonitor(port=0, runlog=False)
     _, module = fit(monitor, GPT(GPTConfig()), steps=2, accumulate_grad_batches=4)
     s = scrape(monitor.metrics_url)
-    assert value(s, "llmops_activation_sample_steps_total") == 1  # step 0 only, not its 4 micro-batches
+    assert value(s, "llmops_activation_sample_steps_total") == 2  # steps 0 and 1, not their 4 micro-batches each
     moments = sum(t.numel() * t.element_size() for st in module.optimizers().optimizer.state.values()
                   for t in st.values() if torch.is_tensor(t))  # moments and step counters
     assert moments > 0 and value(s, "llmops_memory_actual_bytes", component="optimizer_states") == moments

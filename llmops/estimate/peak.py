@@ -1,0 +1,135 @@
+"""The moment a training step peaks, and what is alive then (the refined model's peak).
+
+A step as Lightning runs it has three candidate moments; the peak is the largest, and the
+components are what each holds (they sum to it). Per device, with P, G, O the parameter,
+gradient and optimizer-state bytes, A the activations the forward saved, and b·s·V the logits:
+
+- ``forward``: the loss is being computed. The previous step's gradients are still alive
+  (Lightning calls ``zero_grad`` after ``training_step``), and so are the logits, which nothing
+  saves, and their fp32 copy when the loss upcasts them: P + G + O + A + logits.
+- ``backward``: ``zero_grad`` has freed G; the loss's backward holds the gradient of the
+  log-probabilities and of the logits, both fp32, beside the log-probabilities themselves (in A):
+  P + O + A + 2 · 4·b·s·V.
+- ``optimizer``: the activations are gone, every gradient exists, and the step makes its
+  temporaries: P + G + O + T (``optimizer_temporary_bytes``).
+
+Each loss tensor was read off real CPU steps of Hugging Face models (``bench/accuracy.py``
+measures the whole peak against ``torch.profiler``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from .spec import SHARDED, TrainingSpec
+from .units import get_precision
+
+FP32 = 4
+ADAM_FAMILY = ("adamw", "adam", "adamw-amsgrad", "adam-amsgrad")
+
+
+@dataclass(frozen=True)
+class Moment:
+    """What one moment of the step holds, per device."""
+
+    phase: str
+    params: Fraction
+    grads: Fraction
+    optimizer_states: Fraction
+    activations: Fraction
+    temporaries: Fraction
+
+    @property
+    def total(self) -> Fraction:
+        return self.params + self.grads + self.optimizer_states + self.activations + self.temporaries
+
+
+def loss_value_bytes(spec: TrainingSpec) -> Fraction:
+    """Bytes per value of the loss's tensors (log-probabilities and their gradients): fp32 where the
+    loss upcasts or autocast runs cross-entropy in fp32, else the compute dtype (``*-true``)."""
+    prec = get_precision(spec.precision)
+    return Fraction(FP32) if spec.loss_upcast or not prec.name.endswith("-true") else prec.compute_bytes
+
+
+def logits_bytes(spec: TrainingSpec, b: int) -> Fraction:
+    """Forward: the logits (compute dtype; nothing saves them, the loss saves its log-probabilities) and,
+    where the loss upcasts 2-byte logits (Hugging Face's ``logits.float()``, autocast's fp32
+    cross-entropy), their fp32 copy, alive while ``log_softmax`` runs."""
+    if not spec.vocab or not spec.seq_len:
+        return Fraction(0)
+    p = get_precision(spec.precision).compute_bytes
+    copy = loss_value_bytes(spec) if loss_value_bytes(spec) != p else 0
+    return (p + copy) * b * spec.seq_len * spec.vocab / spec.tensor_parallel
+
+
+def loss_grad_bytes(spec: TrainingSpec, b: int) -> Fraction:
+    """Backward of the loss: the gradients of the log-probabilities and of the logits (the loss's
+    dtype), alive together while ``log_softmax``'s backward runs."""
+    if not spec.vocab or not spec.seq_len:
+        return Fraction(0)
+    return 2 * loss_value_bytes(spec) * b * spec.seq_len * spec.vocab / spec.tensor_parallel
+
+
+def largest_trainable(spec: TrainingSpec) -> int:
+    """Elements of the largest trainable parameter tensor: the embedding or the output head (V·h),
+    else an MLP or attention matrix; ``spec.largest_param`` when the run said."""
+    if spec.largest_param is not None:
+        return spec.largest_param
+    if spec.trainable_params is not None and spec.params is not None and spec.trainable_params < spec.params:
+        return 0  # adapters: small matrices; the frozen base makes no temporaries
+    h, f = spec.hidden or 0, spec.ffn_hidden or 4 * (spec.hidden or 0)
+    return max((spec.vocab or 0) * h, spec.expert_ffn() * h if spec.experts > 1 else f * h, h * h)
+
+
+def optimizer_temporary_bytes(spec: TrainingSpec, trainable: int) -> Fraction:
+    """Temporaries of the optimizer step, per device.
+
+    Adam(W) computes ``exp_avg_sq.sqrt() / bias_correction`` before adding eps: on the CPU it runs
+    one tensor at a time (PyTorch's for-loop default there), so two copies of the largest tensor;
+    on CUDA the foreach default builds that square root for every parameter at once, one
+    state-sized list. SGD and the one-state optimizers update in place.
+    """
+    if spec.optimizer not in ADAM_FAMILY:
+        return Fraction(0)
+    state = get_precision(spec.precision).state_bytes
+    if spec.device == "cpu":
+        return Fraction(2 * state * largest_trainable(spec), spec.tensor_parallel)
+    size = state * trainable / spec.tensor_parallel
+    return size / spec.world_size if "optimizer_states" in SHARDED[spec.strategy] else size
+
+
+def moments(spec: TrainingSpec, states: dict[str, Fraction], activations: Fraction, b: int,
+            trainable: int, recomputed: Fraction = Fraction(0)) -> list[Moment]:
+    """The step's three candidate moments for ``b`` samples; ``states`` are per-device P, G, O;
+    ``recomputed``: one layer's activations, rebuilt in backward under full checkpointing."""
+    P, G, S = (states.get(k, Fraction(0)) for k in ("params", "grads", "optimizer_states"))
+    return [
+        Moment("forward", P, G, S, activations + logits_bytes(spec, b), Fraction(0)),
+        Moment("backward", P, Fraction(0), S, activations, max(loss_grad_bytes(spec, b), recomputed)),
+        Moment("optimizer", P, G, S, Fraction(0), optimizer_temporary_bytes(spec, trainable)),
+    ]
+
+
+def peak_moment(spec: TrainingSpec, states: dict[str, Fraction], activations: Fraction, b: int,
+                trainable: int, recomputed: Fraction = Fraction(0)) -> Moment:
+    """The largest of ``moments``: the step's peak, and what holds it."""
+    return max(moments(spec, states, activations, b, trainable, recomputed), key=lambda m: m.total)
+
+
+def max_batch_moments(spec: TrainingSpec, states: dict[str, Fraction], act: tuple[Fraction, Fraction],
+                      trainable: int, recomputed1: Fraction, room: Fraction) -> int:
+    """The largest ``b`` whose every moment fits in ``room`` (budget less overhead); each moment is
+    linear in b (``act = (fixed, per_sample)``), so each gives ``floor((room − at b=0) / slope)``."""
+    fixed, per_sample = act
+    at0 = moments(spec, states, fixed, 0, trainable, Fraction(0))
+    at1 = moments(spec, states, fixed + per_sample, 1, trainable, recomputed1)
+    best: int | None = None
+    for m0, m1 in zip(at0, at1, strict=True):
+        slope = m1.total - m0.total
+        if m0.total > room:
+            return 0
+        if slope > 0:
+            limit = int((room - m0.total) // slope)
+            best = limit if best is None else min(best, limit)
+    return best if best is not None else 0
