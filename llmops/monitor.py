@@ -62,6 +62,7 @@ class Monitor:
         self.step = 0
         self.measured: dict[str, int] = {}
         self.peak_phase = ""  # where the last measured CPU peak fell: forward, backward, optimizer
+        self.saved_bytes = 0  # activations the forward saved for backward, last measured step
         self.comm: CommTimer | None = None
         self._started = False
         self._collector: LLMOpsCollector | None = None
@@ -314,26 +315,29 @@ class Monitor:
             self._live.phase("optimizer")
 
     def end_measure(self, module: torch.nn.Module, optimizers: list[torch.optim.Optimizer]) -> None:
-        """States from the tensors, activations saved for backward, and on the CPU the step's real peak."""
+        """Components of the step's memory. CPU: what the live-bytes count held at the step's peak, by
+        category (they sum to the peak). CUDA: the states counted from the tensors and the activations
+        saved for backward; the peak comes from the allocator on the sampling thread."""
         meter, self._meter = self._meter, None
         live, self._live = self._live, None
         if meter is None:
             return
         meter.stop()
-        counted = state_bytes(module, optimizers)
-        self.measured = {"params": counted["params"], "grads": counted["grads"],
-                         "optimizer_states": counted["optimizer_states"],
-                         "activations": meter.activation_bytes}
+        self.saved_bytes = meter.activation_bytes
         self.state.inc("llmops_activation_sample_steps_total")
         if live is not None:
             params = list(module.parameters())
             peak = live.stop(grads=[p.grad for p in params if p.grad is not None],
                              optimizer_states=[t for opt in optimizers for t in tensors_of(opt.state)])
-            # what the peak holds besides the states and the saved activations: the logits and loss,
-            # the backward's and the optimizer's temporaries (the states are those at the end of the step)
-            self.measured["temporaries"] = max(0, peak.peak_bytes - sum(self.measured.values()))
-            self.measured["peak"] = peak.peak_bytes
+            c = peak.categories
+            self.measured = {"params": c["params"], "grads": c["grads"], "optimizer_states": c["optimizer_states"],
+                             "activations": c["activations"], "temporaries": c["temporaries"] + c["other"],
+                             "peak": peak.peak_bytes}
             self.peak_phase = peak.phase
+        else:
+            counted = state_bytes(module, optimizers)
+            self.measured = {"params": counted["params"], "grads": counted["grads"],
+                             "optimizer_states": counted["optimizer_states"], "activations": meter.activation_bytes}
         for component, value in self.measured.items():
             if component != "peak":
                 self.state.set("llmops_memory_actual_bytes", value, component=component)

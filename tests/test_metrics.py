@@ -14,10 +14,31 @@ CONTRACT = Path(__file__).resolve().parents[1].parent / "shared" / "docs" / "met
 ROW = re.compile(r"^\|\s*`(llmops_\w+)(?:\{([^}]*)\})?`\s*\|\s*(\w+)\s*\|", re.MULTILINE)
 
 
-def _contract() -> str:
+# Sections headed "(added with the <name> issue)" bind once that issue is built: until then a metric of
+# theirs that is listed must match, and one that is not yet listed is left for that issue (time: #16,
+# ecosystem: #14). Move a name here when its issue lands.
+LANDED_SECTIONS: set[str] = set()
+PENDING = re.compile(r"^## .*\(added with the (\w+) issue\)", re.MULTILINE)
+
+
+def _contract(binding_only: bool = True) -> str:
+    """The contract's text; without the sections of issues not built yet when ``binding_only``."""
     if not CONTRACT.is_file():
         pytest.skip(f"metric contract not found at {CONTRACT} (checkout without the shared docs)")
-    return CONTRACT.read_text()
+    text = CONTRACT.read_text()
+    if not binding_only:
+        return text
+    parts = re.split(r"(?=^## )", text, flags=re.MULTILINE)
+    kept = [p for p in parts if not (m := PENDING.match(p)) or m.group(1) in LANDED_SECTIONS]
+    return "".join(kept)
+
+
+def test_pending_sections_metrics_already_listed_match_the_contract() -> None:
+    for name, labels, kind in ROW.findall(_contract(binding_only=False)):
+        if name in BY_NAME:
+            assert BY_NAME[name].type == kind, name
+            expected = {label.strip() for label in labels.split(",") if label.strip()}
+            assert set(BY_NAME[name].labels) == expected, name
 
 
 def test_every_contract_metric_is_listed_with_its_type_and_labels() -> None:

@@ -104,11 +104,15 @@ def moments(spec: TrainingSpec, states: dict[str, Fraction], activations: Fracti
     """The step's three candidate moments for ``b`` samples; ``states`` are per-device P, G, O;
     ``recomputed``: one layer's activations, rebuilt in backward under full checkpointing."""
     P, G, S = (states.get(k, Fraction(0)) for k in ("params", "grads", "optimizer_states"))
-    return [
+    found = [
         Moment("forward", P, G, S, activations + logits_bytes(spec, b), Fraction(0)),
-        Moment("backward", P, Fraction(0), S, activations, max(loss_grad_bytes(spec, b), recomputed)),
+        Moment("backward", P, Fraction(0), S, activations, loss_grad_bytes(spec, b)),
         Moment("optimizer", P, G, S, Fraction(0), optimizer_temporary_bytes(spec, trainable)),
     ]
+    if spec.recompute == "full":  # the first layer rebuilt, last in backward: every later layer's gradients exist by then
+        L = spec.layers or 1
+        found.append(Moment("backward", P, G * (L - 1) / L, S, activations, recomputed))
+    return found
 
 
 def peak_moment(spec: TrainingSpec, states: dict[str, Fraction], activations: Fraction, b: int,

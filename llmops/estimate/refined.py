@@ -163,8 +163,12 @@ def activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
 
 
 def recomputed_bytes(spec: TrainingSpec, b: int) -> Fraction:
-    """Under full checkpointing, backward rebuilds one layer's activations at a time."""
-    return layer_activation_bytes(spec, b, with_scores=True) if spec.recompute == "full" else Fraction(0)
+    """Under full checkpointing, backward rebuilds one layer's activations at a time, beside the
+    gradients flowing into and out of it (the residual stream's dtype, h values per token each)."""
+    if spec.recompute != "full":
+        return Fraction(0)
+    r = Fraction(FP32) if _autocast(spec) else get_precision(spec.precision).compute_bytes
+    return layer_activation_bytes(spec, b, with_scores=True) + 2 * r * spec.seq_len * b * spec.hidden  # type: ignore[operator]
 
 
 def refined(spec: TrainingSpec) -> Estimate:

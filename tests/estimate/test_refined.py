@@ -3,6 +3,7 @@
 import pytest
 
 from llmops.estimate import TrainingSpec, get_preset, refined
+from llmops.estimate.refined import activation_bytes
 from llmops.estimate.spec import validate
 
 N = 1_000_000
@@ -42,8 +43,9 @@ def test_frozen_parameters_hold_no_grads_or_states():
 
 
 def act(**kw):
+    """Activations saved for backward (the forward moment adds the logits to them)."""
     base = dict(layers=4, hidden=256, heads=8, seq_len=512, batch_size=2, params=N)
-    return refined(TrainingSpec(**{**base, **kw})).activation_bytes
+    return activation_bytes(TrainingSpec(**{**base, **kw}), 2)
 
 
 def test_activation_variants_are_ordered():
@@ -54,15 +56,33 @@ def test_activation_variants_are_ordered():
     assert act(dropout=False) < plain
     assert act(kv_heads=2) < plain  # grouped-query attention keeps smaller K and V
     assert act(gated_mlp=True, ffn_hidden=683) > act(ffn_hidden=683)
-    assert act(vocab=50000) - plain == (2 + 4) * 512 * 2 * 50000  # bf16 logits + fp32 log-probs
+    # the head's input, the token ids and targets (int64), the fp32 log-probabilities
+    assert act(vocab=50000) - plain == 2 * 512 * 2 * 256 + 2 * 8 * 512 * 2 + 4 * 512 * 2 * 50000
     assert act(device="cpu") > plain  # CPU dropout masks use the compute dtype, not 1 byte
     assert act(tensor_parallel=2) < plain
 
 
-def test_full_recompute_keeps_layer_inputs_plus_one_layer():
+def test_full_recompute_keeps_layer_inputs_and_backward_rebuilds_one_layer():
     L, s, b, h = 4, 512, 2, 256
-    one_layer = act(layers=1) - 2 * s * b * h  # minus the final norm input
-    assert act(recompute="full") == L * 2 * s * b * h + one_layer + 2 * s * b * h
+    final_norm = (2 * h + 2 * 2) * s * b  # its input and its mean and 1/std (bf16)
+    assert act(recompute="full") == L * 2 * s * b * h + final_norm
+    spec = TrainingSpec(layers=L, hidden=h, heads=8, seq_len=s, batch_size=b, params=N, recompute="full")
+    est = refined(spec)
+    # one layer rebuilt, and the gradients flowing into and out of it (2 bytes, h per token, each)
+    rebuilt = act(layers=1) - final_norm + 2 * 2 * s * b * h
+    assert est.peak_phase == "backward" and est.temporary_bytes == rebuilt  # larger than G = 2 B × N here
+    assert est.grads_bytes == 2 * N * (L - 1) // L  # every later layer's gradients exist by then
+    assert est.peak_bytes == 2 * N + est.grads_bytes + 12 * N + act(recompute="full") + rebuilt + est.overhead_bytes
+
+
+def test_forward_moment_holds_the_logits_and_their_fp32_copy():
+    spec = TrainingSpec(layers=4, hidden=256, heads=8, seq_len=512, batch_size=2, params=10**9, vocab=50000,
+                        device="cpu")
+    est = refined(spec)  # the previous step's gradients (2 GB) make the forward the peak; the CPU's Adam
+    # step holds two copies of the largest tensor (the embedding), much less
+    assert est.peak_phase == "forward" and est.grads_bytes == 2 * 10**9
+    saved = act(vocab=50000, device="cpu")
+    assert est.activation_bytes - saved == (2 + 4) * 512 * 2 * 50000  # bf16 logits, their fp32 copy
 
 
 def test_world_size_ddp_never_helps_fsdp_does():

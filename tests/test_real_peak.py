@@ -1,0 +1,108 @@
+"""The real peak on Hugging Face architectures: measured by the monitor, predicted by the refined model and
+the dry run, each against torch.profiler's allocation events over the real step (bench/truth.py)."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from bench.truth import real_peak
+from bench.zoo import build, hf_loss
+from llmops import LLMOpsMonitor
+from llmops.dryrun import dry_run, spec_from_model
+from llmops.estimate import TrainingSpec, refined
+from llmops.introspect import find_config
+
+B, S, V = 2, 64, 60_000
+
+
+def logits_heavy() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    """A 60k vocabulary on a 64-wide, one-layer trunk: the logits and the loss's gradients dominate."""
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
+                      num_key_value_heads=2, tie_word_embeddings=True, use_cache=False, attn_implementation="sdpa")
+    ids = torch.randint(0, V, (B, S), generator=torch.Generator().manual_seed(1))
+    return Qwen2ForCausalLM(cfg).train(), {"input_ids": ids, "labels": ids.clone()}
+
+
+class HFModule(pl.LightningModule):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def training_step(self, batch, batch_idx):
+        return self.model(**batch).loss
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=1e-4)
+
+
+def test_logits_heavy_model_measured_and_predicted_against_the_profiler():
+    model, batch = logits_heavy()
+    truth = real_peak(model, batch, hf_loss, torch.optim.AdamW(model.parameters(), lr=1e-4)).peak_bytes
+    model, batch = logits_heavy()
+    # a budget the old count (states + saved tensors) fits under and the real peak does not
+    monitor = LLMOpsMonitor(port=0, runlog=False, activation_interval=1, memory_budget=int(truth * 0.95 / 0.9))
+    trainer = pl.Trainer(max_steps=3, accelerator="cpu", devices=1, callbacks=[monitor], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    rows = [{k: v[i] for k, v in batch.items()} for i in range(B)] * 3
+    trainer.fit(HFModule(model), torch.utils.data.DataLoader(rows, batch_size=B))
+    m = monitor.monitor
+    measured = m.measured["peak"]
+    old_count = sum(t.numel() * t.element_size() for t in model.parameters()) * 4  # params, grads, 2 moments
+    old_count += m.saved_bytes  # states + saved tensors: what the monitor used to call the CPU peak
+    assert abs(measured / truth - 1) < 0.01
+    assert old_count < 0.7 * truth  # the old count was 35% low here
+    assert abs(m.prediction["refined"].peak_bytes / truth - 1) < 0.10
+    assert m.state.get("llmops_oom_risk", source="measured") == 1  # over the budget: flagged
+    assert m.prediction["refined"].oom_risk
+
+
+@pytest.mark.parametrize("name,precision", [("llama-lora", "32-true"), ("llama-lora", "bf16-mixed"),
+                                            ("mixtral", "32-true"), ("qwen2-moe", "bf16-true")])
+def test_dry_run_of_peft_lora_and_moe_is_within_1_percent(name, precision):
+    case = build(name, batch_size=2, seq_len=32)
+    if precision == "bf16-true":
+        case.model.to(torch.bfloat16)
+    opt = torch.optim.AdamW([p for p in case.model.parameters() if p.requires_grad], lr=1e-4)
+    truth = real_peak(case.model, case.batch, hf_loss, opt,
+                      autocast_dtype=torch.bfloat16 if precision == "bf16-mixed" else None).peak_bytes
+    case = build(name, batch_size=2, seq_len=32)
+    if precision == "bf16-true":
+        case.model.to(torch.bfloat16)
+    result = dry_run(case.model, case.batch, loss=hf_loss, precision=precision)
+    assert abs(result.peak_bytes / truth - 1) < 0.01
+    assert sum(result.categories.values()) == result.peak_bytes
+
+
+def test_gradient_checkpointing_is_inferred_as_full_recompute():
+    case = build("llama-gc", batch_size=1, seq_len=16)
+    spec, filled = spec_from_model(case.model, case.batch, TrainingSpec(device="cpu"), set())
+    assert spec.recompute == "full" and "recompute" in filled
+    plain = build("llama", batch_size=1, seq_len=16)
+    assert spec_from_model(plain.model, plain.batch, TrainingSpec(device="cpu"), set())[0].recompute == "none"
+
+
+def test_moe_configs_give_experts_per_token_and_widths():
+    qwen = find_config(build("qwen2-moe", batch_size=1, seq_len=8).model)[0]
+    assert (qwen["experts"], qwen["experts_active"], qwen["expert_ffn_hidden"], qwen["shared_expert_ffn_hidden"]) \
+        == (4, 2, 256, 512)
+    mixtral = find_config(build("mixtral", batch_size=1, seq_len=8).model)[0]
+    assert (mixtral["experts"], mixtral["experts_active"]) == (4, 2) and mixtral["norm"] == "rmsnorm"
+    gpt2 = find_config(build("gpt2", batch_size=1, seq_len=8).model)[0]
+    assert gpt2["activation"] == "gelu_new" and "experts" not in gpt2 and gpt2["loss_upcast"] is True
+    bert = find_config(build("bert-mlm", batch_size=1, seq_len=8).model)[0]
+    assert bert["loss_upcast"] is False  # BertForMaskedLM's CrossEntropyLoss takes the logits as they are
+
+
+def test_refined_moe_counts_the_active_experts_and_the_shared_one():
+    base = dict(params=10**8, layers=2, hidden=256, heads=4, seq_len=64, batch_size=2, vocab=1000, device="cpu",
+                gated_mlp=True, ffn_hidden=1024)
+    dense = refined(TrainingSpec(**base)).activation_bytes
+    moe = refined(TrainingSpec(**base, experts=4, experts_active=2, expert_ffn_hidden=256)).activation_bytes
+    shared = refined(TrainingSpec(**base, experts=4, experts_active=2, expert_ffn_hidden=256,
+                                  shared_expert_ffn_hidden=512)).activation_bytes
+    assert moe < dense < shared or moe < shared  # 2 experts of 256 save less than one MLP of 1024
+    assert shared > moe
