@@ -6,7 +6,9 @@ time is (train end − start of step 10) / steps, so every hook of every steady 
 measurement; the first step, where the preflight runs once, is printed apart.
 Prints each config's median step, its median ratio to the run without a monitor of the same round
 (and the range of those ratios: the noise of the machine), and what the run log costs the training
-thread per step.
+thread per step. Then what the CPU's live-bytes count (the real peak, on sampled steps) costs: the
+same training step with and without it, alternated, and that cost spread over the default
+``activation_interval``.
 
     .venv/bin/python bench/overhead.py [--steps 100] [--repeats 5]
 """
@@ -162,6 +164,40 @@ def main() -> None:
         paired = statistics.median(a / b for a, b in zip(times["llmops"], times["llmops_no_runlog"], strict=True))
         print(f"run log: {paired - 1:+.4f} of the step (llmops vs llmops_no_runlog, paired)")
     print(f"run log on the training thread: RunLogWriter.step {runlog_step_ns():.0f} ns per call (one per step)")
+    interval = LLMOpsMonitor().config.activation_interval
+    base, extra = live_bytes_cost()
+    print(f"live-bytes count (CPU real peak): +{extra * 1e3:.1f} ms on a sampled step of {base * 1e3:.1f} ms "
+          f"({extra / base:.2f}×); sampled on steps 0, 1 and every {interval}: {extra / base / interval:.3%} "
+          f"of the step, amortized")
+
+
+def live_bytes_cost(rounds: int = 20) -> tuple[float, float]:
+    """``(step seconds, extra seconds a sampled step spends in the live-bytes count)``: the bench's GPT
+    step (forward, zero_grad, backward, AdamW) timed with and without ``LiveBytes``, alternated, medians."""
+    from bench.gpt import lm_loss
+    from llmops.dryrun import lightning_step
+    from llmops.probes import LiveBytes
+
+    torch.manual_seed(0)
+    net = GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128, vocab_size=256, block_size=64, dropout=0.1))
+    opt = torch.optim.AdamW(net.parameters())
+    x = torch.randint(0, 256, (8, 65))
+
+    def step(counted: bool) -> float:
+        t0 = time.perf_counter()
+        live = LiveBytes.for_step(net.parameters(), [opt], x) if counted else None
+        lightning_step(net, x, lm_loss, opt, "fp32", "cpu", None, live)
+        if live is not None:
+            live.finish(net.parameters(), [opt])
+        return time.perf_counter() - t0
+
+    for _ in range(3):
+        step(False)
+    plain, counted = [], []
+    for _ in range(rounds):
+        plain.append(step(False))
+        counted.append(step(True))
+    return statistics.median(plain), statistics.median(counted) - statistics.median(plain)
 
 
 def runlog_step_ns(calls: int = 200_000) -> float:

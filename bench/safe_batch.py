@@ -7,12 +7,11 @@ least 90% of the largest batch the search found.
 
 - CUDA: "fits" means two training steps at b raise no ``torch.cuda.OutOfMemoryError``, on the
   whole GPU; the predictions get ``gpu_memory`` = the GPU's memory and ``--safety`` (default 0.95).
-- CPU: there is no allocator to run out of, so "fits" means the measured CPU peak of the second step
-  (states + saved tensors, what the monitor measures; see bench/accuracy.py) is within ``--budget``,
-  and the predictions get that budget with safety 1. This proves that the predicted largest batch
-  is the measured one for that definition of memory (the model's per-sample and fixed parts are
-  right); it does not prove anything about an allocator's fragmentation or transient peaks, which
-  only the CUDA run does.
+- CPU: there is no allocator to run out of, so "fits" means the real peak of the step (the
+  profiler's allocation events, ``bench/truth.py`` via ``bench/accuracy.py``'s ``measure``) is within
+  ``--budget``, and the predictions get that budget with safety 1. This checks the model's fixed
+  and per-sample parts and the moment the peak falls in; an allocator's fragmentation only the CUDA
+  run tests.
 
     .venv/bin/python bench/safe_batch.py [--device cpu|cuda] [--budget 60MB] [--safety 0.95]
 """

@@ -38,7 +38,7 @@ from .estimate.document import _int
 from .estimate.refined import DEFAULT_OVERHEAD_BYTES, layer_activation_bytes, weight_copy_bytes
 from .estimate.solver import accumulate_for, max_batch
 from .estimate.units import exact
-from .probes.live import LiveBytes, tensors_of
+from .probes.live import LiveBytes
 
 DEFAULT_TIMEOUT_S = 120.0  # a 1.3B-parameter GPT takes about 6 s on a 2-core CPU (README)
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
@@ -114,7 +114,7 @@ class _SavedBytes:
     this keys them by the storage object, held weakly so that backward still frees them.
     """
 
-    def __init__(self, exclude: list[torch.Tensor]) -> None:
+    def __init__(self, exclude: Iterable[torch.Tensor]) -> None:
         self._exclude = {id(t.untyped_storage()) for t in exclude}
         self._seen: dict[int, weakref.ref[Any]] = {}
         self.bytes = 0
@@ -247,18 +247,15 @@ def dry_run(model: nn.Module, batch: Any, *, loss: LossFn | None = None, optimiz
             params = list(model.parameters())
             opt = _optimizer_factory(optimizer)([p for p in params if p.requires_grad])
             for _ in range(2):  # the first creates the optimizer states, the second a step's gradients
-                _step(model, batch, loss_fn, opt, precision, device, None, None)
-            live = LiveBytes().start(params=params + list(model.buffers()),
-                                     grads=[p.grad for p in params if p.grad is not None],
-                                     optimizer_states=tensors_of(opt.state), other=tensors_of(batch))
+                lightning_step(model, batch, loss_fn, opt, precision, device, None, None)
+            live = LiveBytes.for_step(params, [opt], batch, model.buffers())
             saved = _SavedBytes(params)
             try:
-                _step(model, batch, loss_fn, opt, precision, device, saved, live)
+                lightning_step(model, batch, loss_fn, opt, precision, device, saved, live)
             except BaseException:
                 live.abort()  # leave the dispatch-mode stack as it was
                 raise
-            peak = live.stop(grads=[p.grad for p in params if p.grad is not None],
-                             optimizer_states=tensors_of(opt.state))
+            peak = live.finish(params, [opt])
             state = _state(model, opt)
     return DryRun(device=device, batch_size=_batch_size(batch), peak_bytes=peak.peak_bytes,
                   categories=dict(peak.categories), phase=peak.phase, saved_bytes=saved.bytes, state=state,
@@ -267,7 +264,7 @@ def dry_run(model: nn.Module, batch: Any, *, loss: LossFn | None = None, optimiz
                   dropout=any(op.startswith(("native_dropout", "bernoulli")) for op in deadline.ops))
 
 
-def _step(model: nn.Module, batch: Any, loss_fn: LossFn, opt: torch.optim.Optimizer, precision: str,
+def lightning_step(model: nn.Module, batch: Any, loss_fn: LossFn, opt: torch.optim.Optimizer, precision: str,
           device: str, saved: _SavedBytes | None, live: LiveBytes | None) -> None:
     """One step in Lightning's order: forward, zero_grad (last step's gradients live until here), backward, step."""
     with _autocast(precision, device), saved.hooks() if saved is not None else nullcontext():
@@ -319,8 +316,14 @@ def build(target: str) -> Built:
 def spec_from_model(model: nn.Module, batch: Any, spec: TrainingSpec, keep: set[str]) -> tuple[TrainingSpec, list[str]]:
     """Fill ``spec``'s fields not in ``keep`` from the model (parameters, config) and the batch shape;
     returns the new spec and the fields filled."""
-    from .introspect import (batch_shape, count_parameters, find_config, has_dropout, is_checkpointed,
-                             largest_trainable_param)
+    from .introspect import (
+        batch_shape,
+        count_parameters,
+        find_config,
+        has_dropout,
+        is_checkpointed,
+        largest_trainable_param,
+    )
 
     total, trainable = count_parameters(model)
     b, s = batch_shape(batch)

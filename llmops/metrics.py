@@ -109,7 +109,8 @@ METRICS: tuple[MetricSpec, ...] = (
     _g("llmops_memory_safety_ratio", "ratio", "Fraction of the memory budget a prediction may use."),
     # Actual
     _g("llmops_memory_actual_bytes", "bytes",
-       "Measured bytes per device per component; peak is the allocator peak over the last window.",
+       "Measured bytes per device per component; peak is the step's real peak: the CUDA allocator's over the "
+       "last window, on the CPU the live tensors counted over a sampled step (components at that moment).",
        "component"),
     _g("llmops_memory_drift_ratio", "ratio", "Measured peak divided by predicted peak.", "model"),
     _g("llmops_gpu_memory_total_bytes", "bytes", "Device memory (NVML).", *_GPU),

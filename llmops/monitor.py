@@ -26,7 +26,7 @@ from .estimate.whatif import what_if
 from .exporter import LLMOpsCollector, MetricState, push_final, start_exporter
 from .guard import Guard, OOMRiskError
 from .introspect import Introspection
-from .probes import ActivationMeter, CudaAllocatorProbe, LiveBytes, NvmlProbe, PynvmlClient, state_bytes, tensors_of
+from .probes import ActivationMeter, CudaAllocatorProbe, LiveBytes, NvmlProbe, PynvmlClient, state_bytes
 from .probes.cuda import cuda_device_uuid
 from .runlog import RunLogWriter, run_path
 from .tables import estimate_table, to_text, whatif_table
@@ -296,10 +296,7 @@ class Monitor:
         """Count what the forward saves for backward; on the CPU also every live byte of the step."""
         self._meter = ActivationMeter(exclude=module.parameters())
         if self.device == "cpu":  # CUDA's allocator keeps the peak itself (max_memory_allocated)
-            params = list(module.parameters())
-            self._live = LiveBytes().start(
-                params=params, grads=[p.grad for p in params if p.grad is not None],
-                optimizer_states=[t for opt in optimizers for t in tensors_of(opt.state)], other=tensors_of(batch))
+            self._live = LiveBytes.for_step(module.parameters(), optimizers, batch, module.buffers())
         self._meter.start()
 
     def forward_done(self) -> None:
@@ -326,9 +323,7 @@ class Monitor:
         self.saved_bytes = meter.activation_bytes
         self.state.inc("llmops_activation_sample_steps_total")
         if live is not None:
-            params = list(module.parameters())
-            peak = live.stop(grads=[p.grad for p in params if p.grad is not None],
-                             optimizer_states=[t for opt in optimizers for t in tensors_of(opt.state)])
+            peak = live.finish(module.parameters(), optimizers)
             c = peak.categories
             self.measured = {"params": c["params"], "grads": c["grads"], "optimizer_states": c["optimizer_states"],
                              "activations": c["activations"], "temporaries": c["temporaries"] + c["other"],

@@ -4,9 +4,10 @@ A step as Lightning runs it has three candidate moments; the peak is the largest
 components are what each holds (they sum to it). Per device, with P, G, O the parameter,
 gradient and optimizer-state bytes, A the activations the forward saved, and b·s·V the logits:
 
-- ``forward``: the loss is being computed. The previous step's gradients are still alive
-  (Lightning calls ``zero_grad`` after ``training_step``), and so are the logits, which nothing
-  saves, and their fp32 copy when the loss upcasts them: P + G + O + A + logits.
+- ``forward``: the previous step's gradients are still alive (Lightning calls ``zero_grad``
+  after ``training_step``), beside the largest tensors the forward makes and does not save: the
+  logits and their fp32 copy when the loss upcasts them, or, for a small vocabulary and attention
+  that materialises its scores, the last layer's raw scores: P + G + O + A + max(logits, scores).
 - ``backward``: ``zero_grad`` has freed G; the loss's backward holds the gradient of the
   log-probabilities and of the logits, both fp32, beside the log-probabilities themselves (in A):
   P + O + A + 2 · 4·b·s·V.
@@ -63,6 +64,19 @@ def logits_bytes(spec: TrainingSpec, b: int) -> Fraction:
     return (p + copy) * b * spec.seq_len * spec.vocab / spec.tensor_parallel
 
 
+def attention_scores_bytes(spec: TrainingSpec, b: int) -> Fraction:
+    """Forward: attention that materialises its s×s scores holds some before softmax that nothing
+    saves. Plain attention: ``q·kᵀ`` and its scaled, masked copy at once, 2 · a·s²·b values of the
+    compute dtype; the CPU's math path of SDPA with dropout: one fp32 copy. Fused kernels hold none."""
+    s, a = spec.seq_len or 0, spec.heads or 0
+    math_sdpa = spec.attention == "sdpa" and spec.dropout and spec.device == "cpu"
+    if spec.attention != "plain" and not math_sdpa:
+        return Fraction(0)
+    if math_sdpa:  # its scores are saved in fp32 (refined.layer_activation_bytes); the unsaved raw ones once
+        return Fraction(FP32 * a * s * s * b, spec.tensor_parallel)
+    return 2 * get_precision(spec.precision).compute_bytes * a * s * s * b / spec.tensor_parallel
+
+
 def loss_grad_bytes(spec: TrainingSpec, b: int) -> Fraction:
     """Backward of the loss: the gradients of the log-probabilities and of the logits (the loss's
     dtype), alive together while ``log_softmax``'s backward runs."""
@@ -100,34 +114,39 @@ def optimizer_temporary_bytes(spec: TrainingSpec, trainable: int) -> Fraction:
 
 
 def moments(spec: TrainingSpec, states: dict[str, Fraction], activations: Fraction, b: int,
-            trainable: int, recomputed: Fraction = Fraction(0)) -> list[Moment]:
+            trainable: int, recomputed: Fraction = Fraction(0), cached: Fraction = Fraction(0)) -> list[Moment]:
     """The step's three candidate moments for ``b`` samples; ``states`` are per-device P, G, O;
-    ``recomputed``: one layer's activations, rebuilt in backward under full checkpointing."""
+    ``recomputed``: one layer rebuilt in backward under full checkpointing; ``cached``: what the
+    forward holds and frees at its end without saving it (autocast's weight cache)."""
     P, G, S = (states.get(k, Fraction(0)) for k in ("params", "grads", "optimizer_states"))
     found = [
-        Moment("forward", P, G, S, activations + logits_bytes(spec, b), Fraction(0)),
+        # the forward's largest unsaved tensors: the logits at its end, or the last layer's attention scores
+        Moment("forward", P, G, S,
+               activations + cached + max(logits_bytes(spec, b), attention_scores_bytes(spec, b)), Fraction(0)),
         Moment("backward", P, Fraction(0), S, activations, loss_grad_bytes(spec, b)),
         Moment("optimizer", P, G, S, Fraction(0), optimizer_temporary_bytes(spec, trainable)),
     ]
-    if spec.recompute == "full":  # the first layer rebuilt, last in backward: every later layer's gradients exist by then
+    if spec.recompute == "full":  # the first layer, rebuilt last: every later layer's gradients exist by then
         L = spec.layers or 1
         found.append(Moment("backward", P, G * (L - 1) / L, S, activations, recomputed))
     return found
 
 
 def peak_moment(spec: TrainingSpec, states: dict[str, Fraction], activations: Fraction, b: int,
-                trainable: int, recomputed: Fraction = Fraction(0)) -> Moment:
+                trainable: int, recomputed: Fraction = Fraction(0), cached: Fraction = Fraction(0)) -> Moment:
     """The largest of ``moments``: the step's peak, and what holds it."""
-    return max(moments(spec, states, activations, b, trainable, recomputed), key=lambda m: m.total)
+    return max(moments(spec, states, activations, b, trainable, recomputed, cached), key=lambda m: m.total)
 
 
 def max_batch_moments(spec: TrainingSpec, states: dict[str, Fraction], act: tuple[Fraction, Fraction],
-                      trainable: int, recomputed1: Fraction, room: Fraction) -> int:
+                      trainable: int, recomputed: tuple[Fraction, Fraction], room: Fraction,
+                      cached: Fraction = Fraction(0)) -> int:
     """The largest ``b`` whose every moment fits in ``room`` (budget less overhead); each moment is
-    linear in b (``act = (fixed, per_sample)``), so each gives ``floor((room − at b=0) / slope)``."""
+    linear in b (``act = (fixed, per_sample)``, ``recomputed`` at b = 0 and 1), so each gives
+    ``floor((room − at b=0) / slope)``."""
     fixed, per_sample = act
-    at0 = moments(spec, states, fixed, 0, trainable, Fraction(0))
-    at1 = moments(spec, states, fixed + per_sample, 1, trainable, recomputed1)
+    at0 = moments(spec, states, fixed, 0, trainable, recomputed[0], cached)
+    at1 = moments(spec, states, fixed + per_sample, 1, trainable, recomputed[1], cached)
     best: int | None = None
     for m0, m1 in zip(at0, at1, strict=True):
         slope = m1.total - m0.total

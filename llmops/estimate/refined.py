@@ -115,17 +115,30 @@ def weight_copy_bytes(spec: TrainingSpec) -> Fraction:
     """
     if not _autocast(spec):
         return Fraction(0)
-    p = get_precision(spec.precision).compute_bytes
-    h, a, L = spec.hidden, spec.heads, spec.layers
-    assert h and a and L
+    head = (spec.vocab or 0) * (spec.hidden or 0)  # the output projection (tied or not) is a matmul too
+    # Under full checkpointing the layers' forward saves nothing: only the head's copy is kept
+    # for backward (the layers' copies live in autocast's cache until the forward ends: weight_cache_bytes).
+    layers = 0 if spec.recompute == "full" else spec.layers or 0
+    return get_precision(spec.precision).compute_bytes * (layers * _layer_matmul_params(spec) + head) \
+        / spec.tensor_parallel
+
+
+def weight_cache_bytes(spec: TrainingSpec, layers: int | None = None) -> Fraction:
+    """Under autocast with full checkpointing, the layers' 2-byte weight copies that nothing saves but
+    autocast's cache holds until the forward ends (all ``L``), or that backward makes again for the
+    layer it rebuilds (``layers=1``)."""
+    if not _autocast(spec) or spec.recompute != "full":
+        return Fraction(0)
+    n = spec.layers or 0 if layers is None else layers
+    return get_precision(spec.precision).compute_bytes * n * _layer_matmul_params(spec) / spec.tensor_parallel
+
+
+def _layer_matmul_params(spec: TrainingSpec) -> Fraction:
+    """Weights of one layer's matmuls: Q, K, V, the output projection and the MLP (experts each token uses)."""
+    h, a = spec.hidden or 0, spec.heads or 1
     h_kv = Fraction(h * (spec.kv_heads or a), a)
-    f = spec.ffn_hidden or 4 * h
-    per_layer = h * (h + 2 * h_kv) + h * h + (3 if spec.gated_mlp else 2) * f * h * spec.experts_active
-    head = (spec.vocab or 0) * h  # the output projection (tied or not) is a matmul too
-    # Under full checkpointing the layers' forward saves nothing, so the CPU count keeps only the
-    # head's copy; on CUDA autocast's weight cache still holds every copy until the forward ends.
-    layers = 0 if spec.recompute == "full" and spec.device == "cpu" else L
-    return p * (layers * per_layer + head) / spec.tensor_parallel
+    f = spec.expert_ffn() if spec.experts > 1 else spec.ffn_hidden or 4 * h
+    return h * (h + 2 * h_kv) + h * h + (3 if spec.gated_mlp else 2) * f * h * spec.experts_active
 
 
 def head_activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
@@ -168,7 +181,8 @@ def recomputed_bytes(spec: TrainingSpec, b: int) -> Fraction:
     if spec.recompute != "full":
         return Fraction(0)
     r = Fraction(FP32) if _autocast(spec) else get_precision(spec.precision).compute_bytes
-    return layer_activation_bytes(spec, b, with_scores=True) + 2 * r * spec.seq_len * b * spec.hidden  # type: ignore[operator]
+    rebuilt = layer_activation_bytes(spec, b, with_scores=True) + weight_cache_bytes(spec, layers=1)
+    return rebuilt + 2 * r * spec.seq_len * b * spec.hidden  # type: ignore[operator]
 
 
 def refined(spec: TrainingSpec) -> Estimate:
@@ -221,12 +235,14 @@ def refined(spec: TrainingSpec) -> Estimate:
 
     moment = None
     if states is not None and act is not None and spec.batch_size is not None:
-        moment = peak_moment(spec, per_device, act, spec.batch_size, Nt, recomputed_bytes(spec, spec.batch_size))
+        moment = peak_moment(spec, per_device, act, spec.batch_size, Nt, recomputed_bytes(spec, spec.batch_size),
+                             weight_cache_bytes(spec))
     peak = moment.total + overhead if moment is not None else None
     b_max = None
     if budget is not None and states is not None and act1 is not None:
-        b_max = max_batch_moments(spec, per_device, (fixed_act, act1), Nt, recomputed_bytes(spec, 1),
-                                  budget - overhead)
+        b_max = max_batch_moments(spec, per_device, (fixed_act, act1), Nt,
+                                  (recomputed_bytes(spec, 0), recomputed_bytes(spec, 1)),
+                                  budget - overhead, weight_cache_bytes(spec))
     if moment is not None and moment.phase != "forward":
         notes.append(f"the peak falls in the {'optimizer step' if moment.phase == 'optimizer' else 'backward'}")
     extra: dict[str, object] = {}

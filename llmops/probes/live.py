@@ -37,6 +37,7 @@ class LivePeak:
     phase: str  # the phase the peak fell in: forward, backward or optimizer
     start_bytes: int  # alive when tracking started
     allocations: int  # storages the step allocated
+    op: str = ""  # the operator whose output made the peak (where in the step it fell)
 
 
 def _storage(t: Any) -> Any:
@@ -69,6 +70,8 @@ class LiveBytes(TorchDispatchMode):
         self._peak_seq = 0
         self._peak_bytes: dict[str, int] = dict(self._bytes)
         self._peak_phase = "forward"
+        self._peak_op = ""
+        self._op = ""
         self._start = 0
         self._seq_start = 0
         self._entered = False
@@ -81,12 +84,16 @@ class LiveBytes(TorchDispatchMode):
             return
         nbytes = int(st.nbytes())
         self._seq += 1
-        self._live[key] = (weakref.ref(st, lambda _r, k=key: self._free(k)), nbytes, category, self._seq)
+        self._live[key] = (weakref.ref(st, self._on_free(key)), nbytes, category, self._seq)
         self._bytes[category] += nbytes
         self._total += nbytes
         if self._total > self._peak:
             self._peak, self._peak_seq, self._peak_phase = self._total, self._seq, self._phase
+            self._peak_op = self._op
             self._peak_bytes = dict(self._bytes)
+
+    def _on_free(self, key: int) -> Any:
+        return lambda _ref: self._free(key)
 
     def _free(self, key: int) -> None:
         entry = self._live.pop(key, None)
@@ -98,6 +105,7 @@ class LiveBytes(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))  # the run's own errors go on unchanged
         if self.error is None:
             try:
+                self._op = func.__name__
                 category = _NEW[self._phase]
                 for t in (out,) if isinstance(out, torch.Tensor) else tree_leaves(out):
                     st = _storage(t)
@@ -120,6 +128,19 @@ class LiveBytes(TorchDispatchMode):
         self.__enter__()
         self._entered = True
         return self
+
+    @classmethod
+    def for_step(cls, params: Iterable[torch.Tensor], optimizers: Iterable[Any], batch: Any = None,
+                 buffers: Iterable[torch.Tensor] = ()) -> LiveBytes:
+        """Started on what a training step begins with: parameters (and buffers), their gradients,
+        the optimizers' states and the batch."""
+        params = list(params)
+        return cls().start(params=[*params, *buffers], grads=[p.grad for p in params if p.grad is not None],
+                           optimizer_states=_states(optimizers), other=tensors_of(batch))
+
+    def finish(self, params: Iterable[torch.Tensor], optimizers: Iterable[Any]) -> LivePeak:
+        """``stop`` with the gradients and optimizer states as they are after the step."""
+        return self.stop(grads=[p.grad for p in params if p.grad is not None], optimizer_states=_states(optimizers))
 
     def phase(self, name: str) -> None:
         """Mark the step's phase: ``forward`` (the default), ``backward`` or ``optimizer``."""
@@ -154,9 +175,13 @@ class LiveBytes(TorchDispatchMode):
                     categories[category] += entry[1]
                     self._live[id(st)] = (entry[0], entry[1], category, entry[3])  # counted once
         result = LivePeak(peak_bytes=self._peak, categories=categories, phase=self._peak_phase,
-                          start_bytes=self._start, allocations=self._seq - self._seq_start)
+                          start_bytes=self._start, allocations=self._seq - self._seq_start, op=self._peak_op)
         self._live.clear()  # dropping the weak references drops their callbacks too
         return result
+
+
+def _states(optimizers: Iterable[Any]) -> list[torch.Tensor]:
+    return [t for opt in optimizers for t in tensors_of(opt.state)]
 
 
 def tensors_of(obj: Any) -> list[torch.Tensor]:

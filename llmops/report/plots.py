@@ -21,7 +21,7 @@ from ..runlog import RankLog, RunLog  # noqa: E402
 from .summary import COMPONENTS, budget_room, predicted  # noqa: E402
 
 COLORS = {"params": "tab:blue", "grads": "tab:orange", "optimizer_states": "tab:green",
-          "activations": "tab:red", "peak": "black"}
+          "activations": "tab:red", "temporaries": "tab:purple", "peak": "black"}
 
 
 def _png(fig: Figure) -> bytes:

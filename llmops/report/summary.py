@@ -12,9 +12,10 @@ from ..estimate.units import fmt_bytes, in_unit, unit_for
 from ..runlog import RankLog
 from ..tables import to_text
 
-COMPONENTS = ("params", "grads", "optimizer_states", "activations")
+# What each figure holds at the step's peak moment (the prediction's phase; on the CPU the measured one's).
+COMPONENTS = ("params", "grads", "optimizer_states", "activations", "temporaries")
 _EST_FIELD = {"params": "params_bytes", "grads": "grads_bytes", "optimizer_states": "optimizer_state_bytes",
-              "activations": "activation_bytes"}
+              "activations": "activation_bytes", "temporaries": "temporary_bytes"}
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def predicted(rank: RankLog, model: str, component: str) -> float | None:
     if component == "peak":
         peak = est.get("peak_bytes")
         return None if peak is None else peak - (est.get("overhead_bytes") or 0)
-    return est.get(_EST_FIELD[component])
+    return est.get(_EST_FIELD[component])  # None in a run log written before the field existed
 
 
 def measured_peak(rank: RankLog) -> float | None:
@@ -51,7 +52,7 @@ def measured_peak(rank: RankLog) -> float | None:
 def comparison_rows(rank: RankLog) -> list[Row]:
     rows = [Row(c, predicted(rank, "document", c), predicted(rank, "refined", c),
                 rank.last("llmops_memory_actual_bytes", component=c)) for c in COMPONENTS]
-    rows.append(Row("peak (tensors)", predicted(rank, "document", "peak"), predicted(rank, "refined", "peak"),
+    rows.append(Row("peak (live tensors)", predicted(rank, "document", "peak"), predicted(rank, "refined", "peak"),
                     measured_peak(rank)))
     return rows
 

@@ -67,7 +67,7 @@ def test_demo_20_steps_serves_metrics_and_writes_an_offline_report(tmp_path):
     assert proc.returncode == 0, out
     assert "llmops preflight: predicted memory per device" in out
     assert "predicted vs measured memory per device, rank 0, after step 20" in out
-    assert re.search(r"peak \(tensors\)\s+│\s+[\d.]+\s+│\s+[\d.]+\s+│\s+[\d.]+", out), out
+    assert re.search(r"peak \(live tensors\)\s+│\s+[\d.]+\s+│\s+[\d.]+\s+│\s+[\d.]+", out), out
     assert "text sampled from the model" in out
     page_path = Path(wait_for(lines, r"report (\S+report\.html)").group(1))
     page = page_path.read_text()

@@ -90,11 +90,12 @@ def test_cuda_adam_step_temporaries_can_set_the_peak():
     assert est.peak_bytes == 16 * 10**8 + 4 * 10**8 and est.peak_phase == "optimizer"
     assert est.temporary_bytes == 4 * 10**8 and est.activation_bytes == 0
     sgd = refined(tiny.with_(optimizer="sgd-momentum"))
-    assert sgd.peak_bytes == 12 * 10**8 + activation_bytes(tiny, 1) and sgd.peak_phase == "forward"
+    # the forward: states, the saved activations, and plain attention's unsaved raw scores (2 · 4·a·s²·b)
+    assert sgd.peak_bytes == 12 * 10**8 + activation_bytes(tiny, 1) + 2 * 4 * a * 8 * 8 and sgd.peak_phase == "forward"
     # the CPU's for-loop Adam: two copies of the largest tensor (here an MLP matrix, 4h × h), one at a time
     cpu = tiny.with_(device="cpu")
     assert optimizer_temporary_bytes(cpu, 10**8) == 2 * 4 * (4 * h * h)
-    assert refined(cpu).peak_bytes == 16 * 10**8 + max(activation_bytes(cpu, 1), 2 * 4 * 4 * h * h)
+    assert refined(cpu).peak_bytes == 16 * 10**8 + max(activation_bytes(cpu, 1) + 2 * 4 * a * 8 * 8, 2 * 4 * 4 * h * h)
 
 
 def test_cuda_autocast_softmax_is_fp32_with_a_2_byte_copy():
