@@ -18,6 +18,10 @@ class Preset:
 
 
 def _p(name: str, source: str, **arch: object) -> Preset:
+    if arch.get("gated_mlp"):  # the Llama family and its descendants: SwiGLU MLP, RMSNorm
+        arch = {"activation": "silu", "norm": "rmsnorm", **arch}
+    if name.startswith("gpt2"):  # GPT-2's tanh GELU written out of elementwise ops
+        arch = {"activation": "gelu_new", **arch}
     return Preset(name, TrainingSpec(**arch), source)  # type: ignore[arg-type]
 
 
@@ -48,7 +52,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     # passes through two. ~86e9 active parameters as xAI's release describes.
     _p("grok-1", "xAI grok-1 release (model.py, run.py)", params=314 * 10**9,
        active_params=86 * 10**9, layers=64, hidden=6144, heads=48, kv_heads=8,
-       ffn_hidden=32768, gated_mlp=True, experts_active=2, vocab=131072, seq_len=8192,
+       ffn_hidden=32768, gated_mlp=True, experts=8, experts_active=2, vocab=131072, seq_len=8192,
        dropout=False),
 )}
 ALIASES = {"gpt2": "gpt2-small", "gpt-2": "gpt2-small", "gpt3": "gpt-3-175b",

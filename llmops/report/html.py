@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from ..estimate.units import fmt_bytes, unit_for
 from ..runlog import RunLog
 from .alerts import AlertResult
-from .summary import comparison_rows, ending, last_memory, verdict
+from .summary import MEASURED, comparison_rows, ending, last_memory, verdict
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1000px;color:#222}
@@ -92,10 +92,10 @@ def _comparison(run: RunLog) -> str:
             ratio = f"{x.ratio:.3f}" if x.ratio is not None else "—"
             parts.append(f"<tr><td>{_e(x.component)}</td>{cells}<td class='n'>{ratio}</td></tr>")
         parts.append("</table>")
-    parts.append("<p class='note'>document: formulas.md exactly; refined: the project's model. Measured: the "
-                 "tensors (parameters, gradients, optimizer states, activations saved for backward) and the "
-                 "peak (allocator on CUDA, the tensors on the CPU); the predicted peak is shown without the "
-                 "fixed overhead, as the drift ratio compares it.</p>")
+    devices = sorted({str(r.start.get("device")) for r in run.ranks.values()} & set(MEASURED))
+    measured = " ".join(f"{d.upper() if d == 'cpu' else 'CUDA'}: {MEASURED[d]}." for d in devices)
+    parts.append("<p class='note'>document: formulas.md exactly; refined: the project's model; the predicted "
+                 f"peak is shown without the fixed overhead, as the drift ratio compares it. {_e(measured)}</p>")
     return "".join(parts)
 
 

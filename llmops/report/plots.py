@@ -59,7 +59,7 @@ def memory(r: RankLog) -> bytes | None:
     fig, ax = plt.subplots(figsize=(9, 4.2))
     for c, (xs, ys) in series.items():
         xs, ys = _extend(xs, ys, r.last_step)
-        label = "peak (tensors)" if c == "peak" else c
+        label = "peak (live tensors)" if c == "peak" else c
         if xs:
             ax.step(xs, [y / d for y in ys], where="post", color=COLORS[c], lw=2, marker=".",
                     label=f"{label} measured")

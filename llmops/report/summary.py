@@ -18,6 +18,16 @@ _EST_FIELD = {"params": "params_bytes", "grads": "grads_bytes", "optimizer_state
               "activations": "activation_bytes", "temporaries": "temporary_bytes"}
 
 
+# What the "measured" column is, by device (the run log's start record says which).
+MEASURED = {
+    "cpu": "measured: the real peak of the last sampled step, every live tensor counted over it (forward with "
+           "the last step's gradients, backward, optimizer step), and what that moment held; predicted: the "
+           "same moment",
+    "cuda": "measured: peak from torch.cuda.max_memory_allocated() over the sampling window (overhead left out); "
+            "params, grads and optimizer states counted from the tensors, activations saved for backward",
+}
+
+
 @dataclass(frozen=True)
 class Row:
     component: str
@@ -61,8 +71,9 @@ def comparison_table(rank: RankLog) -> Table:
     rows = comparison_rows(rank)
     unit = unit_for(*(v for r in rows for v in (r.document, r.refined, r.measured)))
     steps = rank.last_step
+    measured = MEASURED.get(str(rank.start.get("device")), "")
     table = Table(title=f"llmops: predicted vs measured memory per device, rank {rank.rank}, after step {steps} "
-                        f"({unit[1]})", title_justify="left")
+                        f"({unit[1]})", title_justify="left", caption=measured, caption_justify="left")
     for col, justify in (("component", "left"), ("document", "right"), ("refined", "right"),
                          ("measured", "right"), ("measured / refined", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
