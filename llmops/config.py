@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .estimate import TrainingSpec, validate
@@ -33,7 +33,7 @@ class MonitorConfig:
     nvml: bool | None = None
     certfile: str | None = None
     keyfile: str | None = None
-    basic_auth: tuple[str, str] | None = None
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)  # a secret: never in a repr
     linger: float = 0.0
     pushgateway_url: str | None = None
     serve: bool = True

@@ -24,7 +24,7 @@ from .estimate import Estimate, document, refined
 from .estimate.units import fmt_bytes, unit_for
 from .estimate.whatif import what_if
 from .exporter import LLMOpsCollector, MetricState, push_final, start_exporter
-from .guard import Guard, OOMRiskError
+from .guard import Guard, OOMRiskError, ProbeHung, bounded
 from .introspect import Introspection
 from .probes import ActivationMeter, CudaAllocatorProbe, LiveBytes, NvmlProbe, PynvmlClient, state_bytes
 from .probes.cuda import cuda_device_uuid
@@ -32,6 +32,7 @@ from .runlog import RunLogWriter, run_path
 from .tables import estimate_table, to_text, whatif_table
 
 log = logging.getLogger("llmops")
+PROBE_TIMEOUT_S = 5.0  # the longest the training thread waits on a probe (open, close, the sampler's last read)
 
 
 class Monitor:
@@ -105,7 +106,7 @@ class Monitor:
                 uuid = cuda_device_uuid(device_index) if device_index is not None else None
                 probe = NvmlProbe(self._nvml_client or PynvmlClient(), cuda_uuid=uuid,
                                   cuda_index=device_index if device_index is not None else 0)
-                probe.open()
+                bounded(probe.open, PROBE_TIMEOUT_S, "nvml open")
                 self._nvml = probe
         if device_index is not None:
             with self.guard("cuda_allocator"):
@@ -118,10 +119,18 @@ class Monitor:
         """Stop sampling and push the final state; the endpoint serves until the process ends."""
         self._started = False
         self._stop.set()
+        hung = False
         if self._thread is not None:
-            self._thread.join(timeout=5.0)  # the stop event wakes it; a hung probe is left behind
+            self._thread.join(timeout=PROBE_TIMEOUT_S)  # the stop event wakes it unless a probe call blocks
+            hung = self._thread.is_alive()
             self._thread = None
-        self.sample()  # the last reading, so a final scrape or push sees it
+        if hung:  # never call the probe that blocks it from this (the training) thread: leave both behind
+            self.guard.record("nvml" if self._nvml is not None else "cuda_allocator",
+                              ProbeHung(f"the sampler is stuck in a probe call past {PROBE_TIMEOUT_S:g} s; "
+                                        "it is left behind, and the run ends without a last reading"))
+            self._nvml = None
+        else:
+            self.sample()  # the last reading, so a final scrape or push sees it
         self.end_runlog()
         if self.config.pushgateway_url:
             with self.guard("pushgateway"):
@@ -131,7 +140,7 @@ class Monitor:
             time.sleep(self.config.linger)
         if self._nvml is not None:
             with self.guard("nvml"):
-                self._nvml.close()
+                bounded(self._nvml.close, PROBE_TIMEOUT_S, "nvml close")
             self._nvml = None
 
     def shutdown(self) -> None:

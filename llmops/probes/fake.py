@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from .base import (
@@ -42,8 +43,12 @@ class FakeNvmlClient:
         self.initialized = 0
         self.init_calls = 0
         self.shutdown_calls = 0
+        self.hangs: set[str] = set()  # calls that block until `release` is set, as on a GPU fallen off the bus
+        self.release = threading.Event()
 
     def _check(self, call: str) -> None:
+        if call in self.hangs:
+            self.release.wait()
         if call in self.errors:
             raise self.errors[call]
         if call != "init" and not self.initialized:
