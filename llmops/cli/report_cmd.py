@@ -20,9 +20,10 @@ def report(run_dir: Path, out: Path | None) -> None:
     try:
         run = read_run(run_dir)
     except FileNotFoundError as e:
-        raise click.ClickException(str(e)) from None
+        raise click.BadParameter(str(e), param_hint="'RUN_DIR'") from None
     for r in run.ranks.values():
-        click.echo(f"{run.run}: {ending(r)[1]}")
+        skipped = f" ({r.bad_lines} record(s) skipped: unreadable or malformed)" if r.bad_lines else ""
+        click.echo(f"{run.run}: {ending(r)[1]}{skipped}")
     try:
         page = write_report(run_dir, out)
     except OSError as e:  # a folder that cannot be made or written: the person's --out (or RUN_DIR), not a bug

@@ -114,7 +114,7 @@ def _alerts(alerts: list[AlertResult]) -> str:
 
 def _bad_lines(run: RunLog) -> str:
     bad = sum(r.bad_lines for r in run.ranks.values())
-    return f", {bad} unreadable line(s) skipped (torn by the kill)" if bad else ""
+    return f", {bad} unreadable record(s) skipped (torn by a kill, or not what their kind should be)" if bad else ""
 
 
 def _when(t: object) -> str:

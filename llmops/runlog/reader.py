@@ -88,13 +88,15 @@ def read_run(path: str | os.PathLike[str]) -> RunLog:
 
 
 def read_rank(path: Path) -> RankLog:
+    """One rank's log. A line that is not JSON (torn by a kill), or a record that is not what its kind
+    should be (a field missing or of the wrong type), is skipped and counted in ``bad_lines``."""
     out = RankLog(path)
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             try:
                 rec = json.loads(line)
-                kind = rec["kind"]
-            except (ValueError, KeyError, TypeError):
+                kind, parsed = _parse(rec)
+            except (ValueError, KeyError, TypeError, AttributeError):
                 out.bad_lines += 1
                 continue
             if kind == "start":  # a new session under the same name: keep only the last
@@ -103,15 +105,58 @@ def read_rank(path: Path) -> RankLog:
             elif kind == "preflight":
                 out.preflight = rec
             elif kind == "step":
-                out.steps.append((int(rec["step"]), float(rec["t"]), float(rec["seconds"])))
+                out.steps.append(parsed)
             elif kind == "metrics":
-                for name, labels, value in rec.get("values", ()):
-                    out.series.setdefault((name, _key(labels)), []).append((rec["t"], rec.get("step"), value))
+                t, step, values = parsed
+                for name, labels, value in values:
+                    out.series.setdefault((name, _key(labels)), []).append((t, step, value))
             elif kind == "end":
                 out.end = rec
             out.records += 1
-            out.last_t = rec.get("t", out.last_t)
+            out.last_t = parsed[1] if kind == "step" else rec.get("t", out.last_t)
     return out
+
+
+def _number(x: Any) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x:
+        raise TypeError(f"not a number: {x!r}")
+    return float(x)
+
+
+def _value(x: Any) -> Any:
+    """A sample: a number, None (the series was cleared), or a histogram's ``{"sum", "count", …}`` of numbers."""
+    if x is None:
+        return None
+    if isinstance(x, dict):
+        for v in x.values():
+            _number(v)
+        return x
+    return _number(x)
+
+
+def _parse(rec: Any) -> tuple[str, Any]:
+    """``(kind, what the reader keeps)``; raises on a record that is not of its kind's shape."""
+    kind = rec["kind"]
+    if not isinstance(kind, str):
+        raise TypeError("kind")
+    if "t" in rec:
+        _number(rec["t"])
+    if kind == "step":
+        return kind, (int(_number(rec["step"])), _number(rec["t"]), _number(rec["seconds"]))
+    if kind == "metrics":
+        step = rec.get("step")
+        values = [(str(name), dict(labels), _value(value)) for name, labels, value in rec.get("values", ())]
+        return kind, (_number(rec["t"]), None if step is None else _number(step), values)
+    if kind == "start" and "rank" in rec:
+        int(_number(rec["rank"]))
+    if kind == "end" and not isinstance(rec.get("status", "ok"), str):
+        raise TypeError("status")
+    if kind == "preflight":
+        models, spec = rec.get("models", {}), rec.get("spec", {})
+        if not isinstance(models, dict) or not all(isinstance(m, dict) for m in models.values()) \
+                or not isinstance(spec, dict) or not isinstance(rec.get("text", ""), str):
+            raise TypeError("preflight")
+    return kind, None  # a kind this reader does not know (a newer writer): counted, nothing kept
 
 
 def _key(labels: dict[str, Any]) -> tuple[tuple[str, str], ...]:

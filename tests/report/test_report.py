@@ -65,7 +65,7 @@ def test_report_to_another_folder(finished, tmp_path):
 
 
 def test_missing_log_is_a_one_line_error(tmp_path, capsys):
-    assert main(["report", str(tmp_path)]) == 1
+    assert main(["report", str(tmp_path)]) == 2  # a bad RUN_DIR is the person's input: exit 2, as every bad value
     assert "no run log" in capsys.readouterr().err
 
 
