@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .estimate import TrainingSpec, validate
+from .estimate import TrainingSpec
+from .estimate.spec import validate_input
 from .estimate.units import parse_size
 
 ON_OOM_RISK = ("warn", "raise")
@@ -59,8 +63,8 @@ class MonitorConfig:
     def check(self) -> None:
         if not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 <= self.port <= 65535:
             raise _bad("port", self.port, "a whole number in 0..65535 (0 takes a free port)")
-        if not isinstance(self.addr, str) or not self.addr:
-            raise _bad("addr", self.addr, "an address to listen on, e.g. '127.0.0.1' or '0.0.0.0'")
+        if not _address(self.addr):
+            raise _bad("addr", self.addr, "an IP address or host name to listen on, e.g. '127.0.0.1' or '0.0.0.0'")
         if self.run is not None and (not isinstance(self.run, str) or not self.run.strip()):
             raise _bad("run", self.run, "a non-empty name, or None to derive it from the logger")
         if self.spec is not None and not isinstance(self.spec, (TrainingSpec, Mapping)):
@@ -72,7 +76,7 @@ class MonitorConfig:
                     raise _bad("spec", key, f"a field of TrainingSpec: {', '.join(sorted(known))}")
         if self.spec is not None:
             try:  # the estimator's own checks, now rather than at the first batch
-                validate(TrainingSpec(**self.overrides()))
+                validate_input(TrainingSpec(**self.overrides()))
             except (ValueError, TypeError) as e:
                 raise ValueError(f"LLMOpsMonitor: spec is not allowed: {e}") from None
         if not _number(self.safety) or not 0 < self.safety <= 1:
@@ -105,8 +109,9 @@ class MonitorConfig:
                                  or not all(isinstance(x, str) and x for x in auth)):
             raise _bad("basic_auth", "(…)", "a (user, password) pair of non-empty strings")
         url = self.pushgateway_url
-        if url is not None and not (isinstance(url, str) and url.strip()):
-            raise _bad("pushgateway_url", url, "a Pushgateway address like 'http://pushgateway:9091', or None")
+        if url is not None and not _push_url(url):
+            raise _bad("pushgateway_url", url, "a Pushgateway address like 'http://pushgateway:9091' (http or "
+                                               "https, or host:port), or None")
         if self.run_dir is not None and not isinstance(self.run_dir, (str, os.PathLike)):
             raise _bad("run_dir", self.run_dir, "a folder path, or None")
 
@@ -119,6 +124,33 @@ class MonitorConfig:
             defaults = TrainingSpec()
             return {k: v for k, v in vars(self.spec).items() if v != getattr(defaults, k)}
         return {}
+
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")  # a host name by RFC 1123
+
+
+def _address(value: object) -> bool:
+    """An IP address (v4 or v6) or a host name by RFC 1123."""
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+        return True
+    except ValueError:
+        return bool(_HOST.fullmatch(value))
+
+
+def _push_url(value: object) -> bool:
+    """``http(s)://host[:port][/path]`` or ``host:port``, as prometheus_client's push accepts."""
+    if not isinstance(value, str) or not value.strip():
+        return False
+    parsed = urllib.parse.urlsplit(value if "://" in value else f"http://{value}")
+    try:
+        parsed.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return False
+    return parsed.scheme in ("http", "https") and _address(parsed.hostname or "")
 
 
 def _number(value: object) -> bool:

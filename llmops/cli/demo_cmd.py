@@ -38,6 +38,8 @@ def demo(steps: int, batch_size: int, seq_len: int, devices: int, budget: str, s
     from ..demo.run import run_demo
 
     budget_value = None if budget.strip().lower() in ("none", "0", "") else budget
+    if run_dir is not None:
+        _check_writable(Path(run_dir))  # before training: the run log and the report go there
     handle = _start_stack(port, devices) if stack and os.environ.get("LOCAL_RANK", "0") == "0" else None
     try:
         result = run_demo(steps=steps, batch_size=batch_size, seq_len=seq_len, devices=devices,
@@ -50,6 +52,17 @@ def demo(steps: int, batch_size: int, seq_len: int, devices: int, budget: str, s
     if result.interrupted and result.rank == 0:
         click.echo(f"llmops demo: interrupted at step {result.steps}; the run log and the report cover the steps run")
         raise SystemExit(130)
+
+
+def _check_writable(root: Path) -> None:
+    """``--run-dir`` must be a folder this process can create and write in; else one line, exit 2."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".llmops-write-check-"):
+            pass
+    except OSError as e:
+        raise click.BadParameter(f"cannot write run logs in {str(root)!r}: {e.strerror or e}; give a folder you "
+                                 "can write to", param_hint="'--run-dir'") from None
 
 
 def _start_stack(port: int, devices: int) -> Any:

@@ -9,14 +9,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..estimate import PRESETS, TrainingSpec, document, get_preset, refined, validate
+from ..estimate import PRESETS, TrainingSpec, document, get_preset, refined
 from ..estimate.presets import ALIASES as MODEL_ALIASES
-from ..estimate.spec import ATTENTION, DEVICES, OPTIMIZER_STATES, RECOMPUTE, STRATEGIES
+from ..estimate.spec import ATTENTION, DEVICES, OPTIMIZER_STATES, RECOMPUTE, STRATEGIES, validate_input
 from ..estimate.units import ALIASES as PRECISION_ALIASES
 from ..estimate.units import DOCUMENT_PRECISIONS, PRECISIONS
 from ..estimate.whatif import what_if
 from ..tables import estimate_table, inputs_table, whatif_table
-from .params import Count, Name, PositiveInt, Size, UnitFraction
+from .params import Count, Name, PositiveInt, Seconds, Size, UnitFraction
 
 # flag name → TrainingSpec field
 FIELDS = {
@@ -67,7 +67,7 @@ def _opt(*decls: str, **kw: Any) -> Any:
 @click.option("--what-if", "show_what_if", is_flag=True, help="Also list the changes that would make the run fit.")
 @click.option("--dry-run", "dry_run", metavar="MODULE:FACTORY",
               help="Also run one training step of factory()'s (model, batch[, loss[, optimizer]]) on fake tensors.")
-@click.option("--dry-run-timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True,
+@click.option("--dry-run-timeout", type=Seconds(), default=120.0, show_default=True,
               help="Seconds the dry run may take before it is skipped.")
 def estimate(model: str | None, as_json: bool, gib: bool, show_what_if: bool, dry_run: str | None,
              dry_run_timeout: float, **flags: Any) -> None:
@@ -93,7 +93,7 @@ def estimate(model: str | None, as_json: bool, gib: bool, show_what_if: bool, dr
         spec, filled = dryrun.spec_from_model(built.model, built.batch, spec, keep=set(sources))
         sources.update({k: f"--dry-run {dry_run}" for k in filled})
     try:
-        validate(spec)
+        validate_input(spec)
     except ValueError as e:
         name = str(e).split("=", 1)[0]
         flag = FLAGS.get(name, "--" + name.replace("_", "-"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import click
@@ -54,6 +55,21 @@ class PositiveInt(_Parsed):
         if n < 1:
             raise ValueError(f"{value!r} must be a whole number ≥ 1")
         return n
+
+
+class Seconds(_Parsed):
+    """Seconds > 0 and finite (``nan`` or ``inf`` would turn a limit off)."""
+
+    name = "SECONDS"
+
+    def parse(self, value: Any) -> float:
+        try:
+            x = float(str(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number of seconds") from None
+        if not math.isfinite(x) or x <= 0:
+            raise ValueError(f"{value!r} is not allowed; seconds > 0 and finite")
+        return x
 
 
 class UnitFraction(_Parsed):

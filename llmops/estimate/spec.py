@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -110,8 +111,13 @@ def validate(spec: TrainingSpec) -> TrainingSpec:
         value = getattr(spec, name)
         top = (MAX_BYTES if name == "gpu_memory" else MAX_COUNT if name.endswith(("params", "param"))
                else MAX_DIMENSION)
-        if value is not None and (isinstance(value, bool) or not 0 < value <= top):
-            raise _allowed(name, value, f"it must be a positive number, at most {_bound(top)}")
+        if value is None:
+            continue
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if name == "gpu_memory":  # bytes: a float such as 8e9 is fine
+            whole = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not whole or not 0 < value <= top:
+            raise _allowed(name, value, f"it must be a positive whole number, at most {_bound(top)}")
     for name in ("world_size", "tensor_parallel", "experts_active", "experts"):
         value = getattr(spec, name)
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_DIMENSION:
@@ -130,6 +136,11 @@ def validate(spec: TrainingSpec) -> TrainingSpec:
         raise _allowed("heads", spec.heads, f"it must divide hidden={spec.hidden}")
     if spec.heads and spec.kv_heads and spec.heads % spec.kv_heads:
         raise _allowed("kv_heads", spec.kv_heads, f"it must divide heads={spec.heads}")
+    t = spec.tensor_parallel
+    if t > 1 and spec.heads and spec.heads % t:
+        raise _allowed("tensor_parallel", t, f"it must divide heads={spec.heads} (each rank holds whole heads)")
+    if t > 1 and spec.hidden and spec.hidden % t:
+        raise _allowed("tensor_parallel", t, f"it must divide hidden={spec.hidden}")
     if spec.experts_active > spec.experts > 1:
         raise _allowed("experts_active", spec.experts_active, f"it must be ≤ experts={spec.experts}")
     if spec.trainable_params and spec.params and spec.trainable_params > spec.params:
@@ -139,6 +150,21 @@ def validate(spec: TrainingSpec) -> TrainingSpec:
 
 # Bytes by what holds them at the peak moment of a step; they sum to the peak. ``temporaries``: what the
 # backward and the optimizer step allocate besides gradients and states (the loss's gradients included).
+def validate_input(spec: TrainingSpec) -> TrainingSpec:
+    """``validate``, and what only a person's input can get wrong (a plan the what-if derives may
+    round the global batch up): a global batch that is no whole number of micro-batches per rank,
+    or more than one rank with ``strategy="single"``."""
+    validate(spec)
+    if spec.strategy == "single" and spec.world_size > 1:
+        raise _allowed("world_size", spec.world_size,
+                       "1 with strategy='single'; use ddp, zero1-3 or fsdp for more ranks")
+    if spec.global_batch and spec.batch_size and spec.global_batch % (spec.batch_size * spec.world_size):
+        raise _allowed("global_batch", spec.global_batch,
+                       f"a multiple of batch_size × world_size = {spec.batch_size * spec.world_size} "
+                       "(micro-batches per rank per step are whole)")
+    return spec
+
+
 COMPONENTS = ("params", "grads", "optimizer_states", "activations", "temporaries", "overhead", "peak")
 
 

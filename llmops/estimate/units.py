@@ -133,6 +133,8 @@ def _whole(value: Fraction, text: object, what: str, one: str, top: int, allow_z
         raise ValueError(f"{shown} is out of range; {allowed}")
     if value < 1:
         raise ValueError(f"{shown} is less than one {one}; {allowed}")
+    if one == "parameter" and value != int(value):  # bytes round down; a count of parameters is whole
+        raise ValueError(f"{shown} is not a whole number of parameters; {allowed}")
     return int(value)
 
 
