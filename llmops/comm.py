@@ -58,17 +58,31 @@ class CommTimer:
             t0 = time.perf_counter()
         fut = self.inner(self.inner_state, bucket)
 
-        def done(f: torch.futures.Future) -> torch.Tensor:
-            value = f.value()
-            if self.cuda:
+        if self.cuda:
+            def done(f: torch.futures.Future) -> torch.Tensor:
+                value = f.value()
                 end = torch.cuda.Event(enable_timing=True)
                 end.record()
                 self._pending.append((start, end, nbytes))  # read later, never synchronised here
-            else:
-                self._record(time.perf_counter() - t0, nbytes)
-            return value
+                return value
 
-        return fut.then(done)
+            return fut.then(done)  # stream-aware chaining on CUDA
+        # On the CPU a future of our own, completed from the inner one: ``then`` would wrap an error
+        # ("Got the following error when running the callback: …"); a failed all-reduce (a peer that
+        # died) reaches the user with its own type and message.
+        result: torch.futures.Future[torch.Tensor] = torch.futures.Future()
+
+        def finish(f: torch.futures.Future) -> None:
+            try:
+                value = f.value()
+            except Exception as e:  # noqa: BLE001 - handed on unchanged
+                result.set_exception(e)  # type: ignore[arg-type]  # torch types it as the result
+                return
+            self._record(time.perf_counter() - t0, nbytes)
+            result.set_result(value)
+
+        fut.add_done_callback(finish)
+        return result
 
     def _record(self, seconds: float, nbytes: int) -> None:
         self.state.observe("llmops_comm_allreduce_duration_seconds", seconds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 
 
@@ -19,6 +20,46 @@ def slope(points: Sequence[tuple[float, float]]) -> float:
     my = sum(y for _, y in points) / n
     var = sum((x - mx) ** 2 for x, _ in points)
     return 0.0 if var == 0 else sum((x - mx) * (y - my) for x, y in points) / var
+
+
+class SlidingSlope:
+    """The least-squares slope of the points in a sliding window, in O(1) per point: running sums of
+    x, y, x², xy, taken relative to the first point so that large byte counts do not cancel."""
+
+    def __init__(self) -> None:
+        self._points: deque[tuple[float, float]] = deque()
+        self._origin: tuple[float, float] | None = None
+        self._n = 0
+        self._sx = self._sy = self._sxx = self._sxy = 0.0
+
+    def add(self, x: float, y: float) -> None:
+        if self._origin is None:
+            self._origin = (x, y)
+        x, y = x - self._origin[0], y - self._origin[1]
+        self._points.append((x, y))
+        self._update(x, y, +1)
+
+    def drop_before(self, x: float) -> None:
+        """Forget the points with x below ``x`` (the window's start)."""
+        if self._origin is None:
+            return
+        while self._points and self._points[0][0] < x - self._origin[0]:
+            self._update(*self._points.popleft(), -1)
+
+    def _update(self, x: float, y: float, sign: int) -> None:
+        self._n += sign
+        self._sx += sign * x
+        self._sy += sign * y
+        self._sxx += sign * x * x
+        self._sxy += sign * x * y
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def slope(self) -> float:
+        var = self._sxx - self._sx * self._sx / self._n if self._n else 0.0
+        return 0.0 if var <= 0 else (self._sxy - self._sx * self._sy / self._n) / var
 
 
 def steps_to_budget(points: Sequence[tuple[float, float]], budget: float,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 
 logger = logging.getLogger("llmops")
@@ -73,9 +73,7 @@ def start_exporter(
         logger.warning("llmops exporter: basic auth without TLS sends the password in clear text")
 
     def start(candidate: int) -> tuple[WSGIServer, threading.Thread]:
-        if basic_auth is None:
-            return start_http_server(candidate, addr, registry, certfile=certfile, keyfile=keyfile)
-        return _start_with_auth(candidate, addr, registry, context, basic_auth)
+        return _start_server(candidate, addr, registry, context, basic_auth)
 
     last_error: OSError | None = None
     for candidate in _candidates(port, port_attempts):
@@ -115,24 +113,51 @@ class _QuietHandler(WSGIRequestHandler):
         """Scrapes every few seconds would flood stderr."""
 
 
-def _start_with_auth(
+LISTEN_BACKLOG = 128  # a burst of scrapers (socketserver's default of 5 drops connections past it)
+HANDSHAKE_TIMEOUT_S = 10.0  # a TLS client that connects and sends nothing is dropped after this
+CLIENT_TIMEOUT_S = 30.0  # and so is one that stalls mid-request
+
+
+class _Server(ThreadingWSGIServer):
+    """prometheus_client's threading WSGI server with a deep listen backlog and, for TLS, the
+    handshake done in each connection's own thread with a timeout: an idle client cannot stall the
+    accept loop and with it every other scrape."""
+
+    request_queue_size = LISTEN_BACKLOG
+    tls: ssl.SSLContext | None = None
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        request.settimeout(HANDSHAKE_TIMEOUT_S if self.tls is not None else CLIENT_TIMEOUT_S)
+        if self.tls is not None:
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)  # the handshake, bounded
+            except (OSError, ssl.SSLError):
+                self.shutdown_request(request)
+                return
+            request.settimeout(CLIENT_TIMEOUT_S)
+        super().process_request_thread(request, client_address)
+
+
+def _start_server(
     port: int,
     addr: str,
     registry: CollectorRegistry,
     context: ssl.SSLContext | None,
-    credentials: tuple[str, str],
+    credentials: tuple[str, str] | None,
 ) -> tuple[WSGIServer, threading.Thread]:
-    """prometheus_client's own WSGI server setup, with the app behind basic auth."""
+    """prometheus_client's WSGI app (OpenMetrics negotiation included) on ``_Server``, optionally
+    behind basic auth."""
 
     family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
 
-    class Server(ThreadingWSGIServer):
+    class Server(_Server):
         address_family = family
+        tls = context
 
-    app = _require_basic_auth(make_wsgi_app(registry), *credentials)
+    app = make_wsgi_app(registry)
+    if credentials is not None:
+        app = _require_basic_auth(app, *credentials)
     server = make_server(addr, port, app, Server, handler_class=_QuietHandler)
-    if context is not None:
-        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, name="llmops-exporter", daemon=True)
     thread.start()
     return server, thread

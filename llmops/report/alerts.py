@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..drift import slope
+from ..drift import SlidingSlope
 from ..runlog import RankLog, RunLog
 from .summary import budget_room
 
@@ -227,11 +227,13 @@ def _growth(r: RankLog, th: dict[str, float], fors: dict[str, float]) -> AlertRe
     pts = [p for p in r.get("llmops_memory_actual_bytes", component="peak") if isinstance(p[2], (int, float))]
     out: list[Interval] = []
     if room is not None:
-        for i, (t, step, v) in enumerate(pts):
-            window = [(pt, pv) for pt, _, pv in pts[: i + 1] if t - pt <= th["growth_window_s"]]
+        window = SlidingSlope()  # the points of the last growth_window_s, one pass: linear in the run's length
+        for t, step, v in pts:
+            window.add(t, v)
+            window.drop_before(t - th["growth_window_s"])
             if len(window) < 3:
                 continue
-            rate = slope(window)
+            rate = window.slope
             if v + rate * th["growth_horizon_s"] > room and rate > 0:
                 out.append((t, r.last_t or t, f"peak {v / 1e9:.3f} GB growing {rate / 1e6:.2f} MB/s at step {step}"))
                 break

@@ -8,6 +8,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -174,3 +175,31 @@ def test_tls(registry: CollectorRegistry, exporters: list, certificate: tuple[st
         with pytest.raises(urllib.error.HTTPError) as denied:
             scrape(exporter.url, context=trusted)
         assert denied.value.code == 401
+
+
+@pytest.mark.parametrize("auth", [None, ("prom", "s3cret")])
+def test_idle_tls_client_does_not_block_other_scrapes(registry: CollectorRegistry, exporters: list,
+                                                      certificate: tuple[str, str], auth) -> None:
+    """A TCP connection to the TLS port that never sends a byte: the handshake waits in its own thread."""
+    cert, key = certificate
+    exporter = start_exporter(registry, port=0, certfile=cert, keyfile=key, basic_auth=auth)
+    exporters.append(exporter)
+    idle = [socket.create_connection(("127.0.0.1", exporter.port)) for _ in range(3)]
+    try:
+        trusted = ssl.create_default_context(cafile=cert)
+        t0 = time.monotonic()
+        assert scrape(exporter.url, _basic(*auth) if auth else {}, context=trusted)[PEAK] == 7e9
+        assert time.monotonic() - t0 < 3  # served now, not after the idle clients time out
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_a_burst_of_concurrent_scrapes_is_served(registry: CollectorRegistry, exporters: list) -> None:
+    exporter = start_exporter(registry, port=0)
+    exporters.append(exporter)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        results = list(pool.map(lambda _: scrape(exporter.url)[PEAK], range(200)))
+    assert results == [7e9] * 200
