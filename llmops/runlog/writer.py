@@ -56,6 +56,7 @@ class RunLogWriter:
         self._last: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._last_step: float | None = None
         self._file: Any = None
+        self._start: dict[str, Any] = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._write_lock = threading.Lock()
@@ -76,8 +77,8 @@ class RunLogWriter:
         """Create the directory, append a ``start`` record and start the writer thread."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held for the run
-        self.record("start", run=run, rank=rank, pid=os.getpid(), host=socket.gethostname(), format=FORMAT,
-                    **meta)
+        self._start = dict(run=run, rank=rank, pid=os.getpid(), host=socket.gethostname(), format=FORMAT, **meta)
+        self.record("start", **self._start)
         self._flush()
         self._thread = threading.Thread(target=self._loop, name="llmops-runlog", daemon=True)
         self._thread.start()
@@ -114,6 +115,7 @@ class RunLogWriter:
             with self._write_lock:
                 if self._file is None:
                     return
+                self._reopen_if_gone()
                 if lines:
                     self._file.write("".join(lines))
                     self._file.flush()  # into the kernel: survives SIGKILL of this process
@@ -126,6 +128,27 @@ class RunLogWriter:
                 self._on_error(e)
             else:
                 log.warning("llmops: run log %s: %s: %s", self.path, type(e).__name__, e)
+
+    def _reopen_if_gone(self) -> None:
+        """The path no longer names the open file (the run directory was deleted or moved): what is
+        written would be lost. Open the path anew, start it with the start record, say so once."""
+        try:
+            same = os.path.samestat(os.fstat(self._file.fileno()), os.stat(self.path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return
+        self._file.close()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held for the run
+        self._file.write(_dumps({"kind": "start", "t": time.time(), "reopened": True, **self._start}))
+        self._last.clear()  # the new file gets every series again, not only what changes next
+        error = FileNotFoundError(f"run log {self.path} was removed during the run; reopened it (what was "
+                                  "written before is lost)")
+        if self._on_error is not None:
+            self._on_error(error)
+        else:
+            log.warning("llmops: %s", error)
 
     def _drain(self) -> list[str]:
         lines = []
