@@ -12,6 +12,7 @@ Records, one JSON object a line, each with ``kind`` and ``t`` (Unix seconds):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -26,6 +27,11 @@ from typing import Any
 
 from ..exporter.state import HistogramValue, MetricState
 
+try:  # POSIX: a second process writing the same log is detected by an advisory lock
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 FORMAT = 1
 DEFAULT_ROOT = "llmops_runs"
 log = logging.getLogger("llmops")
@@ -34,7 +40,24 @@ log = logging.getLogger("llmops")
 def run_path(root: str | os.PathLike[str] | None, run: str) -> Path:
     """The run's directory: ``root`` (default ``$LLMOPS_RUN_DIR`` or ``llmops_runs``) / a safe ``run``."""
     base = Path(root if root is not None else os.environ.get("LLMOPS_RUN_DIR", DEFAULT_ROOT))
-    return base / (re.sub(r"[^A-Za-z0-9._=-]+", "_", run).strip("._") or "run")
+    cleaned = re.sub(r"[^\w.=-]+", "_", run).strip("._")  # \w keeps letters of every script
+    if cleaned != run:  # names that clean alike ("..", "a b", "a_b") stay apart: the original's short hash
+        cleaned = f"{cleaned or 'run'}-{hashlib.sha1(run.encode()).hexdigest()[:8]}"
+    return base / cleaned
+
+
+def _lock(f: Any) -> bool:
+    """An exclusive advisory lock on the open log, held until it is closed or the process dies (so a
+    crashed run's log is free for its resume); ``False`` when another process holds it."""
+    if fcntl is None:  # not POSIX: no check
+        return True
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:  # a file system without locks: write as before
+        return True
 
 
 class RunLogWriter:
@@ -77,6 +100,15 @@ class RunLogWriter:
         """Create the directory, append a ``start`` record and start the writer thread."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held for the run
+        if not _lock(self._file):  # another live process writes this log: write beside it, never into it
+            self._file.close()
+            taken, self.path = self.path, self.path.parent.with_name(
+                f"{self.path.parent.name}-{os.getpid()}") / self.path.name
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held for the run
+            _lock(self._file)
+            log.warning("llmops: run log %s is being written by another process under the same run name; "
+                        "this one writes %s", taken, self.path)
         self._start = dict(run=run, rank=rank, pid=os.getpid(), host=socket.gethostname(), format=FORMAT, **meta)
         self.record("start", **self._start)
         self._flush()
@@ -141,6 +173,7 @@ class RunLogWriter:
         self._file.close()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held for the run
+        _lock(self._file)
         self._file.write(_dumps({"kind": "start", "t": time.time(), "reopened": True, **self._start}))
         self._last.clear()  # the new file gets every series again, not only what changes next
         error = FileNotFoundError(f"run log {self.path} was removed during the run; reopened it (what was "

@@ -91,4 +91,36 @@ def test_close_twice_and_write_errors_go_to_on_error(tmp_path):
 def test_run_path_is_safe_and_follows_env(tmp_path, monkeypatch):
     monkeypatch.setenv("LLMOPS_RUN_DIR", str(tmp_path))
     assert run_path(None, "lightning_logs-v0") == tmp_path / "lightning_logs-v0"
-    assert run_path("x", "../../etc/a b") == __import__("pathlib").Path("x") / "etc_a_b"
+    escaped = run_path("x", "../../etc/a b")
+    assert escaped.parent == __import__("pathlib").Path("x") and escaped.name.startswith("etc_a_b-")
+
+
+def test_names_that_clean_alike_stay_apart():
+    names = ["..", "日本語", "中文", "run", "a b", "a_b", "a/b"]
+    paths = [run_path("x", n) for n in names]
+    assert len(set(paths)) == len(names)
+    assert run_path("x", "日本語").name == "日本語" and run_path("x", "run").name == "run"  # kept as they are
+    assert run_path("x", "a b") == run_path("x", "a b")  # the same name, the same folder (a resume finds it)
+
+
+def test_a_second_live_writer_writes_beside_the_first(tmp_path, caplog):
+    import subprocess
+    import sys
+
+    path = tmp_path / "same" / "rank0.jsonl"
+    code = ("import sys, time; from llmops.runlog import RunLogWriter; w = RunLogWriter(sys.argv[1], None, "
+            "interval=3600); w.open('same', 0); print('open', flush=True); time.sleep(30)")
+    other = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "open"
+        w = RunLogWriter(path, None, interval=3600)
+        w.open("same", 0)
+        w.step(1, 0.1)
+        w.close()
+        assert w.path != path and w.path.parent.name.startswith("same-") and w.path.name == "rank0.jsonl"
+        assert "being written by another process" in caplog.text
+        assert [s[0] for s in read_run(w.path.parent).ranks[0].steps] == [1]
+        assert read_run(path.parent).ranks[0].steps == []  # the first process's log is untouched
+    finally:
+        other.kill()
+        other.wait()
