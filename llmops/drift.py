@@ -31,6 +31,7 @@ class SlidingSlope:
         self._origin: tuple[float, float] | None = None
         self._n = 0
         self._sx = self._sy = self._sxx = self._sxy = 0.0
+        self._dropped = 0  # points dropped since the sums were last rebuilt
 
     def add(self, x: float, y: float) -> None:
         if self._origin is None:
@@ -43,8 +44,24 @@ class SlidingSlope:
         """Forget the points with x below ``x`` (the window's start)."""
         if self._origin is None:
             return
+        dropped = 0
         while self._points and self._points[0][0] < x - self._origin[0]:
             self._update(*self._points.popleft(), -1)
+            dropped += 1
+        self._dropped += dropped
+        if self._points and self._dropped >= max(8, len(self._points)):
+            self._rebase()  # amortised O(1): about once per window's worth of points
+
+    def _rebase(self) -> None:
+        """Sums anew, relative to the window's first point: what the window dropped leaves no rounding."""
+        ox, oy = self._points[0]
+        points = [(x - ox, y - oy) for x, y in self._points]
+        assert self._origin is not None
+        self._origin = (self._origin[0] + ox, self._origin[1] + oy)
+        self._points = deque(points)
+        self._n, self._sx, self._sy, self._sxx, self._sxy, self._dropped = 0, 0.0, 0.0, 0.0, 0.0, 0
+        for px, py in points:
+            self._update(px, py, +1)
 
     def _update(self, x: float, y: float, sign: int) -> None:
         self._n += sign
