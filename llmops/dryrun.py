@@ -265,7 +265,7 @@ def dry_run(model: nn.Module, batch: Any, *, loss: LossFn | None = None, optimiz
 
 
 def lightning_step(model: nn.Module, batch: Any, loss_fn: LossFn, opt: torch.optim.Optimizer, precision: str,
-          device: str, saved: _SavedBytes | None, live: LiveBytes | None) -> None:
+                   device: str, saved: _SavedBytes | None, live: LiveBytes | None) -> None:
     """One step in Lightning's order: forward, zero_grad (last step's gradients live until here), backward, step."""
     with _autocast(precision, device), saved.hooks() if saved is not None else nullcontext():
         loss = loss_fn(model, batch)

@@ -18,7 +18,7 @@ import math
 from fractions import Fraction
 
 from .document import _int, gpus_rule_of_thumb
-from .peak import loss_value_bytes, max_batch_moments, peak_moment
+from .peak import FP32, loss_value_bytes, max_batch_moments, peak_moment
 from .solver import accumulate_for, min_world_size
 from .spec import ACTIVATIONS, OPTIMIZER_STATES, SHARDED, Estimate, TrainingSpec, validate
 from .units import exact, get_precision
@@ -27,7 +27,6 @@ from .units import exact, get_precision
 # (formulas.md §4). Measured by the monitor where a GPU exists; override with overhead_bytes.
 DEFAULT_OVERHEAD_BYTES = {"cuda": 500 * 10**6, "cpu": 0}
 LOGSUMEXP_BYTES = 4  # fused attention keeps one fp32 log-sum-exp per head and token
-FP32 = 4
 TOKEN_ID_BYTES = 8  # int64 token ids, kept by the embedding's backward and the loss's
 _NORM_STATS = 2  # a layer norm keeps its mean and 1/std per token
 
@@ -35,6 +34,12 @@ _NORM_STATS = 2  # a layer norm keeps its mean and 1/std per token
 def _autocast(spec: TrainingSpec) -> bool:
     """Lightning's ``*-mixed``: fp32 weights, compute under ``torch.autocast``."""
     return get_precision(spec.precision).name.endswith("-mixed")
+
+
+def _residual_bytes(spec: TrainingSpec) -> Fraction:
+    """Bytes per value of the residual stream: fp32 under autocast (the embeddings are fp32 and
+    ``x + proj(y)`` promotes), else the compute dtype."""
+    return Fraction(FP32) if _autocast(spec) else get_precision(spec.precision).compute_bytes
 
 
 def _mask(spec: TrainingSpec, value_bytes: Fraction | int) -> Fraction:
@@ -53,8 +58,8 @@ def layer_activation_bytes(spec: TrainingSpec, b: int, with_scores: bool) -> Fra
     p = get_precision(spec.precision).compute_bytes
     s, h, a = spec.seq_len, spec.hidden, spec.heads
     assert s and h and a
-    autocast, cuda = _autocast(spec), spec.device == "cuda"
-    r = Fraction(FP32) if autocast else p  # residual stream: layer-norm inputs
+    cuda = spec.device == "cuda"
+    r = _residual_bytes(spec)  # residual stream: layer-norm inputs
     drop = 1 if spec.dropout else 0
     h_kv = Fraction(h * (spec.kv_heads or a), a)
     f = spec.ffn_hidden or 4 * h
@@ -129,7 +134,7 @@ def weight_cache_bytes(spec: TrainingSpec, layers: int | None = None) -> Fractio
     layer it rebuilds (``layers=1``)."""
     if not _autocast(spec) or spec.recompute != "full":
         return Fraction(0)
-    n = spec.layers or 0 if layers is None else layers
+    n = (spec.layers or 0) if layers is None else layers
     return get_precision(spec.precision).compute_bytes * n * _layer_matmul_params(spec) / spec.tensor_parallel
 
 
@@ -148,7 +153,7 @@ def head_activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
     prec = get_precision(spec.precision)
     p, s, h = prec.compute_bytes, spec.seq_len, spec.hidden
     assert s and h
-    r = Fraction(FP32) if _autocast(spec) else p
+    r = _residual_bytes(spec)
     head = norm_bytes(spec, r) * s * b  # the final norm
     if spec.vocab:
         head += p * s * b * h + 2 * TOKEN_ID_BYTES * s * b  # head input; token ids and targets (int64)
@@ -158,10 +163,9 @@ def head_activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
 
 def activation_parts(spec: TrainingSpec) -> tuple[Fraction, Fraction]:
     """``(fixed, per_sample)``: activations of ``b`` samples are ``fixed + b × per_sample``."""
-    p = get_precision(spec.precision).compute_bytes
     s, h, L = spec.seq_len, spec.hidden, spec.layers
     assert s and h and L
-    r = Fraction(FP32) if _autocast(spec) else p
+    r = _residual_bytes(spec)
     if spec.recompute == "full":
         layers = L * r * s * h  # each layer's input; backward rebuilds one layer at a time (recomputed_bytes)
     else:
@@ -180,7 +184,7 @@ def recomputed_bytes(spec: TrainingSpec, b: int) -> Fraction:
     gradients flowing into and out of it (the residual stream's dtype, h values per token each)."""
     if spec.recompute != "full":
         return Fraction(0)
-    r = Fraction(FP32) if _autocast(spec) else get_precision(spec.precision).compute_bytes
+    r = _residual_bytes(spec)
     rebuilt = layer_activation_bytes(spec, b, with_scores=True) + weight_cache_bytes(spec, layers=1)
     return rebuilt + 2 * r * spec.seq_len * b * spec.hidden  # type: ignore[operator]
 

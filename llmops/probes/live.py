@@ -19,6 +19,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from .tensors import tensors_in
+
 # The categories of a step's peak, as PyTorch's MemTracker names them (where they differ, ours are
 # the metric's component labels): states, what the forward allocated (saved for backward, the
 # logits, the loss), and what the backward and the optimizer step allocate besides the gradients
@@ -35,9 +37,6 @@ class LivePeak:
     peak_bytes: int
     categories: dict[str, int]  # CATEGORIES at the peak; they sum to peak_bytes
     phase: str  # the phase the peak fell in: forward, backward or optimizer
-    start_bytes: int  # alive when tracking started
-    allocations: int  # storages the step allocated
-    op: str = ""  # the operator whose output made the peak (where in the step it fell)
 
 
 def _storage(t: Any) -> Any:
@@ -50,7 +49,7 @@ def _storage(t: Any) -> Any:
 
 
 class LiveBytes(TorchDispatchMode):
-    """Counts live storage bytes while entered; ``result()`` gives the peak and its categories.
+    """Counts live storage bytes while entered; ``stop()`` (or ``finish()``) gives the peak and its categories.
 
     ``start(params=..., grads=..., optimizer_states=..., other=...)`` names the tensors alive before
     the step (each storage counted once, in that order); ``phase("backward")`` and
@@ -70,9 +69,6 @@ class LiveBytes(TorchDispatchMode):
         self._peak_seq = 0
         self._peak_bytes: dict[str, int] = dict(self._bytes)
         self._peak_phase = "forward"
-        self._peak_op = ""
-        self._op = ""
-        self._start = 0
         self._seq_start = 0
         self._entered = False
         self.error: Exception | None = None  # what stopped the count; stop() raises it
@@ -89,7 +85,6 @@ class LiveBytes(TorchDispatchMode):
         self._total += nbytes
         if self._total > self._peak:
             self._peak, self._peak_seq, self._peak_phase = self._total, self._seq, self._phase
-            self._peak_op = self._op
             self._peak_bytes = dict(self._bytes)
 
     def _on_free(self, key: int) -> Any:
@@ -105,7 +100,6 @@ class LiveBytes(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))  # the run's own errors go on unchanged
         if self.error is None:
             try:
-                self._op = func.__name__
                 category = _NEW[self._phase]
                 for t in (out,) if isinstance(out, torch.Tensor) else tree_leaves(out):
                     st = _storage(t)
@@ -123,7 +117,6 @@ class LiveBytes(TorchDispatchMode):
                 st = _storage(t)
                 if st is not None:
                     self._add(st, category)
-        self._start = self._total
         self._seq_start = self._seq
         self.__enter__()
         self._entered = True
@@ -174,18 +167,15 @@ class LiveBytes(TorchDispatchMode):
                     categories[entry[2]] -= entry[1]
                     categories[category] += entry[1]
                     self._live[id(st)] = (entry[0], entry[1], category, entry[3])  # counted once
-        result = LivePeak(peak_bytes=self._peak, categories=categories, phase=self._peak_phase,
-                          start_bytes=self._start, allocations=self._seq - self._seq_start, op=self._peak_op)
+        result = LivePeak(peak_bytes=self._peak, categories=categories, phase=self._peak_phase)
         self._live.clear()  # dropping the weak references drops their callbacks too
         return result
 
 
 def _states(optimizers: Iterable[Any]) -> list[torch.Tensor]:
-    return [t for opt in optimizers for t in tensors_of(opt.state)]
+    return [t for opt in optimizers for t in tensors_in(opt.state)]
 
 
 def tensors_of(obj: Any) -> list[torch.Tensor]:
-    """The tensors in a batch or an optimizer's state (nested lists, tuples, dicts)."""
-    if isinstance(obj, dict):
-        obj = list(obj.values())
-    return [t for t in tree_leaves(obj) if isinstance(t, torch.Tensor)]
+    """The tensors in a batch or an optimizer's state (``probes.tensors.tensors_in``, as a list)."""
+    return list(tensors_in(obj))

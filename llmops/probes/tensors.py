@@ -17,15 +17,16 @@ def storage_key(tensor: torch.Tensor) -> tuple[str, int]:
     return (str(tensor.device), ptr) if ptr else (f"id:{tensor.device}", id(tensor))
 
 
-def _tensors(obj: Any) -> Iterator[torch.Tensor]:
+def tensors_in(obj: Any) -> Iterator[torch.Tensor]:
+    """The tensors in a batch or an optimizer's state (nested dicts, lists, tuples)."""
     if isinstance(obj, torch.Tensor):
         yield obj
     elif isinstance(obj, dict):
         for value in obj.values():
-            yield from _tensors(value)
+            yield from tensors_in(value)
     elif isinstance(obj, (list, tuple)):
         for value in obj:
-            yield from _tensors(value)
+            yield from tensors_in(value)
 
 
 def _count(tensors: Iterable[torch.Tensor], seen: set[tuple[str, int]]) -> int:
@@ -51,6 +52,6 @@ def state_bytes(module: torch.nn.Module, optimizers: list[torch.optim.Optimizer]
     trainable = _count((p for p in params if p.requires_grad), seen)
     frozen = _count((p for p in params if not p.requires_grad), seen)
     grads = _count((p.grad for p in params if p.grad is not None), seen)
-    states = _count((t for opt in optimizers for t in _tensors(list(opt.state.values()))), seen)
+    states = _count((t for opt in optimizers for t in tensors_in(opt.state)), seen)
     return {"params": trainable + frozen, "params_trainable": trainable, "params_frozen": frozen,
             "grads": grads, "optimizer_states": states}
