@@ -48,7 +48,12 @@ class CommTimer:
         self.buckets = 0
 
     def hook(self, _state: Any, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
-        """The DDP comm hook: time the inner hook's future, pass its result through unchanged."""
+        """The DDP comm hook: return the inner hook's own future, timed by a callback on it.
+
+        Returning that future (not one chained with ``then``, and not a new one completed from it)
+        leaves its value and its error exactly as the inner hook made them: a failed all-reduce (a
+        peer that died) reaches the user with the type and message it has without the monitor.
+        """
         buffer = bucket.buffer()
         nbytes = buffer.numel() * buffer.element_size()
         if self.cuda:
@@ -58,31 +63,20 @@ class CommTimer:
             t0 = time.perf_counter()
         fut = self.inner(self.inner_state, bucket)
 
-        if self.cuda:
-            def done(f: torch.futures.Future) -> torch.Tensor:
-                value = f.value()
+        def done(f: torch.futures.Future) -> None:
+            try:
+                f.value()
+            except Exception:  # noqa: BLE001 - the error is the user's, raised where they wait on it
+                return
+            if self.cuda:  # run on the future's streams; read later, never synchronised here
                 end = torch.cuda.Event(enable_timing=True)
                 end.record()
-                self._pending.append((start, end, nbytes))  # read later, never synchronised here
-                return value
+                self._pending.append((start, end, nbytes))
+            else:
+                self._record(time.perf_counter() - t0, nbytes)
 
-            return fut.then(done)  # stream-aware chaining on CUDA
-        # On the CPU a future of our own, completed from the inner one: ``then`` would wrap an error
-        # ("Got the following error when running the callback: …"); a failed all-reduce (a peer that
-        # died) reaches the user with its own type and message.
-        result: torch.futures.Future[torch.Tensor] = torch.futures.Future()
-
-        def finish(f: torch.futures.Future) -> None:
-            try:
-                value = f.value()
-            except Exception as e:  # noqa: BLE001 - handed on unchanged
-                result.set_exception(e)  # type: ignore[arg-type]  # torch types it as the result
-                return
-            self._record(time.perf_counter() - t0, nbytes)
-            result.set_result(value)
-
-        fut.add_done_callback(finish)
-        return result
+        fut.add_done_callback(done)
+        return fut
 
     def _record(self, seconds: float, nbytes: int) -> None:
         self.state.observe("llmops_comm_allreduce_duration_seconds", seconds)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -33,16 +35,25 @@ def counting_hook(state, bucket):
 
 
 class Record(pl.Callback):
-    def __init__(self, monitor, sleep: float):
+    def __init__(self, monitor, sleep: float, die_rank: int | None = None, die_at: int = 2):
         self.monitor, self.sleep, self.info = monitor, sleep, {}
+        self.die_rank, self.die_at = die_rank, die_at
+        self.torch_hook = False
 
     def on_train_start(self, trainer, pl_module):
+        if self.torch_hook:
+            from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+            trainer.strategy.model.register_comm_hook(None, allreduce_hook)
         self.info["start_step"] = trainer.global_step
-        self.info["start_exported_step"] = self.monitor.monitor.state.get("llmops_train_step")
+        if self.monitor is not None:
+            self.info["start_exported_step"] = self.monitor.monitor.state.get("llmops_train_step")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.sleep:
             time.sleep(self.sleep)
+        if trainer.global_rank == self.die_rank and trainer.global_step >= self.die_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # a rank lost mid-run: no exception, no cleanup
 
 
 def main() -> None:
@@ -58,12 +69,18 @@ def main() -> None:
     ap.add_argument("--ckpt-every", type=int, default=2)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--sleep", type=float, default=0.0)
+    ap.add_argument("--die-rank", type=int, help="this global rank kills itself (SIGKILL) at --die-at")
+    ap.add_argument("--die-at", type=int, default=2)
+    ap.add_argument("--no-monitor", action="store_true", help="the same run without llmops, for comparison")
+    ap.add_argument("--torch-hook", action="store_true",
+                    help="register PyTorch's own Python all-reduce hook at train start (Lightning does not on CPU)")
     args = ap.parse_args()
 
     pl.seed_everything(0)
-    monitor = LLMOpsMonitor(port=args.port, run="dist-test")
-    record = Record(monitor, args.sleep)
-    callbacks = [monitor, record]
+    monitor = None if args.no_monitor else LLMOpsMonitor(port=args.port, run="dist-test")
+    record = Record(monitor, args.sleep, args.die_rank, args.die_at)
+    record.torch_hook = args.torch_hook
+    callbacks = [c for c in (monitor, record) if c is not None]
     if args.ckpt_dir:
         callbacks.append(ModelCheckpoint(dirpath=args.ckpt_dir, every_n_train_steps=args.ckpt_every, save_last=True))
     distributed = args.devices * args.num_nodes > 1
