@@ -20,6 +20,7 @@ from ..estimate.units import unit_for  # noqa: E402
 from ..runlog import RankLog, RunLog  # noqa: E402
 from .summary import COMPONENTS, budget_room, predicted  # noqa: E402
 
+MAX_POINTS = 4000  # steps drawn one by one; past it, per-bucket median and range
 COLORS = {"params": "tab:blue", "grads": "tab:orange", "optimizer_states": "tab:green",
           "activations": "tab:red", "temporaries": "tab:purple", "peak": "black"}
 
@@ -116,19 +117,32 @@ def headroom(r: RankLog) -> bytes | None:
 
 
 def step_time(run: RunLog) -> bytes | None:
+    """Each step's time and a running median; past ``MAX_POINTS`` steps, per bucket of consecutive
+    steps the range (min to max) and the median, so a month-long run draws as fast as a short one."""
     if not any(r.steps for r in run.ranks.values()):
         return None
     fig, ax = plt.subplots(figsize=(9, 3.2))
     for rank, r in sorted(run.ranks.items()):
-        steps = [s for s, _, _ in r.steps]
-        ms = [sec * 1e3 for _, _, sec in r.steps]
-        line = ax.plot(steps, ms, lw=0.6, alpha=0.5)[0]
-        k = 15
-        smooth = [statistics.median(ms[max(0, i - k): i + 1]) for i in range(len(ms))]
-        ax.plot(steps, smooth, lw=2, color=line.get_color(), label=f"rank {rank} (median of {k})")
+        steps, ms = r.steps.step, [sec * 1e3 for sec in r.steps.seconds]
+        if len(ms) <= MAX_POINTS:
+            line = ax.plot(steps, ms, lw=0.6, alpha=0.5)[0]
+            k = 15
+            smooth = [statistics.median(ms[max(0, i - k): i + 1]) for i in range(len(ms))]
+            ax.plot(steps, smooth, lw=2, color=line.get_color(), label=f"rank {rank} (median of {k})")
+            continue
+        k = -(-len(ms) // (MAX_POINTS // 2))  # steps per bucket
+        xs, lo, hi, mid = [], [], [], []
+        for i in range(0, len(ms), k):
+            chunk = sorted(ms[i:i + k])
+            xs.append(steps[i + len(chunk) // 2])
+            lo.append(chunk[0])
+            hi.append(chunk[-1])
+            mid.append(chunk[len(chunk) // 2])
+        band = ax.fill_between(xs, lo, hi, alpha=0.25, lw=0)
+        ax.plot(xs, mid, lw=1.5, color=band.get_facecolor()[0][:3], label=f"rank {rank} (median of {k}; band: range)")
     ax.set(xlabel="training step", ylabel="ms", title="Step time")
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper right")
     return _png(fig)
 
 

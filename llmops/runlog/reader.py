@@ -5,11 +5,44 @@ from __future__ import annotations
 import json
 import os
 import re
+from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 Point = tuple[float, float | None, Any]  # (unix time, train step, value)
+# A step record exactly as the writer formats it: read without the JSON parser (most of a long log).
+_STEP_LINE = re.compile(r'\{"kind": "step", "t": (-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?), "step": (-?\d+), '
+                        r'"seconds": (-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\}\n?')
+
+
+class Steps:
+    """``(step, unix time, seconds)`` per training step, in three typed arrays (24 bytes a step, not
+    ~150 as tuples): a month-long run's 10M steps take 240 MB. Iterates and indexes as tuples."""
+
+    def __init__(self) -> None:
+        self.step, self.t, self.seconds = array("q"), array("d"), array("d")
+
+    def append(self, item: tuple[int, float, float]) -> None:
+        self.step.append(item[0])
+        self.t.append(item[1])
+        self.seconds.append(item[2])
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+    def __iter__(self) -> Iterator[tuple[int, float, float]]:
+        return zip(self.step, self.t, self.seconds, strict=True)
+
+    def __getitem__(self, i: int) -> tuple[int, float, float]:
+        return self.step[i], self.t[i], self.seconds[i]
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == list(other) if isinstance(other, (Steps, list)) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Steps({len(self)} steps)"
 
 
 @dataclass
@@ -19,7 +52,7 @@ class RankLog:
     path: Path
     start: dict[str, Any] = field(default_factory=dict)
     preflight: dict[str, Any] | None = None
-    steps: list[tuple[int, float, float]] = field(default_factory=list)  # (step, unix time, seconds)
+    steps: Steps = field(default_factory=Steps)  # (step, unix time, seconds)
     series: dict[tuple[str, tuple[tuple[str, str], ...]], list[Point]] = field(default_factory=dict)
     end: dict[str, Any] | None = None
     records: int = 0
@@ -93,6 +126,15 @@ def read_rank(path: Path) -> RankLog:
     out = RankLog(path)
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
+            fast = _STEP_LINE.fullmatch(line)
+            if fast:  # inlined: this branch runs once per training step
+                t = float(fast[1])
+                out.steps.step.append(int(fast[2]))
+                out.steps.t.append(t)
+                out.steps.seconds.append(float(fast[3]))
+                out.records += 1
+                out.last_t = t
+                continue
             try:
                 rec = json.loads(line)
                 kind, parsed = _parse(rec)

@@ -124,3 +124,23 @@ def test_a_second_live_writer_writes_beside_the_first(tmp_path, caplog):
     finally:
         other.kill()
         other.wait()
+
+
+def test_step_records_read_alike_by_the_fast_path_and_the_json_parser(tmp_path):
+    """The reader reads the writer's own step lines without the JSON parser; any other spelling of the
+    same record (compact separators, a float step, an exponent) goes through json and reads the same,
+    and a step line with a non-number is still skipped and counted."""
+    from llmops.runlog.reader import _STEP_LINE
+    from llmops.runlog.writer import _dumps
+
+    ours = _dumps({"kind": "step", "t": 1.7e9 + 0.125, "step": 7, "seconds": 0.05})
+    assert _STEP_LINE.fullmatch(ours)
+    lines = [json.dumps({"kind": "start", "t": 1.0, "run": "r", "rank": 0}) + "\n", ours,
+             json.dumps({"kind": "step", "t": 1.7e9 + 0.125, "step": 7, "seconds": 0.05}, separators=(",", ":")) + "\n",
+             '{"kind": "step", "t": 1.700000000125e9, "step": 7.0, "seconds": 5e-2}\n',
+             '{"kind": "step", "t": 1.7e9, "step": 8, "seconds": NaN}\n',
+             '{"kind": "step", "t": 1.7e9, "step": 8, "seconds": "fast"}\n']
+    (tmp_path / "rank0.jsonl").write_text("".join(lines))
+    r = read_run(tmp_path).ranks[0]
+    assert list(r.steps) == [(7, 1.7e9 + 0.125, 0.05)] * 3
+    assert r.bad_lines == 2 and r.last_t == 1.7e9 + 0.125
