@@ -13,7 +13,7 @@ from typing import Any
 
 from .estimate import TrainingSpec
 
-__all__ = ["LLMOpsMonitor", "OOMRiskError", "TrainingSpec"]
+__all__ = ["LLMOpsMonitor", "OOMRiskError", "OOMRiskWarning", "TrainingSpec"]
 
 _log = logging.getLogger("llmops")
 if not logging.getLogger().handlers and not _log.handlers:  # as Lightning does for its logger
@@ -30,7 +30,7 @@ def __getattr__(name: str) -> Any:
         except ImportError:
             from .pytorch_lightning import LLMOpsMonitor  # type: ignore[assignment]
         return LLMOpsMonitor
-    if name == "OOMRiskError":
-        from .guard import OOMRiskError
-        return OOMRiskError
+    if name in ("OOMRiskError", "OOMRiskWarning"):
+        from . import guard
+        return getattr(guard, name)
     raise AttributeError(f"module 'llmops' has no attribute {name!r}")

@@ -8,9 +8,10 @@ Only the public Trainer API is read (``global_rank``, ``local_rank``, ``world_si
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from prometheus_client import CollectorRegistry
@@ -92,15 +93,15 @@ class MonitorCallback:
 
     def __init__(self, port: int = 9445, addr: str = "127.0.0.1", run: str | None = None,
                  spec: TrainingSpec | dict[str, Any] | None = None, memory_budget: int | float | str | None = None,
-                 safety: float = 0.9, on_oom_risk: str = "warn", interval: float = 1.0, *,
+                 safety: float = 0.9, on_oom_risk: Literal["warn", "raise"] = "warn", interval: float = 1.0, *,
                  activation_interval: int = 100, nvml: bool | None = None,
                  certfile: str | None = None, keyfile: str | None = None,
                  basic_auth: tuple[str, str] | None = None, linger: float = 0.0,
-                 pushgateway_url: str | None = None, serve: bool = True,
-                 runlog: bool = True, run_dir: str | None = None,
+                 pushgateway_url: str | None = None, serve: bool | None = None,
+                 runlog: bool | None = None, run_dir: str | None = None,
                  log_to_loggers: bool | None = None, log_all_ranks: bool = False, progress_bar: bool = False,
                  record_memory_history: bool = False, dry_run: bool = False, dry_run_timeout: float = 120.0,
-                 registry: CollectorRegistry | None = None, nvml_client: Any = None) -> None:
+                 _registry: CollectorRegistry | None = None, _nvml_client: Any = None) -> None:
         super().__init__()
         self.config = MonitorConfig.from_args(
             port=port, addr=addr, run=run, spec=spec, memory_budget=memory_budget, safety=safety,
@@ -108,7 +109,7 @@ class MonitorCallback:
             nvml=nvml, certfile=certfile, keyfile=keyfile, basic_auth=basic_auth, linger=linger,
             pushgateway_url=pushgateway_url, serve=serve, runlog=runlog, run_dir=run_dir, dry_run=dry_run,
             dry_run_timeout=dry_run_timeout)
-        self.monitor = Monitor(self.config, registry=registry, nvml_client=nvml_client)
+        self.monitor = Monitor(self.config, registry=_registry, nvml_client=_nvml_client)  # test hooks: private
         self._needs_preflight = True
         self._user_hook: tuple[Any, Any] = (None, None)
         for name, value in (("log_to_loggers", log_to_loggers), ("log_all_ranks", log_all_ranks),
@@ -120,6 +121,15 @@ class MonitorCallback:
         self._logger_metrics: LoggerMetrics | None = None
         self._last_logged_step = -1
         self._batch_shape: tuple[Any, ...] = (None, None)
+        self._restored_run: str | None = None  # the run name a checkpoint carried
+
+    # -- checkpointed state: a resumed run keeps its name (one series in Prometheus, one run log) --
+    def state_dict(self) -> dict[str, Any]:
+        return {"run": self.monitor.run} if self.monitor.run else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        run = state_dict.get("run")
+        self._restored_run = run if isinstance(run, str) and run else None
 
     @property
     def metrics_url(self) -> str | None:
@@ -157,13 +167,7 @@ class MonitorCallback:
 
     # -- what the hooks do -------------------------------------------------------------------
     def _start(self, trainer: Any) -> None:
-        with self.monitor.guard("setup"):
-            self._needs_preflight = True
-            device = trainer.strategy.root_device
-            self.monitor.start(run=self._run_name(trainer), rank=trainer.global_rank,
-                               local_rank=trainer.local_rank,
-                               device_index=(device.index or 0) if device.type == "cuda" else None,
-                               build_labels=self._build_labels(trainer))
+        self._needs_preflight = True
         with self.monitor.guard("checkpoint"):
             wrap_checkpoint_io(trainer.strategy, self.monitor.state, self.monitor.guard)
             mark_saves(trainer, self.monitor.state, self.monitor.guard)
@@ -179,8 +183,15 @@ class MonitorCallback:
                 torch.cuda.memory._record_memory_history(max_entries=100_000)
 
     def _train_start(self, trainer: Any, pl_module: Any) -> None:
+        """Start serving and the run log here, not at setup: a checkpoint's state (the run's name) is
+        restored between the two, by every strategy."""
         m = self.monitor
         with m.guard("setup"):
+            device = trainer.strategy.root_device
+            m.config = self.config.for_trainer(fast_dev_run=bool(trainer.fast_dev_run))
+            m.start(run=self._run_name(trainer), rank=trainer.global_rank, local_rank=trainer.local_rank,
+                    device_index=(device.index or 0) if device.type == "cuda" else None,
+                    build_labels=self._build_labels(trainer), local_world_size=trainer.num_devices)
             m.train_start(trainer.global_step, resumed=trainer.ckpt_path is not None,
                           accumulate=trainer.accumulate_grad_batches)
             grad_bytes = sum(p.numel() * p.element_size() for p in pl_module.parameters() if p.requires_grad)
@@ -274,14 +285,21 @@ class MonitorCallback:
         return {}
 
     def _run_name(self, trainer: Any) -> str:
+        """``run=``, else the name a resumed checkpoint carried, else a new one unique per run: the
+        logger's name and version (``lightning_logs-v0``), or ``fast_dev_run``, or ``run``, then the
+        start time and a short id (``-20261202-031500-a1b2``). Rank 0's, on every rank."""
         if self.config.run:
             return self.config.run
+        if self._restored_run:
+            return self._restored_run
+        base = "fast_dev_run" if trainer.fast_dev_run else "run"
         logger = trainer.logger
-        name = None
-        if logger is not None:
+        if logger is not None and not trainer.fast_dev_run:
             version = logger.version
-            name = f"{logger.name}-{version if isinstance(version, str) else f'v{version}'}"
-        name = name or time.strftime("run-%Y%m%d-%H%M%S")
+            version = f"v{version}" if isinstance(version, int) else str(version or "")
+            version = version[:8] if len(version) > 12 else version  # an MLflow run id: its first 8 hex
+            base = "-".join(str(x) for x in (logger.name, version) if x) or base
+        name = f"{base}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         return str(trainer.strategy.broadcast(name))  # every rank labels its series alike
 
     def _build_labels(self, trainer: Any) -> dict[str, str]:

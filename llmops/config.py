@@ -8,7 +8,7 @@ import os
 import re
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .estimate import TrainingSpec
@@ -40,8 +40,8 @@ class MonitorConfig:
     basic_auth: tuple[str, str] | None = field(default=None, repr=False)  # a secret: never in a repr
     linger: float = 0.0
     pushgateway_url: str | None = None
-    serve: bool = True
-    runlog: bool = True  # append every sample to the local run log
+    serve: bool | None = None  # None: serve, except under fast_dev_run
+    runlog: bool | None = None  # append every sample to the local run log; None: yes, except under fast_dev_run
     run_dir: str | None = None  # the run log's root; None: $LLMOPS_RUN_DIR, else ./llmops_runs
     dry_run: bool = False  # one fake training step before step 1: a third prediction, model="dryrun"
     dry_run_timeout: float = 120.0  # seconds; past it the dry run is skipped with a warning
@@ -93,9 +93,11 @@ class MonitorConfig:
                 raise _bad(name, value, "a whole number ≥ 1")
         if self.trend_window < 3:
             raise _bad("trend_window", self.trend_window, "at least 3 samples")
-        for name in ("serve", "runlog", "dry_run"):
-            if not isinstance(getattr(self, name), bool):
-                raise _bad(name, getattr(self, name), "True or False")
+        for name, none_ok in (("serve", True), ("runlog", True), ("dry_run", False)):
+            value = getattr(self, name)
+            if not isinstance(value, bool) and not (none_ok and value is None):
+                raise _bad(name, value, "True or False" + (", or None (yes, except under fast_dev_run)"
+                                                           if none_ok else ""))
         if self.nvml is not None and not isinstance(self.nvml, bool):
             raise _bad("nvml", self.nvml, "True, False or None (None: read NVML when the run uses a GPU)")
         if (self.certfile is None) != (self.keyfile is None):
@@ -114,6 +116,12 @@ class MonitorConfig:
                                                "https, or host:port), or None")
         if self.run_dir is not None and not isinstance(self.run_dir, (str, os.PathLike)):
             raise _bad("run_dir", self.run_dir, "a folder path, or None")
+
+    def for_trainer(self, fast_dev_run: bool) -> MonitorConfig:
+        """The settings in effect for a run: ``serve`` and ``runlog`` left at None are on, except under
+        ``fast_dev_run`` (a smoke test serves no port and writes no run log unless asked)."""
+        return replace(self, serve=not fast_dev_run if self.serve is None else self.serve,
+                       runlog=not fast_dev_run if self.runlog is None else self.runlog)
 
     def overrides(self) -> dict[str, Any]:
         """The fields ``spec`` sets: every key of a dict; of a ``TrainingSpec``, those that differ

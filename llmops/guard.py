@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -46,8 +47,25 @@ class OOMRiskError(RuntimeError):
     """Raised before the first step when ``on_oom_risk="raise"`` and the prediction does not fit."""
 
 
+class OOMRiskWarning(UserWarning):
+    """The run may not fit: ``warnings`` filters, ``-W error`` and pytest's filters see it."""
+
+
+def warn_oom(message: str, rank_zero_only: bool) -> None:
+    """Log an OOM risk and raise it as an ``OOMRiskWarning``: through Lightning's rank-zero warning for
+    what every rank predicts alike, on any rank for what one rank measured."""
+    log.warning(message)
+    if rank_zero_only:
+        from lightning_utilities.core.rank_zero import rank_zero_warn
+
+        rank_zero_warn(message, category=OOMRiskWarning, stacklevel=4)
+    else:
+        warnings.warn(message, OOMRiskWarning, stacklevel=4)
+
+
 class Guard:
-    """``with guard("nvml"): ...`` swallows and counts errors, except ``OOMRiskError``."""
+    """``with guard("nvml"): ...`` swallows and counts errors, except the OOM verdict the user asked to
+    stop on: ``OOMRiskError``, and ``OOMRiskWarning`` made an error by a warnings filter (``-W error``)."""
 
     def __init__(self, state: MetricState) -> None:
         self._state = state
@@ -57,7 +75,7 @@ class Guard:
     def __call__(self, probe: str) -> Iterator[None]:
         try:
             yield
-        except OOMRiskError:
+        except (OOMRiskError, OOMRiskWarning):
             raise
         except Exception as e:  # noqa: BLE001 - the monitor never kills the run
             self.record(probe, e)

@@ -24,7 +24,7 @@ from .estimate import Estimate, document, refined
 from .estimate.units import fmt_bytes, unit_for
 from .estimate.whatif import what_if
 from .exporter import LLMOpsCollector, MetricState, push_final, start_exporter
-from .guard import Guard, OOMRiskError, ProbeHung, bounded
+from .guard import Guard, OOMRiskError, ProbeHung, bounded, warn_oom
 from .introspect import Introspection
 from .probes import ActivationMeter, CudaAllocatorProbe, LiveBytes, NvmlProbe, PynvmlClient, state_bytes
 from .probes.cuda import cuda_device_uuid
@@ -76,7 +76,7 @@ class Monitor:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, run: str, rank: int, local_rank: int, device_index: int | None,
-              build_labels: dict[str, str]) -> None:
+              build_labels: dict[str, str], local_world_size: int = 1) -> None:
         """Register the collector, serve the endpoint and start the sampling thread (once per fit; a
         later fit with the same monitor keeps the collector and the endpoint and starts the rest again)."""
         if self._started:
@@ -96,7 +96,9 @@ class Monitor:
             with self.guard("exporter"):
                 self.exporter = start_exporter(self.registry, port=c.port + local_rank if c.port else 0,
                                                addr=c.addr, certfile=c.certfile, keyfile=c.keyfile,
-                                               basic_auth=c.basic_auth)
+                                               basic_auth=c.basic_auth,
+                                               announce=_node_note(c.port, local_world_size) if local_rank == 0
+                                               else None)
         self.state.set("llmops_build_info", 1, **build_labels)
         self.state.set("llmops_run_start_timestamp_seconds", time.time())
         self._open_runlog(run, rank, build_labels)
@@ -157,7 +159,8 @@ class Monitor:
         with self.guard("runlog"):
             writer = RunLogWriter(run_path(self.config.run_dir, run) / f"rank{rank}.jsonl", self.state,
                                   interval=self.config.interval, on_error=lambda e: self.guard.record("runlog", e))
-            writer.open(run, rank, build=build_labels, device=self.device, interval=self.config.interval)
+            writer.open(run, rank, build=build_labels, device=self.device, interval=self.config.interval,
+                        url=self.metrics_url)
             self.runlog = writer
 
     def _log_preflight(self, models: dict[str, Estimate]) -> None:
@@ -206,7 +209,7 @@ class Monitor:
             if self.config.on_oom_risk == "raise":
                 raise OOMRiskError(msg + " (on_oom_risk='raise': stopped before the first step)")
             if is_rank_zero:
-                log.warning(msg)
+                warn_oom(msg, rank_zero_only=True)
         return models
 
     def _export_prediction(self, batch_size: int | None) -> None:
@@ -409,5 +412,15 @@ class Monitor:
                 detail = (f"measured peak {fmt_bytes(peak, unit)}" if source == "measured" else
                           f"memory growing step after step from {fmt_bytes(self._peaks[0][1], unit)} to "
                           f"{fmt_bytes(peak, unit)}")
-                log.warning("llmops: OOM risk (%s) at step %d: %s; budget for tensors %s",
-                            source, self.step, detail, fmt_bytes(room, unit))
+                warn_oom(f"llmops: OOM risk ({source}) at step {self.step}: {detail}; budget for tensors "
+                         f"{fmt_bytes(room, unit)}", rank_zero_only=False)
+
+
+def _node_note(port: int, local_world_size: int) -> str:
+    """What local rank 0 adds to its "serving on" line about the node's other processes."""
+    if local_world_size < 2:
+        return ""
+    others = f"local ranks 1–{local_world_size - 1}" if local_world_size > 2 else "local rank 1"
+    if not port:
+        return f" ({others}: a free port each, written in each rank's run log start record as `url`)"
+    return f" ({others}: ports {port + 1}–{port + local_world_size - 1}, or the next free one)"

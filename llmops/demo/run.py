@@ -67,10 +67,13 @@ class _Announce(pl.Callback):
         self.monitor, self.echo = monitor, echo
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        url = self.monitor.metrics_url
+        urls = [self.monitor.metrics_url]
+        if trainer.world_size > 1:  # each rank's own URL: with --port 0 they are free ports, not consecutive
+            urls = [None] * trainer.world_size
+            torch.distributed.all_gather_object(urls, self.monitor.metrics_url)
         if trainer.global_rank == 0:
-            extra = f" (and the next {trainer.world_size - 1} ports, one per rank)" if trainer.world_size > 1 else ""
-            self.echo(f"llmops demo: metrics at {url}{extra}")
+            self.echo("llmops demo: metrics at " + ", ".join(f"{u} (rank {r})" if len(urls) > 1 else str(u)
+                                                              for r, u in enumerate(urls)))
 
 
 def char_gpt(seq_len: int = 64, batch_size: int = 16, layers: int = 4, hidden: int = 128, heads: int = 4,

@@ -56,12 +56,15 @@ def start_exporter(
     keyfile: str | None = None,
     basic_auth: tuple[str, str] | None = None,
     port_attempts: int = 10,
+    announce: str | None = "",
 ) -> Exporter:
     """Serve ``registry`` on ``addr:port`` in a daemon thread.
 
     A port in use moves on to the next ``port_attempts`` ports, then to a free one (``port=0`` asks
     for a free one directly); the URL actually served is logged and returned in ``Exporter.url``.
     ``certfile`` and ``keyfile`` (PEM) turn on TLS; ``basic_auth=(user, password)`` requires them.
+    ``announce``: what follows "serving on URL" in the log, or ``None`` to say nothing (the other
+    processes of a node: one line per node); a port that moved is always said.
     """
     if not 0 <= port <= 65535 or port_attempts < 0:
         raise ValueError(f"port {port} must be in 0..65535 and port_attempts {port_attempts} >= 0")
@@ -87,8 +90,8 @@ def start_exporter(
         exporter = Exporter(server, thread, addr, tls=context is not None)
         if last_error is not None:
             logger.warning("llmops exporter: port %d in use, serving on %s", port, exporter.url)
-        else:
-            logger.info("llmops exporter: serving on %s", exporter.url)
+        elif announce is not None:
+            logger.info("llmops exporter: serving on %s%s", exporter.url, announce)
         return exporter
     raise OSError(errno.EADDRINUSE, f"no free port for the llmops exporter on {addr}") from last_error
 

@@ -118,7 +118,10 @@ def test_two_cpu_processes_with_ddp(tmp_path):
     assert sorted(run.ranks) == [0, 1] and not run.crashed
     assert all(r.last_step == 6 for r in run.ranks.values())
     assert run.ranks[0].preflight["spec"]["world_size"] == 2
-    assert "(and the next 1 ports, one per rank)" in out
+    urls = re.search(r"metrics at (\S+) \(rank 0\), (\S+) \(rank 1\)", out)  # each rank's own port
+    assert urls and urls[1] != urls[2], out
+    assert [run.ranks[r].start["url"] for r in (0, 1)] == [urls[1], urls[2]]
+    assert out.count("serving on") == 1, out  # one line per node, from local rank 0
 
 
 def test_stack_unavailable_says_so(monkeypatch, capsys):

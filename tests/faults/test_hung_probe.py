@@ -14,7 +14,7 @@ from tests.monitor.test_callback_fit import fake_gpu_client, fit
 
 def test_nvml_read_that_blocks_forever_leaves_fit_returning_and_the_log_ended(tmp_path):
     client = fake_gpu_client()
-    monitor = LLMOpsMonitor(port=0, nvml=True, nvml_client=client, interval=0.01, run="hung", run_dir=str(tmp_path))
+    monitor = LLMOpsMonitor(port=0, nvml=True, _nvml_client=client, interval=0.01, run="hung", run_dir=str(tmp_path))
     client.hangs.add("memory_info")  # the sampler's first read blocks; open() reads no memory
     try:
         t0 = time.monotonic()
@@ -33,7 +33,7 @@ def test_nvml_open_that_blocks_is_bounded_and_the_run_goes_on():
     client = fake_gpu_client()
     client.hangs.add("init")
     try:
-        monitor = LLMOpsMonitor(port=0, nvml=True, nvml_client=client, interval=0.01, runlog=False)
+        monitor = LLMOpsMonitor(port=0, nvml=True, _nvml_client=client, interval=0.01, runlog=False)
         trainer, _ = fit(monitor, GPT(GPTConfig()), steps=2)
         assert trainer.global_step == 2 and monitor.monitor._nvml is None
         assert value(scrape(monitor.metrics_url), "llmops_monitor_errors_total", probe="nvml") == 1

@@ -35,14 +35,23 @@ def lose_rank_1(tmp_path, *extra: str) -> tuple[str, float]:
     assert proc.returncode not in (0, -signal.SIGKILL), err[-2000:]
     errors = [line for line in err.splitlines() if re.match(r"(\[rank0\]: )?\w+(Error|Exception): ", line)]
     assert errors, err[-3000:]
-    return re.sub(r"\d+", "N", errors[-1]), time.monotonic() - t0  # ports and addresses differ run to run
+    return errors[-1], time.monotonic() - t0
+
+
+def split(line: str) -> tuple[str, str]:
+    """``(types and prefixes, gloo's own message)``: gloo words a lost peer several ways ("Connection reset
+    by peer", "closed by peer", "hanging" or "crashing"), by which side noticed first: a race, not ours."""
+    head, _, message = line.partition("[/")
+    return head, message
 
 
 def test_survivor_exits_with_the_error_it_has_without_the_monitor(tmp_path):
     monitored, seconds = lose_rank_1(tmp_path / "with")
     plain, _ = lose_rank_1(tmp_path / "without", "--no-monitor", "--torch-hook")
-    assert "Connection reset by peer" in plain or "Connection closed by peer" in plain, plain
-    assert monitored == plain and monitored.count("when running the callback") == 1, monitored
+    (head, message), (plain_head, plain_message) = split(monitored), split(plain)
+    assert "gloo" in plain_message and "by peer" in plain_message, plain
+    assert "gloo" in message and "by peer" in message, monitored
+    assert head == plain_head and head.count("when running the callback") == 1, (monitored, plain)
     assert seconds < 60, seconds
     rank0 = read_rank(tmp_path / "with" / "runs" / "dist-test" / "rank0.jsonl")
     assert rank0.end is not None and rank0.last_step >= 3

@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from llmops import LLMOpsMonitor, OOMRiskError, TrainingSpec
+from llmops import LLMOpsMonitor, OOMRiskError, OOMRiskWarning, TrainingSpec
 from llmops.estimate.document import activation_bytes
 from tests.helpers.models import GPT, GPTConfig, HFStyleModel, hf_style_config, make_module, token_loader
 from tests.helpers.scrape import scrape, value
@@ -102,10 +102,24 @@ def test_spec_overrides_inferred_fields():
 
 def test_tiny_budget_warns_and_sets_risk(records):
     monitor = LLMOpsMonitor(port=0, memory_budget="10kB")
-    trainer, module = fit(monitor, GPT(GPTConfig()), steps=2)
+    with pytest.warns(OOMRiskWarning, match="largest safe micro-batch") as caught:
+        trainer, module = fit(monitor, GPT(GPTConfig()), steps=2)
+    assert issubclass(OOMRiskWarning, UserWarning)
     assert module.steps_run == 2  # warn only: the run goes on
     assert value(scrape(monitor.metrics_url), "llmops_oom_risk", source="prediction") == 1
     assert any("OOM risk" in r.getMessage() and r.levelno == logging.WARNING for r in records)
+    assert any("OOM risk (measured)" in str(w.message) for w in caught)  # what the step measured, too
+
+
+def test_oom_risk_warning_made_an_error_stops_the_run():
+    """``-W error::llmops.OOMRiskWarning`` (or a pytest filter) turns the warning into the user's stop."""
+    import warnings
+
+    monitor = LLMOpsMonitor(port=0, memory_budget="10kB")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OOMRiskWarning)
+        with pytest.raises(OOMRiskWarning):
+            fit(monitor, GPT(GPTConfig()), steps=2)
 
 
 def test_tiny_budget_raise_stops_before_any_step():
@@ -172,7 +186,7 @@ def fake_gpu_client():
 
 def test_fake_nvml_gpu_series_by_uuid():
     client = fake_gpu_client()
-    monitor = LLMOpsMonitor(port=0, nvml=True, nvml_client=client, interval=0.02)
+    monitor = LLMOpsMonitor(port=0, nvml=True, _nvml_client=client, interval=0.02)
     fit(monitor, GPT(GPTConfig()), steps=2)
     samples = scrape(monitor.metrics_url)
     labels = {"gpu": "0", "UUID": "GPU-11111111-2222-3333-4444-555555555555"}
@@ -193,7 +207,7 @@ def test_probe_raising_mid_run_is_counted_and_run_completes():
             if batch_idx == 1:
                 client.errors["memory_info"] = NvmlError(999, "GPU is lost")
 
-    monitor = LLMOpsMonitor(port=0, nvml=True, nvml_client=client, interval=0.01)
+    monitor = LLMOpsMonitor(port=0, nvml=True, _nvml_client=client, interval=0.01)
     trainer, module = fit(monitor, GPT(GPTConfig()), steps=4, callbacks_extra=[BreakNvml()])
     assert trainer.global_step == 4 and module.steps_run == 4
     assert value(scrape(monitor.metrics_url), "llmops_monitor_errors_total", probe="nvml") >= 1
