@@ -21,7 +21,7 @@ from .comm import take_user_hook
 from .config import MonitorConfig
 from .estimate import Estimate, TrainingSpec
 from .introspect import batch_shape, introspect
-from .loggers import LoggerMetrics
+from .loggers import LoggerMetrics, log_prediction
 from .monitor import Monitor
 from .postmortem import is_oom, postmortem_text, write_postmortem
 from .runlog import run_path
@@ -122,6 +122,7 @@ class MonitorCallback:
         self._last_logged_step = -1
         self._batch_shape: tuple[Any, ...] = (None, None)
         self._restored_run: str | None = None  # the run name a checkpoint carried
+        self._stepping = True  # the current micro-batch ends with the optimizer step
 
     # -- checkpointed state: a resumed run keeps its name (one series in Prometheus, one run log) --
     def state_dict(self) -> dict[str, Any]:
@@ -205,11 +206,11 @@ class MonitorCallback:
         m = self.monitor
         self._batch_shape = batch_shape(batch)
         m.step_start(trainer.global_step)
-        # Measure on the micro-batch that ends with the optimizer step: once per step, optimizer
-        # states included, when gradients are accumulated over several micro-batches.
-        if m.should_measure(trainer.global_step) and (
-                (batch_idx + 1) % trainer.accumulate_grad_batches == 0
-                or batch_idx + 1 == trainer.num_training_batches):
+        # The micro-batch that ends with the optimizer step: a training step is timed to its end, and
+        # memory is measured on it (once per step, optimizer states included, under accumulation).
+        self._stepping = ((batch_idx + 1) % trainer.accumulate_grad_batches == 0
+                          or batch_idx + 1 == trainer.num_training_batches)
+        if m.should_measure(trainer.global_step) and self._stepping:
             with m.guard("activations"):
                 m.begin_measure(pl_module, trainer.optimizers, batch)
 
@@ -218,20 +219,22 @@ class MonitorCallback:
         with m.guard("activations"):
             m.end_measure(pl_module, trainer.optimizers)
         with m.guard("step"):
-            m.step_end(trainer.global_step, self._batch_shape[0])
+            m.step_end(trainer.global_step, self._batch_shape[0], stepped=self._stepping)
         if self._logger_metrics is not None or self.progress_bar:
             with m.guard("loggers"):
                 self._log(trainer, pl_module)
 
     def _log(self, trainer: Any, pl_module: Any) -> None:
-        """Loggers every ``log_every_n_steps`` optimizer steps; the progress bar every batch (cached values)."""
+        """Loggers every ``log_every_n_steps`` optimizer steps, at Lightning's own step for ``self.log``
+        (the optimizer steps taken before this one: 4 and 9 for the 5th and 10th); the progress bar
+        every batch (cached values)."""
         step = trainer.global_step
         if self._logger_metrics is not None and step != self._last_logged_step \
                 and step % max(1, trainer.log_every_n_steps) == 0:
             self._last_logged_step = step
             metrics = self._logger_metrics.collect()
             for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=step)
+                logger.log_metrics(metrics, step=step - 1)
         if self.progress_bar:
             s = self.monitor.state
             peak, budget = s.get("llmops_memory_actual_bytes", component="peak"), s.get("llmops_memory_budget_bytes")
@@ -271,7 +274,7 @@ class MonitorCallback:
             if self._logger_metrics is not None and trainer.global_rank == 0:
                 with m.guard("loggers"):
                     for logger in trainer.loggers:
-                        logger.log_hyperparams(self._logger_metrics.hyperparams())
+                        log_prediction(logger, self._logger_metrics.hyperparams())
 
     def _dry_run(self, trainer: Any, pl_module: Any, batch: Any, spec: TrainingSpec) -> dict[str, Estimate]:
         from .dryrun import DryRunSkipped, for_run  # fake tensors only when asked for

@@ -6,6 +6,8 @@ Histograms are logged as the mean over the interval since the last log.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .exporter import MetricState
 from .exporter.state import HistogramValue
 
@@ -62,3 +64,35 @@ class LoggerMetrics:
         snapshot = self.state.snapshot()
         return {_key(self.state, name, s.labels, ()): float(s.value)  # type: ignore[arg-type]
                 for name in HYPERPARAMS for s in snapshot.get(name, ())}
+
+
+def log_prediction(logger: Any, prediction: dict[str, float]) -> None:
+    """Give ``logger`` the preflight prediction as hyperparameters.
+
+    TensorBoard's HParams view keeps a run's first session (Lightning writes the model's before step 1,
+    and the prediction needs the first batch), and ``hparams.yaml`` is written once: for a
+    ``TensorBoardLogger`` the model's hyperparameters and the prediction go, as one session, to the run
+    ``<log_dir>/llmops`` (with the prediction as its metrics), and ``hparams.yaml`` is rewritten with both.
+    """
+    logger.log_hyperparams(prediction)
+    if type(logger).__name__ != "TensorBoardLogger":
+        return
+    import importlib
+    import os
+
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams
+
+    # the logger's own namespace (lightning.pytorch or pytorch_lightning) writes its hparams.yaml
+    saving = importlib.import_module(type(logger).__module__.split(".loggers")[0] + ".core.saving")
+
+    params = {k: v for k, v in logger.hparams.items() if isinstance(v, (bool, int, float, str))}
+    writer = SummaryWriter(os.path.join(logger.log_dir, "llmops"))
+    try:
+        for summary in hparams(params, prediction):
+            writer.file_writer.add_summary(summary)
+        for key, value in prediction.items():
+            writer.add_scalar(key, value, 0)
+    finally:
+        writer.close()
+    saving.save_hparams_to_yaml(os.path.join(logger.log_dir, logger.NAME_HPARAMS_FILE), logger.hparams)

@@ -59,7 +59,7 @@ class Monitor:
         self._last_counters: dict[str, float] = {}
         self._meter: ActivationMeter | None = None
         self._live: LiveBytes | None = None  # the CPU's real peak, on sampled steps
-        self._t0 = 0.0
+        self._t0: float | None = None  # when the optimizer step in progress began (its first micro-batch)
         self.step = 0
         self.measured: dict[str, int] = {}
         self.peak_phase = ""  # where the last measured CPU peak fell: forward, backward, optimizer
@@ -283,20 +283,27 @@ class Monitor:
 
     # -- the training thread -----------------------------------------------------------------
     def step_start(self, step: int) -> None:
+        """A micro-batch begins; the first of an optimizer step starts its clock."""
         self.step = step
-        self._t0 = time.perf_counter()
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
 
-    def step_end(self, step: int, samples: int | None) -> None:
+    def step_end(self, step: int, samples: int | None, stepped: bool = True) -> None:
+        """A micro-batch ends; ``stepped``: it ended with the optimizer step, so a training step is timed
+        (all its micro-batches under gradient accumulation, one observation per optimizer step)."""
         s = self.state
+        if samples:
+            s.inc("llmops_samples_total", samples)
+        if not stepped or self._t0 is None:
+            return
         seconds = time.perf_counter() - self._t0
+        self._t0 = None
         s.observe("llmops_step_duration_seconds", seconds)
         s.set("llmops_train_step", step)
         if self.runlog is not None:  # a deque append; the run log's thread writes it
-            self.runlog.step(step, time.perf_counter() - self._t0)
+            self.runlog.step(step, seconds)
         if self.comm is not None:
             self.comm.flush(seconds)
-        if samples:
-            s.inc("llmops_samples_total", samples)
 
     def should_measure(self, step: int) -> bool:
         """Memory is measured on the first two steps (the second is the first with the previous

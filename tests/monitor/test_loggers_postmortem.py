@@ -75,6 +75,52 @@ def test_tensorboard_logger_holds_llmops_keys(tmp_path):
     assert len(events.Scalars("llmops/step_duration_seconds")) == 4
 
 
+def test_tensorboard_hparams_view_and_yaml_get_the_prediction(tmp_path):
+    """The HParams view reads a run's first session: the prediction reaches it as a session of its own,
+    with the model's hyperparameters beside it, and hparams.yaml holds both."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    class WithHparams(LM):
+        def __init__(self, lr: float = 0.01):
+            super().__init__()
+            self.save_hyperparameters()
+
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    monitor = LLMOpsMonitor(port=0, run_dir=str(tmp_path / "runs"), memory_budget="1GB")
+    fit(monitor, logger, module=WithHparams())
+    predicted = monitor.monitor.prediction["refined"].peak_bytes
+    events = EventAccumulator(logger.log_dir + "/llmops")
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    assert start.hparams["lr"].number_value == 0.01  # the model's own, beside the prediction
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        events.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
+    assert "llmops/memory_predicted_bytes/peak/refined" in {m.name.tag for m in experiment.metric_infos}
+    assert events.Scalars("llmops/memory_predicted_bytes/peak/refined")[0].value == pytest.approx(predicted, rel=1e-6)
+    hparams = yaml.safe_load(open(logger.log_dir + "/hparams.yaml"))
+    assert hparams["lr"] == 0.01 and hparams["llmops/memory_predicted_bytes/peak/refined"] == predicted
+
+
+def test_logged_points_align_with_lightnings_own_step(tmp_path):
+    """``self.log`` and the llmops keys land on the same step numbers, with or without accumulation, and
+    the step-time histogram counts optimizer steps, not micro-batches."""
+    for accumulate in (1, 2):
+        logger = CSVLogger(tmp_path, name=f"align{accumulate}")
+        monitor = LLMOpsMonitor(port=0, run_dir=str(tmp_path / "runs"))
+        module = LM(log_loss=True)
+        trainer = pl.Trainer(max_steps=10, accelerator="cpu", callbacks=[monitor], logger=logger,
+                             enable_checkpointing=False, enable_model_summary=False, log_every_n_steps=5,
+                             accumulate_grad_batches=accumulate, enable_progress_bar=False)
+        trainer.fit(module, token_loader(64, 16, 4))
+        rows = list(csv.DictReader(open(logger.log_dir + "/metrics.csv")))
+        theirs = sorted({int(r["step"]) for r in rows if r.get("loss")})
+        ours = sorted({int(r["step"]) for r in rows if r.get("llmops/step_duration_seconds")})
+        assert theirs == ours == [4, 9], (accumulate, theirs, ours)
+        assert monitor.monitor.state.get("llmops_step_duration_seconds").count == 10
+
+
 def test_log_to_loggers_false_logs_nothing(tmp_path):
     logger = CSVLogger(tmp_path, name="off")
     fit(LLMOpsMonitor(port=0, log_to_loggers=False, run_dir=str(tmp_path / "runs")), logger, module=LM(log_loss=True))
