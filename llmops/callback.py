@@ -56,7 +56,10 @@ class MonitorCallback:
     - ``llmops_checkpoint_save_duration_seconds`` (histogram, seconds), ``llmops_checkpoint_size_bytes``,
       ``llmops_checkpoint_last_success_timestamp_seconds``, ``llmops_checkpoint_saves_total``,
       ``llmops_checkpoint_failures_total`` (the failed save is re-raised), ``llmops_checkpoint_restores_total``,
-      ``llmops_run_start_timestamp_seconds`` seconds (checkpoint age counts from it before the first save)
+      ``llmops_run_start_timestamp_seconds`` seconds (checkpoint age counts from it before the first save),
+      ``llmops_run_end_timestamp_seconds`` seconds, set when ``fit`` ends normally (alerts tell a finished
+      run from a dead one by it; at exit the endpoint waits up to two scrape intervals, 60 s at most, for
+      one more scrape)
     - ``llmops_monitor_errors_total{probe}`` errors caught inside the monitor (the run went on)
     - ``llmops_build_info{version,torch,lightning,strategy,precision}`` 1
 

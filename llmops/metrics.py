@@ -142,6 +142,8 @@ METRICS: tuple[MetricSpec, ...] = (
        "Unix time the last checkpoint finished writing."),
     _g("llmops_run_start_timestamp_seconds", "seconds",
        "Unix time this process started training; checkpoint age counts from it until the first save."),
+    _g("llmops_run_end_timestamp_seconds", "seconds",
+       "Unix time the run ended normally (absent while it runs, and after a crash)."),
     _h("llmops_checkpoint_save_duration_seconds", "Time to write a checkpoint.", CHECKPOINT_BUCKETS),
     _g("llmops_checkpoint_size_bytes", "bytes", "Size of the last checkpoint written."),
     _c("llmops_checkpoint_saves_total", "count", "Checkpoints written."),

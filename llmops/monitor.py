@@ -7,6 +7,7 @@ thread every ``interval`` seconds. Everything is exported through one ``MetricSt
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -32,6 +33,7 @@ from .runlog import RunLogWriter, run_path
 from .tables import estimate_table, to_text, whatif_table
 
 log = logging.getLogger("llmops")
+FINAL_SCRAPE_MAX_S = 60.0  # at exit, the longest wait for Prometheus to read the end marker
 PROBE_TIMEOUT_S = 5.0  # the longest the training thread waits on a probe (open, close, the sampler's last read)
 
 
@@ -68,6 +70,9 @@ class Monitor:
         self._started = False
         self._collector: LLMOpsCollector | None = None
         self.runlog: RunLogWriter | None = None  # the local run log, llmops_runs/<run>/
+        self._failed = False  # the fit ended with an exception: no end marker
+        self._ended_at = 0.0
+        self._final_scrape_registered = False
 
     @property
     def metrics_url(self) -> str | None:
@@ -101,6 +106,8 @@ class Monitor:
                                                else None)
         self.state.set("llmops_build_info", 1, **build_labels)
         self.state.set("llmops_run_start_timestamp_seconds", time.time())
+        self.state.set("llmops_run_end_timestamp_seconds", None)  # a later fit of the same monitor runs again
+        self._failed = False
         self._open_runlog(run, rank, build_labels)
         use_nvml = self.config.nvml if self.config.nvml is not None else device_index is not None
         if use_nvml:
@@ -133,6 +140,12 @@ class Monitor:
             self._nvml = None
         else:
             self.sample()  # the last reading, so a final scrape or push sees it
+        if not self._failed:  # a normal end: alerts tell a finished run from a dead one by it
+            self.state.set("llmops_run_end_timestamp_seconds", time.time())
+        self._ended_at = time.time()
+        if self.exporter is not None and not self._final_scrape_registered:
+            self._final_scrape_registered = True
+            atexit.register(self._final_scrape)
         self.end_runlog()
         if self.config.pushgateway_url:
             with self.guard("pushgateway"):
@@ -144,6 +157,16 @@ class Monitor:
             with self.guard("nvml"):
                 bounded(self._nvml.close, PROBE_TIMEOUT_S, "nvml close")
             self._nvml = None
+
+    def _final_scrape(self) -> None:
+        """At interpreter exit, when a Prometheus scrapes this endpoint (two scrapes seen): wait for one
+        scrape after the run ended, at most two scrape intervals and ``FINAL_SCRAPE_MAX_S``, so it reads
+        the end marker. Never on the training path: ``fit`` has returned."""
+        exporter = self.exporter
+        interval = exporter.scrapes.interval() if exporter is not None else None
+        if exporter is None or interval is None or exporter.closed:
+            return
+        exporter.scrapes.wait_after(self._ended_at, min(FINAL_SCRAPE_MAX_S, 2 * interval + 1))
 
     def shutdown(self) -> None:
         """Close, and stop serving the endpoint now."""
@@ -170,6 +193,8 @@ class Monitor:
 
     def end_runlog(self, error: BaseException | None = None) -> None:
         """Close the run log; after an exception its ``end`` record says what stopped the run."""
+        if error is not None:
+            self._failed = True
         if self.runlog is not None:
             status = ("ok" if error is None else "interrupted" if isinstance(error, KeyboardInterrupt)
                       else f"error: {type(error).__name__}: {error}")

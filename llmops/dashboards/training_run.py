@@ -118,12 +118,15 @@ def comm_row() -> list:
               "Mean time of one gradient all-reduce (per DDP bucket). Only distributed runs communicate.",
               query(_mean("llmops_comm_allreduce_duration_seconds"), "rank {{rank}}"), min_value=0),
         graph("All-reduce share of step time", RATIO,
-              "Share of each step's wall time spent in all-reduce (an upper bound: DDP overlaps it with backward).",
-              query(f"llmops_comm_step_time_ratio{{{S}}}", "rank {{rank}}"),
+              "Share of each step's wall time spent in all-reduce over 5 minutes, from the two histograms (an "
+              "upper bound: DDP overlaps it with backward). What LLMOpsCommSlow (step_share) reads.",
+              query(f"llmops:comm_step_time:ratio5m{{{S}}}", "rank {{rank}}"),
               query("llmops:threshold:comm_step_time_ratio", "alert above"),
               min_value=0),
-        graph("Bus bandwidth", BYTES_PER_SECOND, "All-reduce bus bandwidth (nccl-tests definition) per rank.",
-              query(f"llmops_comm_bus_bandwidth_bytes_per_second{{{S}}}", "rank {{rank}}"), min_value=0),
+        graph("Bus bandwidth", BYTES_PER_SECOND, "All-reduce bus bandwidth (nccl-tests definition) per rank, and "
+              "the best 10-minute median the run has reached (LLMOpsCommSlow fires under half of it).",
+              query(f"llmops_comm_bus_bandwidth_bytes_per_second{{{S}}}", "rank {{rank}}"),
+              query(f"llmops:comm_bus_bandwidth_bytes_per_second:best{{{S}}}", "best, rank {{rank}}"), min_value=0),
     ]
 
 

@@ -9,6 +9,8 @@ import logging
 import socket
 import ssl
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -19,10 +21,47 @@ from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 logger = logging.getLogger("llmops")
 
 
+class Scrapes:
+    """When the endpoint was last scraped (the last few times), so the end of a run can wait for one more."""
+
+    def __init__(self) -> None:
+        self.times: deque[float] = deque(maxlen=8)
+        self._seen = threading.Condition()
+
+    def wrap(self, app: Callable) -> Callable:
+        def counted(environ: dict, start_response: Callable) -> Iterable[bytes]:
+            body = app(environ, start_response)
+            with self._seen:
+                self.times.append(time.time())
+                self._seen.notify_all()
+            return body
+
+        return counted
+
+    def interval(self) -> float | None:
+        """The median seconds between recent scrapes; None before two."""
+        t = list(self.times)
+        gaps = sorted(b - a for a, b in zip(t, t[1:], strict=False))
+        return gaps[len(gaps) // 2] if gaps else None
+
+    def wait_after(self, t: float, limit_s: float) -> bool:
+        """Wait (at most ``limit_s``) for a scrape later than ``t``; True when one came."""
+        deadline = time.monotonic() + limit_s
+        with self._seen:
+            while not (self.times and self.times[-1] > t):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._seen.wait(left)
+        return True
+
+
 class Exporter:
     """A running metrics endpoint: ``url`` and ``port`` are what is actually served."""
 
-    def __init__(self, server: WSGIServer, thread: threading.Thread, addr: str, tls: bool) -> None:
+    def __init__(self, server: WSGIServer, thread: threading.Thread, addr: str, tls: bool,
+                 scrapes: Scrapes | None = None) -> None:
+        self.scrapes = scrapes or Scrapes()
         self._server = server
         self._thread = thread
         self._closed = False
@@ -30,6 +69,10 @@ class Exporter:
         self.port: int = server.server_port
         host = f"[{addr}]" if ":" in addr else (addr or "0.0.0.0")
         self.url: str = f"{'https' if tls else 'http'}://{host}:{self.port}/metrics"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
         """Stop serving and release the port; calling it again does nothing."""
@@ -75,8 +118,10 @@ def start_exporter(
     if basic_auth is not None and context is None:
         logger.warning("llmops exporter: basic auth without TLS sends the password in clear text")
 
+    scrapes = Scrapes()
+
     def start(candidate: int) -> tuple[WSGIServer, threading.Thread]:
-        return _start_server(candidate, addr, registry, context, basic_auth)
+        return _start_server(candidate, addr, registry, context, basic_auth, scrapes)
 
     last_error: OSError | None = None
     for candidate in _candidates(port, port_attempts):
@@ -87,7 +132,7 @@ def start_exporter(
                 raise
             last_error = exc
             continue
-        exporter = Exporter(server, thread, addr, tls=context is not None)
+        exporter = Exporter(server, thread, addr, tls=context is not None, scrapes=scrapes)
         if last_error is not None:
             logger.warning("llmops exporter: port %d in use, serving on %s", port, exporter.url)
         elif announce is not None:
@@ -147,6 +192,7 @@ def _start_server(
     registry: CollectorRegistry,
     context: ssl.SSLContext | None,
     credentials: tuple[str, str] | None,
+    scrapes: Scrapes,
 ) -> tuple[WSGIServer, threading.Thread]:
     """prometheus_client's WSGI app (OpenMetrics negotiation included) on ``_Server``, optionally
     behind basic auth."""
@@ -157,7 +203,7 @@ def _start_server(
         address_family = family
         tls = context
 
-    app = make_wsgi_app(registry)
+    app = scrapes.wrap(make_wsgi_app(registry))  # inside the auth check: only a served scrape counts
     if credentials is not None:
         app = _require_basic_auth(app, *credentials)
     server = make_server(addr, port, app, Server, handler_class=_QuietHandler)

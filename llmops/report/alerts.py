@@ -178,14 +178,15 @@ def _rank_alerts(r: RankLog, th: dict[str, float], fors: dict[str, float]) -> It
     yield AlertResult("LLMOpsCheckpointFailures", r.rank, "a checkpoint write failed", fors["LLMOpsCheckpointFailures"],
                       tuple(_increases(fails, end, "llmops_checkpoint_failures_total")), bool(fails))
     bw = [p for p in r.get("llmops_comm_bus_bandwidth_bytes_per_second") if isinstance(p[2], (int, float))]
-    base = statistics.median(p[2] for p in bw) if bw else 0.0
+    base = _best_sustained(bw)
     share = _mean_over(r.get("llmops_comm_step_time_ratio"), th["comm_share_window_s"])
     slow = _held(bw, end, lambda v: v < th["comm_slow_fraction"] * base,
-                 lambda v: f"bus bandwidth {v / 1e9:.3f} GB/s, median {base / 1e9:.3f} GB/s")
+                 lambda v: f"bus bandwidth {v / 1e9:.3f} GB/s, best sustained {base / 1e9:.3f} GB/s")
     slow += _held(share, end, lambda v: v > th["comm_step_time_ratio"],
                   lambda v: f"all-reduce took {v:.0%} of each step (mean over {th['comm_share_window_s']:.0f} s)")
     yield AlertResult("LLMOpsCommSlow", r.rank,
-                      f"bus bandwidth under {th['comm_slow_fraction']:.0%} of the run's median, or all-reduce over "
+                      f"bus bandwidth under {th['comm_slow_fraction']:.0%} of the run's best sustained (10-minute "
+                      f"median), or all-reduce over "
                       f"{th['comm_step_time_ratio']:.0%} of step time", fors["LLMOpsCommSlow"],
                       tuple(sorted(slow)), bool(bw or share))
     errors: list[Interval] = []
@@ -265,6 +266,15 @@ def _straggler(run: RunLog, th: dict[str, float], fors: dict[str, float]) -> Ale
                 out.append((k * w, (k + 1) * w, f"rank {rank} step {v * 1e3:.1f} ms vs median {med * 1e3:.1f} ms"))
     return AlertResult("LLMOpsStraggler", None, f"a rank's step time over the run's median by {th['straggler']:.0%}",
                        fors["LLMOpsStraggler"], tuple(_merge(out)))
+
+
+def _best_sustained(points: list, window_s: float = 600.0) -> float:
+    """The best 10-minute median of a series, as the rule's ``llmops:comm_bus_bandwidth_bytes_per_second:best``
+    (a baseline a long fault cannot lower)."""
+    by_window: dict[int, list[float]] = {}
+    for t, _step, v in points:
+        by_window.setdefault(int(t // window_s), []).append(v)
+    return max((statistics.median(v) for v in by_window.values()), default=0.0)
 
 
 def _merge(intervals: list[Interval]) -> list[Interval]:
