@@ -29,14 +29,14 @@ cli.add_command(stack)
 def main(argv: list[str] | None = None) -> int:
     """Entry point: a person's bad input gets one line on stderr and exit code 2, never a traceback."""
     try:
-        cli.main(args=argv, prog_name="llmops", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="llmops", standalone_mode=False)  # an Exit's code, or None
     except click.exceptions.Abort:
         click.echo("llmops: aborted", err=True)
         return 130
     except click.ClickException as e:
         click.echo(f"llmops: error: {e.format_message()}", err=True)
         return e.exit_code if e.exit_code else 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

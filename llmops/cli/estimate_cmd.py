@@ -29,6 +29,7 @@ FIELDS = {
     "recompute": "recompute", "dropout": "dropout", "device": "device", "overhead": "overhead_bytes",
 }
 FLAGS = {field: "--" + flag.replace("_", "-") for flag, field in FIELDS.items()}
+EXIT_OOM = 3  # --fail-on-oom: the verdict is OOM (2 is bad input, as click's usage errors)
 PRECISION_CHOICES = list(DOCUMENT_PRECISIONS) + [p for p in PRECISIONS if p not in DOCUMENT_PRECISIONS]
 
 
@@ -69,9 +70,16 @@ def _opt(*decls: str, **kw: Any) -> Any:
               help="Also run one training step of factory()'s (model, batch[, loss[, optimizer]]) on fake tensors.")
 @click.option("--dry-run-timeout", type=Seconds(), default=120.0, show_default=True,
               help="Seconds the dry run may take before it is skipped.")
+@click.option("--fail-on-oom", is_flag=True,
+              help=f"Exit {EXIT_OOM} when the verdict is OOM (the most exact model's), for a CI gate.")
 def estimate(model: str | None, as_json: bool, gib: bool, show_what_if: bool, dry_run: str | None,
-             dry_run_timeout: float, **flags: Any) -> None:
+             dry_run_timeout: float, fail_on_oom: bool, **flags: Any) -> None:
     """Predict memory per device, the OOM verdict, the largest safe batch and GPU counts."""
+    _print(model, as_json, gib, show_what_if, dry_run, dry_run_timeout, flags, fail_on_oom)
+
+
+def _print(model: str | None, as_json: bool, gib: bool, show_what_if: bool, dry_run: str | None,
+           dry_run_timeout: float, flags: dict[str, Any], fail_on_oom: bool) -> None:
     spec, sources = TrainingSpec(), {}
     if model:
         spec = get_preset(model).spec
@@ -116,6 +124,7 @@ def estimate(model: str | None, as_json: bool, gib: bool, show_what_if: bool, dr
         if show_what_if:
             out["what_if"] = [{"change": r.change, "peak_bytes": r.peak_bytes, "fits": r.fits} for r in plans]
         click.echo(json.dumps(out, indent=2, default=str))
+        _gate(fail_on_oom, dry or ref)
         return
     console = Console(width=max(Console().width, 100))
     title = f"llmops estimate{f' — {model}' if model else ''}"
@@ -131,6 +140,14 @@ def estimate(model: str | None, as_json: bool, gib: bool, show_what_if: bool, dr
     console.print("document = formulas.md exactly (x = y = p = bytes of --precision); "
                   "refined = what a real run holds (optimizer, Lightning precision, logits, overhead); both shard by "
                   "--strategy.")
+    _gate(fail_on_oom, dry or ref)
+
+
+
+def _gate(fail_on_oom: bool, verdict: Any) -> None:
+    """``--fail-on-oom``: exit 3 on an OOM verdict of the dry run when there is one, else the refined model."""
+    if fail_on_oom and verdict.oom_risk:
+        raise click.exceptions.Exit(EXIT_OOM)
 
 
 def _dry_run(built: Any, spec: TrainingSpec, target: str, timeout_s: float) -> tuple[Any, str | None]:

@@ -98,6 +98,14 @@ class Name(click.ParamType):
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
         return "[" + "|".join(self.choices) + "]"
 
+    def shell_complete(self, ctx: click.Context, param: click.Parameter,
+                       incomplete: str) -> list[click.shell_completion.CompletionItem]:
+        """Tab completion (``eval "$(_LLMOPS_COMPLETE=bash_source llmops)"``): the names that start so."""
+        from click.shell_completion import CompletionItem
+
+        start = incomplete.lower()
+        return [CompletionItem(c) for c in self.choices if c.startswith(start)]
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         key = str(value).strip().lower()
         key = self.aliases.get(key, key)

@@ -164,3 +164,33 @@ def test_document_model_states_are_per_device_under_sharding():
     assert states()["model_state_bytes"] == 112 * 10**9  # ddp, the default, replicates them
     assert states("--strategy", "fsdp")["model_state_bytes"] == 14 * 10**9
     assert states("--strategy", "zero1")["model_state_bytes"] == (2 + 2) * 7 * 10**9 + 12 * 7 * 10**9 // 8
+
+
+@pytest.mark.parametrize("memory,expected", [("24GB", 3), ("80GB", 0)])
+def test_fail_on_oom_gates_on_the_verdict(memory, expected):
+    """A 7B full fine-tune with AdamW needs ~16 bytes a parameter: OOM on 24 GB, fits on 80 GB under zero3
+    over 8 ranks; exit 3 only for the OOM, and the table is printed either way."""
+    args = ["estimate", "--model", "llama-2-7b", "--batch-size", "1", "--seq-len", "1024", "--gpu-memory", memory]
+    if expected == 0:
+        args += ["--strategy", "zero3", "--world-size", "8"]
+    r = llmops(*args, "--fail-on-oom")
+    assert r.returncode == expected, r.stdout[-2000:] + r.stderr
+    assert "OOM risk" in r.stdout
+    plain = llmops(*args)  # without the flag the verdict never changes the exit code
+    assert plain.returncode == 0
+
+
+def test_model_and_precision_complete_in_the_shell():
+    import os
+    import subprocess
+
+    def complete(words: str) -> list[str]:
+        env = {**os.environ, "_LLMOPS_COMPLETE": "bash_complete", "COMP_WORDS": words,
+               "COMP_CWORD": str(len(words.split()) - 1)}
+        out = subprocess.run([sys.executable, "-c", "from llmops.cli import main; main()"], env=env,
+                             capture_output=True, text=True, timeout=60).stdout
+        return [line.split(",", 1)[1] for line in out.splitlines()]
+
+    assert "llama-2-7b" in complete("llmops estimate --model llama") and "gpt2" not in complete(
+        "llmops estimate --model llama")
+    assert complete("llmops estimate --precision bf16") == ["bf16", "bf16-mixed", "bf16-true"]
