@@ -125,7 +125,10 @@ class Monitor:
             self._thread.start()
 
     def close(self) -> None:
-        """Stop sampling and push the final state; the endpoint serves until the process ends."""
+        """Stop sampling and push the final state; the endpoint serves until the process ends. Once per
+        start: a fit that failed before train start (nothing started) and a second call do nothing."""
+        if not self._started:
+            return
         self._started = False
         self._stop.set()
         hung = False

@@ -8,6 +8,7 @@ import time
 
 import lightning.pytorch as pl
 import pytest
+import torch
 
 from llmops import LLMOpsMonitor
 from tests.helpers.models import GPT, GPTConfig, make_module, token_loader
@@ -71,3 +72,27 @@ def test_at_exit_waits_for_one_scrape_after_the_end_and_no_longer(tmp_path):
     m._final_scrape()
     assert time.monotonic() - t0 < 0.05
     m.shutdown()
+
+
+def test_a_fit_that_fails_before_train_start_leaves_nothing_running(tmp_path):
+    """configure_optimizers raises: the user's error reaches them unchanged, nothing was served or written,
+    and closing the never-started monitor (teardown, then shutdown) does nothing."""
+    class NoOptimizer(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 2)
+
+        def training_step(self, batch, batch_idx):  # never reached
+            return self.layer(batch[0].float()).sum()
+
+        def configure_optimizers(self):
+            raise ValueError("the user's optimizer config is wrong")
+
+    monitor = LLMOpsMonitor(port=0, run_dir=str(tmp_path / "runs"))
+    trainer = pl.Trainer(max_steps=1, accelerator="cpu", callbacks=[monitor], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(ValueError, match="^the user's optimizer config is wrong$"):
+        trainer.fit(NoOptimizer(), token_loader(64, 16, 4))
+    assert monitor.metrics_url is None and not (tmp_path / "runs").exists()
+    monitor.monitor.shutdown()
+    assert monitor.monitor.state.get("llmops_run_end_timestamp_seconds") is None
