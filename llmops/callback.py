@@ -66,13 +66,17 @@ class MonitorCallback:
     Args:
         port: the first rank's port; each process serves on ``port + local_rank``; 0 takes a free port.
         addr: address to listen on (``"0.0.0.0"`` for a cluster's Prometheus).
-        run: the run's name; default the logger's name and version, else a timestamp.
+        run: the run's name; default one unique per run, the same on every rank and kept across a resume
+            from a checkpoint: the logger's name and version, then the start time and a short id
+            (``lightning_logs-v0-20261202-031500-a1b2``; ``run-…`` without a logger, ``fast_dev_run-…``).
         spec: what to use instead of what is read from the run: a ``TrainingSpec`` (its fields that
             differ from the defaults) or a dict of its fields (every key, defaults included:
             ``spec={"optimizer": "adamw"}``).
         memory_budget: bytes, or a size like ``"8GB"``; default the GPU's memory.
         safety: fraction of the budget a run may use, in (0, 1].
-        on_oom_risk: ``"warn"``, or ``"raise"`` to stop before the first step when the prediction does not fit.
+        on_oom_risk: ``"warn"`` (logged, and an ``llmops.OOMRiskWarning`` through Lightning's rank-zero
+            warning, which ``-W error`` or a pytest filter can turn into a stop), or ``"raise"`` to stop
+            before the first step when the prediction does not fit.
         interval: seconds between NVML / allocator readings (background thread).
         activation_interval: memory is measured on steps 0 and 1 and every this many steps (on the CPU each
             sampled step runs under a live-bytes count: about a third slower, 0.35% of the run at 100).
@@ -80,7 +84,9 @@ class MonitorCallback:
         certfile, keyfile: PEM files for TLS; basic_auth: ``(user, password)``.
         linger: seconds to keep the process at the end of fit so a last scrape sees the final state.
         pushgateway_url: push the final state there at the end of fit.
-        runlog: append every sample to ``<run_dir>/<run>/rank<R>.jsonl`` (``llmops report`` reads it).
+        serve: serve the endpoint (default yes, except under ``fast_dev_run``).
+        runlog: append every sample to ``<run_dir>/<run>/rank<R>.jsonl`` (``llmops report`` reads it);
+            default yes, except under ``fast_dev_run``.
         run_dir: the run log's root; default ``$LLMOPS_RUN_DIR``, else ``./llmops_runs``.
         log_to_loggers: log the same figures through the trainer's loggers under ``llmops/`` keys every
             ``log_every_n_steps`` (default: when the trainer has a logger); the preflight prediction
