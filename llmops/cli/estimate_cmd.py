@@ -75,11 +75,6 @@ def _opt(*decls: str, **kw: Any) -> Any:
 def estimate(model: str | None, as_json: bool, gib: bool, show_what_if: bool, dry_run: str | None,
              dry_run_timeout: float, fail_on_oom: bool, **flags: Any) -> None:
     """Predict memory per device, the OOM verdict, the largest safe batch and GPU counts."""
-    _print(model, as_json, gib, show_what_if, dry_run, dry_run_timeout, flags, fail_on_oom)
-
-
-def _print(model: str | None, as_json: bool, gib: bool, show_what_if: bool, dry_run: str | None,
-           dry_run_timeout: float, flags: dict[str, Any], fail_on_oom: bool) -> None:
     spec, sources = TrainingSpec(), {}
     if model:
         spec = get_preset(model).spec
@@ -141,7 +136,6 @@ def _print(model: str | None, as_json: bool, gib: bool, show_what_if: bool, dry_
                   "refined = what a real run holds (optimizer, Lightning precision, logits, overhead); both shard by "
                   "--strategy.")
     _gate(fail_on_oom, dry or ref)
-
 
 
 def _gate(fail_on_oom: bool, verdict: Any) -> None:

@@ -60,8 +60,8 @@ class Exporter:
     """A running metrics endpoint: ``url`` and ``port`` are what is actually served."""
 
     def __init__(self, server: WSGIServer, thread: threading.Thread, addr: str, tls: bool,
-                 scrapes: Scrapes | None = None) -> None:
-        self.scrapes = scrapes or Scrapes()
+                 scrapes: Scrapes) -> None:
+        self.scrapes = scrapes
         self._server = server
         self._thread = thread
         self._closed = False

@@ -35,10 +35,9 @@ def counting_hook(state, bucket):
 
 
 class Record(pl.Callback):
-    def __init__(self, monitor, sleep: float, die_rank: int | None = None, die_at: int = 2):
+    def __init__(self, monitor, sleep: float, die_rank: int | None = None, die_at: int = 2, torch_hook: bool = False):
         self.monitor, self.sleep, self.info = monitor, sleep, {}
-        self.die_rank, self.die_at = die_rank, die_at
-        self.torch_hook = False
+        self.die_rank, self.die_at, self.torch_hook = die_rank, die_at, torch_hook
 
     def on_train_start(self, trainer, pl_module):
         if self.torch_hook:
@@ -78,8 +77,7 @@ def main() -> None:
 
     pl.seed_everything(0)
     monitor = None if args.no_monitor else LLMOpsMonitor(port=args.port, run="dist-test")
-    record = Record(monitor, args.sleep, args.die_rank, args.die_at)
-    record.torch_hook = args.torch_hook
+    record = Record(monitor, args.sleep, args.die_rank, args.die_at, args.torch_hook)
     callbacks = [c for c in (monitor, record) if c is not None]
     if args.ckpt_dir:
         callbacks.append(ModelCheckpoint(dirpath=args.ckpt_dir, every_n_train_steps=args.ckpt_every, save_last=True))
