@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal
 
 import torch
 from prometheus_client import CollectorRegistry
 
+from . import version
 from .checkpoint import mark_saves, wrap_checkpoint_io
 from .comm import take_user_hook
 from .config import MonitorConfig
@@ -315,15 +315,9 @@ class MonitorCallback:
         return str(trainer.strategy.broadcast(name))  # every rank labels its series alike
 
     def _build_labels(self, trainer: Any) -> dict[str, str]:
-        return {"version": _version("llmops"), "torch": torch.__version__,
-                "lightning": _version(self._lightning_dist), "strategy": type(trainer.strategy).__name__,
+        return {"version": version(), "torch": torch.__version__,
+                "lightning": version(self._lightning_dist), "strategy": type(trainer.strategy).__name__,
                 "precision": str(trainer.precision)}
 
     _lightning_dist = "lightning"
 
-
-def _version(dist: str) -> str:
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "unknown"

@@ -2,7 +2,7 @@
 
 Used by ``llmops stack up|down`` and by the end-to-end tests. The binaries come from Debian
 (``prometheus``, ``prometheus-alertmanager``) or upstream (``alertmanager``). Configuration is
-read from ``deploy/`` and written, rewritten for loopback, into a working folder.
+read from the shipped ``llmops/deploy`` and written, rewritten for loopback, into a working folder.
 """
 
 from __future__ import annotations
@@ -23,10 +23,8 @@ from typing import Any
 
 import yaml
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
-PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
-RULES = DEPLOY / "prometheus" / "rules" / "llmops.rules.yml"
-ALERTMANAGER_YML = DEPLOY / "alertmanager" / "alertmanager.yml"
+from .shipped import ALERTMANAGER_YML, PROMETHEUS_YML, RULES, local_runbooks, with_runbook_base
+
 LOCAL_TARGETS = tuple(f"127.0.0.1:{9445 + r}" for r in range(8))  # LLMOpsMonitor's port + local_rank
 STATE_FILE = "stack.json"
 
@@ -89,7 +87,8 @@ class Stack:
     """Prometheus and Alertmanager as child processes on 127.0.0.1, configured in ``workdir``.
 
     ``start()`` waits until both answer ``/-/ready``; ``stop()`` (or leaving a ``with`` block)
-    ends them. Port 0 takes a free port.
+    ends them. Port 0 takes a free port. The rule files are copied into ``workdir`` with their
+    runbook links pointing at ``runbook_base`` (default: the installed runbooks, on this machine).
     """
 
     workdir: Path
@@ -105,6 +104,7 @@ class Stack:
     extra_scrape_configs: Sequence[dict[str, Any]] = ()
     prometheus_yml: Path = PROMETHEUS_YML
     alertmanager_yml: Path = ALERTMANAGER_YML
+    runbook_base: str = field(default_factory=local_runbooks)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -122,10 +122,15 @@ class Stack:
 
     def write_configs(self) -> tuple[Path, Path]:
         """Write the loopback configurations into ``workdir``; returns (prometheus.yml, alertmanager.yml)."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        rules_dir = self.workdir / "rules"
+        rules_dir.mkdir(parents=True, exist_ok=True)
+        rule_files = []
+        for i, src in enumerate(map(Path, self.rule_files)):
+            rule_files.append(rules_dir / f"{i}-{src.name}")
+            rule_files[-1].write_text(with_runbook_base(src.read_text(encoding="utf-8"), self.runbook_base))
         prom = prometheus_config(
             yaml.safe_load(self.prometheus_yml.read_text()), targets=self.targets,
-            alertmanager=f"127.0.0.1:{self.alertmanager_port}", rule_files=self.rule_files,
+            alertmanager=f"127.0.0.1:{self.alertmanager_port}", rule_files=rule_files,
             scrape_interval=self.scrape_interval, evaluation_interval=self.evaluation_interval,
             extra_scrape_configs=self.extra_scrape_configs)
         am = alertmanager_config(yaml.safe_load(self.alertmanager_yml.read_text()), webhook_url=self.webhook_url,

@@ -6,14 +6,16 @@ import sys
 
 import click
 
-from .dashboards_cmd import dashboards, stack
+from llmops import DISTRIBUTION
+
+from .dashboards_cmd import dashboards, deploy, stack
 from .demo_cmd import demo
 from .estimate_cmd import estimate, models
 from .report_cmd import report
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="llmops")
+@click.version_option(package_name=DISTRIBUTION)
 def cli() -> None:
     """Predict and monitor memory and GPU needs of PyTorch Lightning training runs."""
 
@@ -23,6 +25,7 @@ cli.add_command(models)
 cli.add_command(demo)
 cli.add_command(report)
 cli.add_command(dashboards)
+cli.add_command(deploy)
 cli.add_command(stack)
 
 

@@ -1,4 +1,4 @@
-"""``llmops dashboards`` (render the Grafana dashboards and the PrometheusRule) and ``llmops stack``."""
+"""``llmops dashboards`` (the Grafana dashboards and the PrometheusRule), ``llmops deploy`` and ``llmops stack``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,16 @@ from pathlib import Path
 
 import click
 
+from llmops import shipped
 from llmops import stack as stack_mod
+
+
+def _base(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A runbook base URL as given, or one line naming it and what is allowed."""
+    try:
+        return None if value is None else shipped.check_base(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 @click.command("dashboards")
@@ -15,9 +24,11 @@ from llmops import stack as stack_mod
               help="Folder the dashboard JSON files are written to.")
 @click.option("--prometheus-rule", "prometheus_rule_out", default=None, type=click.Path(dir_okay=False),
               help="Also write the alert rules as a Kubernetes PrometheusRule to this file.")
-@click.option("--rules", default=str(stack_mod.RULES), show_default=True, type=click.Path(dir_okay=False),
-              help="The Prometheus rules file the PrometheusRule is generated from.")
-def dashboards(out: str, prometheus_rule_out: str | None, rules: str) -> None:
+@click.option("--rules", default=str(shipped.RULES), show_default="the shipped rules",
+              type=click.Path(dir_okay=False), help="The Prometheus rules file the PrometheusRule is generated from.")
+@click.option("--runbook-base", default=shipped.RUNBOOK_BASE, show_default=True, callback=_base, metavar="URL",
+              help="Where the alerts' runbook_url links point: your copy of runbooks.md.")
+def dashboards(out: str, prometheus_rule_out: str | None, rules: str, runbook_base: str) -> None:
     """Write the Grafana dashboards (grafana-foundation-sdk) as JSON, and optionally the PrometheusRule."""
     from llmops.dashboards import prometheus_rule, write_all
 
@@ -31,7 +42,7 @@ def dashboards(out: str, prometheus_rule_out: str | None, rules: str) -> None:
         click.echo(f"wrote {path}")
     if prometheus_rule_out:
         try:
-            text = prometheus_rule(Path(rules).read_text())
+            text = prometheus_rule(shipped.with_runbook_base(Path(rules).read_text(), runbook_base))
         except (OSError, ValueError) as e:
             raise click.ClickException(f"--rules {rules}: {e}") from None
         try:
@@ -40,6 +51,21 @@ def dashboards(out: str, prometheus_rule_out: str | None, rules: str) -> None:
         except OSError as e:
             raise click.BadParameter(_cannot_write(prometheus_rule_out, e), param_hint="'--prometheus-rule'") from None
         click.echo(f"wrote {prometheus_rule_out}")
+
+
+@click.command("deploy")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder to write into (created); files already there with the same names are replaced.")
+@click.option("--runbook-base", default=shipped.RUNBOOK_BASE, show_default=True, callback=_base, metavar="URL",
+              help="Where the alerts' runbook_url links point: your copy of runbooks.md.")
+def deploy(out: str, runbook_base: str) -> None:
+    """Write the shipped deployment files: Prometheus, Alertmanager, alert rules and their tests, Grafana
+    dashboards and provisioning, compose and Kubernetes manifests, runbooks (the repository's deploy/)."""
+    try:
+        paths = shipped.export(out, runbook_base)
+    except OSError as e:
+        raise click.BadParameter(_cannot_write(out, e), param_hint="'--out'") from None
+    click.echo(f"wrote {len(paths)} files to {out}; start with docker-compose.yml or prometheus/prometheus.yml")
 
 
 def _cannot_write(path: str, e: OSError) -> str:
@@ -70,15 +96,18 @@ def stack() -> None:
               help="A monitor endpoint to scrape (repeatable); default 127.0.0.1:9445 to :9452.")
 @click.option("--webhook", default=None, metavar="URL", help="Also deliver every alert to this webhook.")
 @click.option("--scrape-interval", default=None, metavar="DURATION", help="e.g. 1s; default the config's (5s).")
+@click.option("--runbook-base", default=None, callback=_base, metavar="URL",
+              help="Where the alerts' runbook_url links point; default the installed runbooks.md (file://).")
 def up(workdir: str, prometheus_port: int, alertmanager_port: int, targets: tuple[str, ...],
-       webhook: str | None, scrape_interval: str | None) -> None:
+       webhook: str | None, scrape_interval: str | None, runbook_base: str | None) -> None:
     """Start Prometheus and Alertmanager in the background and print their URLs."""
     path = Path(workdir)
     if (path / stack_mod.STATE_FILE).exists():
         raise click.ClickException(f"a stack is already running from {path}; run `llmops stack down` first")
     s = stack_mod.Stack(path, prometheus_port=prometheus_port, alertmanager_port=alertmanager_port,
                         targets=targets or stack_mod.LOCAL_TARGETS, webhook_url=webhook,
-                        scrape_interval=scrape_interval, evaluation_interval=scrape_interval)
+                        scrape_interval=scrape_interval, evaluation_interval=scrape_interval,
+                        runbook_base=runbook_base or shipped.local_runbooks())
     try:
         s.start(detach=True)
     except (FileNotFoundError, RuntimeError, TimeoutError) as e:

@@ -25,6 +25,11 @@ def _training_run() -> Any:
     return build()
 
 
+# The Grafana the dashboards target: tests type-check them against this @grafana/schema, and
+# deploy/docker-compose.yml runs this Grafana. The SDK writes schemaVersion 42 (Grafana 12.2+);
+# dashboard link `placement` needs 12.3.
+GRAFANA = "12.3"
+
 # file name -> a function returning the dashboard builder
 DASHBOARDS: dict[str, Callable[[], Any]] = {"llmops-training-run.json": _training_run}
 
@@ -35,7 +40,7 @@ def render_all() -> dict[str, str]:
         from grafana_foundation_sdk.cog.encoder import JSONEncoder
     except ImportError as e:
         raise RuntimeError("llmops dashboards needs grafana-foundation-sdk: "
-                           "pip install 'llmops[dashboards]'") from e
+                           "pip install 'llmops-lightning[dashboards]'") from e
     # The SDK warns that its schema-v2 builders are preferred. v2 dashboards need Grafana 12 with its
     # dashboard-v2 feature flags and cannot be file-provisioned everywhere; the classic JSON model
     # (schemaVersion 42) imports and provisions on every current Grafana, so we keep it.

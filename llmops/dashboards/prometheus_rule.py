@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import yaml
 
-RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules" / "llmops.rules.yml"
 HEADER = """\
 # Generated from deploy/prometheus/rules/llmops.rules.yml: do not edit, change that file and run
-#   llmops dashboards --out dashboards/ --prometheus-rule deploy/kubernetes/prometheusrule.yaml
+#   llmops dashboards --out deploy/grafana/dashboards --prometheus-rule deploy/kubernetes/prometheusrule.yaml
 # Thresholds: the llmops-thresholds group (the same recording rules as in the rules file).
 """
 

@@ -8,7 +8,9 @@ communication and checkpoint panels also draw the alert thresholds from the rule
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
+from grafana_foundation_sdk.models.dashboard import DashboardLinkType
 
+from ..shipped import RUNBOOK_BASE
 from .panels import (
     BYTES,
     BYTES_PER_SECOND,
@@ -34,6 +36,12 @@ RATE = "$__rate_interval"
 def _mean(histogram: str, selector: str = S) -> str:
     """Mean observation of a histogram over the rate window (seconds)."""
     return f"rate({histogram}_sum{{{selector}}}[{RATE}]) / rate({histogram}_count{{{selector}}}[{RATE}])"
+
+
+# What a panel says when it has no data, where that is expected rather than a fault.
+NO_GPU = "No GPU series: NVML reports on NVIDIA GPUs only (a CPU run has none)"
+NO_COMM = "No all-reduce: a single-process run does not communicate"
+NO_DCGM = "No DCGM series: dcgm-exporter is not scraped, or its GPUs are not this run's"
 
 
 def _dcgm(metric: str, scale: str = "") -> str:
@@ -92,9 +100,10 @@ def gpu_row() -> list:
               query(f"llmops_gpu_memory_used_bytes{{{G}}}", "GPU {{gpu}} used (rank {{rank}})"),
               query(f"llmops_gpu_process_memory_bytes{{{G}}}", "GPU {{gpu}} this process (rank {{rank}})"),
               query(f"llmops_gpu_memory_total_bytes{{{G}}}", "GPU {{gpu}} total"),
-              min_value=0),
+              min_value=0, empty=NO_GPU),
         graph("GPU utilisation", RATIO, "NVML busy fraction per GPU.",
-              query(f"llmops_gpu_utilization_ratio{{{G}}}", "GPU {{gpu}} (rank {{rank}})"), min_value=0),
+              query(f"llmops_gpu_utilization_ratio{{{G}}}", "GPU {{gpu}} (rank {{rank}})"), min_value=0,
+              empty=NO_GPU),
     ]
 
 
@@ -116,17 +125,18 @@ def comm_row() -> list:
     return [
         graph("All-reduce time", SECONDS,
               "Mean time of one gradient all-reduce (per DDP bucket). Only distributed runs communicate.",
-              query(_mean("llmops_comm_allreduce_duration_seconds"), "rank {{rank}}"), min_value=0),
+              query(_mean("llmops_comm_allreduce_duration_seconds"), "rank {{rank}}"), min_value=0, empty=NO_COMM),
         graph("All-reduce share of step time", RATIO,
               "Share of each step's wall time spent in all-reduce over 5 minutes, from the two histograms (an "
               "upper bound: DDP overlaps it with backward). What LLMOpsCommSlow (step_share) reads.",
               query(f"llmops:comm_step_time:ratio5m{{{S}}}", "rank {{rank}}"),
               query("llmops:threshold:comm_step_time_ratio", "alert above"),
-              min_value=0),
+              min_value=0, empty=NO_COMM),
         graph("Bus bandwidth", BYTES_PER_SECOND, "All-reduce bus bandwidth (nccl-tests definition) per rank, and "
               "the best 10-minute median the run has reached (LLMOpsCommSlow fires under half of it).",
               query(f"llmops_comm_bus_bandwidth_bytes_per_second{{{S}}}", "rank {{rank}}"),
-              query(f"llmops:comm_bus_bandwidth_bytes_per_second:best{{{S}}}", "best, rank {{rank}}"), min_value=0),
+              query(f"llmops:comm_bus_bandwidth_bytes_per_second:best{{{S}}}", "best, rank {{rank}}"), min_value=0,
+              empty=NO_COMM),
     ]
 
 
@@ -170,13 +180,17 @@ def monitor_row() -> list:
 def dcgm_row() -> list:
     return [
         graph("DCGM: framebuffer used by the run's GPUs", BYTES,
-              "dcgm-exporter's DCGM_FI_DEV_FB_USED (MiB) joined on(UUID) with llmops' GPU series; empty when "
-              "dcgm-exporter is not scraped.",
-              query(_dcgm("DCGM_FI_DEV_FB_USED", " * 1048576"), "GPU {{gpu}} (rank {{rank}})"), min_value=0),
-        graph("DCGM: SM activity", RATIO, "DCGM_FI_PROF_SM_ACTIVE joined on(UUID): the fraction of time SMs were busy.",
-              query(_dcgm("DCGM_FI_PROF_SM_ACTIVE"), "GPU {{gpu}} (rank {{rank}})"), min_value=0),
+              "dcgm-exporter's DCGM_FI_DEV_FB_USED (MiB) joined on(UUID) with llmops' GPU series.",
+              query(_dcgm("DCGM_FI_DEV_FB_USED", " * 1048576"), "GPU {{gpu}} (rank {{rank}})"), min_value=0,
+              empty=NO_DCGM),
+        graph("DCGM: GPU utilisation", RATIO, "DCGM_FI_DEV_GPU_UTIL (%) joined on(UUID).",
+              query(_dcgm("DCGM_FI_DEV_GPU_UTIL", " / 100"), "GPU {{gpu}} (rank {{rank}})"), min_value=0,
+              empty=NO_DCGM),
         graph("DCGM: power", "watt", "DCGM_FI_DEV_POWER_USAGE joined on(UUID).",
-              query(_dcgm("DCGM_FI_DEV_POWER_USAGE"), "GPU {{gpu}} (rank {{rank}})"), min_value=0),
+              query(_dcgm("DCGM_FI_DEV_POWER_USAGE"), "GPU {{gpu}} (rank {{rank}})"), min_value=0, empty=NO_DCGM),
+        graph("DCGM: last XID error", COUNT, "DCGM_FI_DEV_XID_ERRORS joined on(UUID): the last XID the driver "
+              "reported (0: none). 13, 31, 43: application faults; 48, 63, 64, 74, 79: hardware, drain the node.",
+              query(_dcgm("DCGM_FI_DEV_XID_ERRORS"), "GPU {{gpu}} (rank {{rank}})"), min_value=0, empty=NO_DCGM),
     ]
 
 
@@ -189,7 +203,9 @@ def build() -> dashboard.Dashboard:
     d = (dashboard.Dashboard(TITLE).uid(UID).tags(["llmops"]).refresh("30s").time("now-1h", "now")
          .timezone("browser").editable()
          .description("Predicted vs actual memory, OOM risk, GPUs, step time, communication and checkpoints "
-                      "of one llmops training run. Metrics: docs/metrics.md; alerts: docs/runbooks.md.")
+                      "of one llmops training run. Metrics: docs/metrics.md; what each alert means: the Runbooks link.")
+         .link(dashboard.DashboardLink("Runbooks").type(DashboardLinkType.LINK).url(RUNBOOK_BASE).icon("doc")
+               .tooltip("What each llmops alert means and what to do").target_blank(True))
          .with_variable(dashboard.DatasourceVariable("datasource").label("Datasource").type("prometheus"))
          .with_variable(label_variable("run", "Run", "llmops_build_info", all_ranks=False))
          .with_variable(label_variable("rank", "Rank", 'llmops_build_info{run=~"$run"}', all_ranks=True))

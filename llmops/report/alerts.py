@@ -1,10 +1,10 @@
 """The alerts that would have fired: the alert rules' conditions, evaluated offline on the run log.
 
-The names are those of ``deploy/prometheus/rules/llmops.rules.yml``; thresholds and ``for:`` are read
-from that file when it is there (a checkout), else the defaults below, which mirror it. Prometheus evaluates PromQL on
-scraped samples; this evaluates the same conditions on the logged series (a value holds until the
-next change was written, or the end of the log), so a short run shows which conditions held even
-where they did not last the rule's ``for:``.
+The names are those of the shipped rules file (``llmops/deploy/prometheus/rules/llmops.rules.yml``);
+thresholds and ``for:`` are read from it, or from the defaults below (which mirror it) where it
+cannot be read. Prometheus evaluates PromQL on scraped samples; this evaluates the same conditions
+on the logged series (a value holds until the next change was written, or the end of the log), so
+a short run shows which conditions held even where they did not last the rule's ``for:``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..drift import SlidingSlope
 from ..runlog import RankLog, RunLog
+from ..shipped import RULES
 from .summary import budget_room
 
 THRESHOLDS = {  # the defaults of the rules file's `llmops-thresholds` group
@@ -35,7 +36,7 @@ THRESHOLDS = {  # the defaults of the rules file's `llmops-thresholds` group
 FOR_S = {"LLMOpsMemoryDrift": 600.0, "LLMOpsOOMRisk": 60.0, "LLMOpsMemoryGrowth": 300.0,
          "LLMOpsCheckpointStale": 60.0, "LLMOpsCheckpointFailures": 0.0, "LLMOpsCommSlow": 600.0,
          "LLMOpsStraggler": 600.0, "LLMOpsMonitorErrors": 0.0, "LLMOpsTargetDown": 120.0}
-RULES_FILE = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules" / "llmops.rules.yml"
+RULES_FILE = RULES
 _RECORDED = {"memory_drift_ratio": "drift", "memory_growth_horizon_seconds": "growth_horizon_s",
              "checkpoint_max_age_seconds": "checkpoint_max_age_s",
              "comm_bandwidth_baseline_ratio": "comm_slow_fraction", "comm_step_time_ratio": "comm_step_time_ratio",
@@ -43,13 +44,13 @@ _RECORDED = {"memory_drift_ratio": "drift", "memory_growth_horizon_seconds": "gr
 
 
 def load_rules(path: Path = RULES_FILE) -> tuple[dict[str, float], dict[str, float]]:
-    """Thresholds and ``for:`` durations from the rules file when it is there (a checkout), else the defaults."""
+    """Thresholds and ``for:`` durations from the rules file, or the defaults where it cannot be read."""
     thresholds, fors = dict(THRESHOLDS), dict(FOR_S)
     try:
         import yaml
 
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except Exception:  # noqa: BLE001 - an installed package has no rules file: the defaults hold
+    except Exception:  # noqa: BLE001 - no yaml, or a rules file removed: the defaults hold
         return thresholds, fors
     seen: set[str] = set()
     for group in doc.get("groups", []):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-from importlib.metadata import PackageNotFoundError, version
 
+from .. import version
 from ..estimate.units import fmt_bytes, unit_for
 from ..runlog import RunLog
 from .alerts import AlertResult
@@ -56,7 +56,7 @@ def render(run: RunLog, figures: dict[str, tuple[str, bytes | None, str]], alert
     for key, (title, png, empty) in figures.items():
         out.append(f"<h2 id='{key}'>{_e(title)}</h2>")
         out.append(_img(png, title) if png else f"<p class='note'>{_e(empty)}</p>")
-    out.append(f"<p class='note'>Written by llmops {_e(_version())} from {_e(run.path)} at "
+    out.append(f"<p class='note'>Written by llmops {_e(version())} from {_e(run.path)} at "
                f"{_e(_when(dt.datetime.now().timestamp()))}; {sum(r.records for r in run.ranks.values())} records"
                f"{_bad_lines(run)}. PNGs of each plot are beside this file.</p></body></html>")
     return "\n".join(out)
@@ -121,8 +121,3 @@ def _when(t: object) -> str:
     return "—" if not isinstance(t, (int, float)) else dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _version() -> str:
-    try:
-        return version("llmops")
-    except PackageNotFoundError:
-        return "unknown"

@@ -6,13 +6,10 @@ import sys
 
 import pytest
 
+from tests.helpers.cli import llmops
+
 DOC_KEYS = {"inference_bytes", "model_state_bytes", "activation_bytes", "peak_bytes",
             "gpus_training", "gpus_inference", "max_batch_size", "oom_risk"}
-
-
-def llmops(*args):
-    code = "import sys; from llmops.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
 
 
 def test_json_schema():

@@ -1,20 +1,10 @@
 """A folder or file the CLI cannot write is the person's bad --out: one line, exit code 2, never a traceback."""
 
-import subprocess
 import sys
 
 import pytest
 
-
-def llmops(*args, cwd=None):
-    code = "import sys; from llmops.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd)
-
-
-def one_line_exit_2(r, *says):
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and all(s in lines[0] for s in says), lines
+from tests.helpers.cli import llmops, one_line_exit_2
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from llmops.cli import main
 from llmops.dashboards import DASHBOARDS, panel_queries, render_all
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMITTED = ROOT / "dashboards"
+COMMITTED = ROOT / "deploy" / "grafana" / "dashboards"
 
 
 def load(name: str = "llmops-training-run.json") -> dict:
@@ -36,7 +36,8 @@ def test_committed_json_is_what_the_builders_make():
     assert sorted(rendered) == sorted(p.name for p in COMMITTED.glob("*.json")) == sorted(DASHBOARDS)
     for name, text in rendered.items():
         assert (COMMITTED / name).read_text() == text, (
-            f"dashboards/{name} is out of date: run `llmops dashboards --out dashboards/` and commit it")
+            f"deploy/grafana/dashboards/{name} is out of date: run "
+            "`llmops dashboards --out deploy/grafana/dashboards` and commit it")
 
 
 def test_cli_writes_dashboards_and_prometheus_rule(tmp_path, capsys):
@@ -104,3 +105,28 @@ def test_the_issue_panels_are_there():
     dcgm = [p for p in load()["panels"] if p["title"].startswith("DCGM")]
     assert dcgm and dcgm[0]["collapsed"] and all("on(UUID)" in t["expr"] for p in dcgm[0]["panels"]
                                                  for t in p["targets"])
+
+
+# The fields dcgm-exporter exports with its default configuration (NVIDIA/dcgm-exporter,
+# etc/default-counters.csv, uncommented lines); DCGM_FI_PROF_* need its dcp-metrics file.
+DCGM_DEFAULT_COUNTERS = {
+    "DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_DEV_MEM_CLOCK", "DCGM_FI_DEV_MEMORY_TEMP", "DCGM_FI_DEV_GPU_TEMP",
+    "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "DCGM_FI_DEV_PCIE_REPLAY_COUNTER",
+    "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_MEM_COPY_UTIL", "DCGM_FI_DEV_ENC_UTIL", "DCGM_FI_DEV_DEC_UTIL",
+    "DCGM_FI_DEV_XID_ERRORS", "DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL",
+}
+
+
+def test_the_dcgm_row_reads_only_dcgm_exporters_default_counters():
+    import re
+
+    used = {n for _, expr in panel_queries(load()) for n in re.findall(r"DCGM_FI_\w+", expr)}
+    assert used and used <= DCGM_DEFAULT_COUNTERS, sorted(used - DCGM_DEFAULT_COUNTERS)
+
+
+def test_panels_that_can_be_empty_say_why():
+    for p in panels(load()):
+        exprs = [t["expr"] for t in p.get("targets", []) if t.get("expr")]
+        needs = ("llmops_gpu_", "llmops_comm_", "llmops:comm_", "DCGM_FI_")  # a GPU, a second rank, dcgm-exporter
+        if exprs and all(any(n in e for n in needs) for e in exprs if not e.startswith("llmops:threshold")):
+            assert p["fieldConfig"]["defaults"].get("noValue", "").startswith("No "), p["title"]

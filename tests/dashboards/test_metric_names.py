@@ -7,16 +7,16 @@ dcgm-exporter's ``DCGM_FI_*`` series in the optional DCGM row.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
 
 from llmops.dashboards import base_metric, label_values, metric_names, panel_queries, substitute, variable_queries
 from llmops.metrics import BY_NAME
+from llmops.shipped import DASHBOARDS
+from llmops.shipped import RULES as RULES_FILE
 
-ROOT = Path(__file__).resolve().parents[2]
-RULES = yaml.safe_load((ROOT / "deploy/prometheus/rules/llmops.rules.yml").read_text())
+RULES = yaml.safe_load(RULES_FILE.read_text())
 RECORDED = {r["record"] for g in RULES["groups"] for r in g["rules"] if "record" in r}
 HISTOGRAMS = {m.name for m in BY_NAME.values() if m.type == "histogram"}
 EXTERNAL = {"up"}
@@ -30,7 +30,9 @@ def unknown(expr: str) -> set[str]:
 
 def dashboard_exprs() -> list[tuple[str, str]]:
     out = []
-    for path in sorted((ROOT / "dashboards").glob("*.json")):
+    paths = sorted(DASHBOARDS.glob("*.json"))
+    assert paths, f"no dashboards in {DASHBOARDS}"
+    for path in paths:
         d = json.loads(path.read_text())
         out += [(f"{path.name} / {title}", expr) for title, expr in panel_queries(d)]
         out += [(f"{path.name} / ${name}", label_values(q)[0]) for name, q in variable_queries(d).items()]

@@ -17,9 +17,12 @@ DCGM_TEXT = """\
 # HELP DCGM_FI_DEV_FB_USED Framebuffer memory used (in MiB).
 # TYPE DCGM_FI_DEV_FB_USED gauge
 DCGM_FI_DEV_FB_USED{{gpu="0",UUID="{uuid}",device="nvidia0",modelName="NVIDIA H100",Hostname="n1"}} 20480
-# HELP DCGM_FI_PROF_SM_ACTIVE The ratio of cycles an SM has at least 1 warp assigned.
-# TYPE DCGM_FI_PROF_SM_ACTIVE gauge
-DCGM_FI_PROF_SM_ACTIVE{{gpu="0",UUID="{uuid}",device="nvidia0",modelName="NVIDIA H100",Hostname="n1"}} 0.71
+# HELP DCGM_FI_DEV_GPU_UTIL GPU utilization (in %).
+# TYPE DCGM_FI_DEV_GPU_UTIL gauge
+DCGM_FI_DEV_GPU_UTIL{{gpu="0",UUID="{uuid}",device="nvidia0",modelName="NVIDIA H100",Hostname="n1"}} 71
+# HELP DCGM_FI_DEV_XID_ERRORS Value of the last XID error encountered.
+# TYPE DCGM_FI_DEV_XID_ERRORS gauge
+DCGM_FI_DEV_XID_ERRORS{{gpu="0",UUID="{uuid}",device="nvidia0",modelName="NVIDIA H100",Hostname="n1"}} 0
 # HELP DCGM_FI_DEV_POWER_USAGE Power draw (in W).
 # TYPE DCGM_FI_DEV_POWER_USAGE gauge
 DCGM_FI_DEV_POWER_USAGE{{gpu="0",UUID="{uuid}",device="nvidia0",modelName="NVIDIA H100",Hostname="n1"}} 412.5

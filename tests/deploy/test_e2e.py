@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import yaml
 
 from llmops import LLMOpsMonitor, TrainingSpec
 from llmops.dashboards import label_values, panel_queries, substitute, variable_queries
+from llmops.shipped import DASHBOARDS, RUNBOOKS
 from llmops.stack import RULES, Stack, free_port
 from tests.deploy.e2e_helpers import Receiver, api, finite_series
 from tests.helpers.models import GPT, GPTConfig, make_module, token_loader
@@ -32,7 +34,7 @@ pytestmark = pytest.mark.skipif(
     not (shutil.which("prometheus") and (shutil.which("prometheus-alertmanager") or shutil.which("alertmanager"))),
     reason="needs Debian's prometheus and prometheus-alertmanager (.ci/run installs them)")
 
-DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
+
 RUN = "e2e-drift"
 GPU_UUID = "GPU-11111111-2222-3333-4444-555555555555"
 DRIFT_FOR = "2s"
@@ -129,7 +131,11 @@ def test_drift_alert_reaches_webhook_and_every_panel_has_data(tmp_path, record_p
         labels = alert["labels"]
         assert (labels["run"], labels["rank"], labels["model"]) == (RUN, "0", "refined")
         assert labels["severity"] == "warning"
-        assert alert["annotations"]["runbook_url"] == "docs/runbooks.md#llmopsmemorydrift"
+        # the link opens the installed runbooks (a file:// URL: the stack runs on this machine)
+        runbook, anchor = alert["annotations"]["runbook_url"].split("#")
+        assert (runbook, anchor) == (RUNBOOKS.as_uri(), "llmopsmemorydrift")
+        with urllib.request.urlopen(runbook) as page:
+            assert "\n## LLMOpsMemoryDrift" in page.read().decode()
         assert f"run {RUN} rank 0" in alert["annotations"]["description"]
         assert watcher.drift_at is not None
         latency = arrived - watcher.drift_at

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from llmops.dashboards import prometheus_rule
+from llmops.shipped import RUNBOOK_BASE
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy/prometheus/rules/llmops.rules.yml"
@@ -39,7 +40,7 @@ def run(*cmd: str) -> str:
 
 def test_binding_alert_names_with_severity_summary_description_and_runbook():
     assert {a["alert"] for a in alerts()} == BINDING_ALERTS
-    runbook = (ROOT / "docs/runbooks.md").read_text()
+    runbook = (ROOT / "deploy/runbooks.md").read_text()
     anchors = {"#" + re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
                for h in re.findall(r"^#+ (.+)$", runbook, re.M)}
     for a in alerts():
@@ -48,8 +49,8 @@ def test_binding_alert_names_with_severity_summary_description_and_runbook():
         for text in (ann["summary"], ann["description"]):
             assert "{{ $labels.run }}" in text and "{{ $labels.rank }}" in text, a["alert"]
         assert "$value" in ann["summary"] + ann["description"] or a["alert"] in {"LLMOpsOOMRisk", "LLMOpsTargetDown"}
-        path, anchor = ann["runbook_url"].split("#")
-        assert path == "docs/runbooks.md" and f"#{anchor}" in anchors and anchor == a["alert"].lower()
+        url, anchor = ann["runbook_url"].split("#")
+        assert url == RUNBOOK_BASE and f"#{anchor}" in anchors and anchor == a["alert"].lower()
 
 
 def test_thresholds_live_in_one_group_and_every_one_is_used():
@@ -109,7 +110,7 @@ def test_alertmanager_routes_critical_to_the_pager():
 def test_prometheus_rule_is_generated_from_the_rules_file():
     committed = (ROOT / "deploy/kubernetes/prometheusrule.yaml").read_text()
     assert committed == prometheus_rule(RULES.read_text()), (
-        "deploy/kubernetes/prometheusrule.yaml is out of date: run llmops dashboards --out dashboards/ "
+        "deploy/kubernetes/prometheusrule.yaml is out of date: run llmops dashboards --out deploy/grafana/dashboards "
         "--prometheus-rule deploy/kubernetes/prometheusrule.yaml")
     resource = yaml.safe_load(committed)
     assert (resource["apiVersion"], resource["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")

@@ -36,7 +36,7 @@ def test_prometheus_config_points_everything_at_loopback():
     assert job["job_name"] == "llmops" and job["honor_labels"] is True
     assert job["static_configs"] == [{"targets": ["127.0.0.1:9445"]}]
     assert cfg["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["127.0.0.1:19093"]
-    assert cfg["rule_files"] == [str(RULES)] and cfg["global"]["scrape_interval"] == "1s"
+    assert cfg["rule_files"] == [str(RULES.resolve())] and cfg["global"]["scrape_interval"] == "1s"
     assert [j["job_name"] for j in cfg["scrape_configs"]] == ["llmops", "extra"]
     assert base["global"]["scrape_interval"] == "5s"  # the committed config is left as it was
     with pytest.raises(ValueError, match="llmops"):
@@ -75,10 +75,15 @@ def test_cli_up_prints_urls_and_down_stops(tmp_path, capsys):
     workdir = tmp_path / "stack"
     try:
         assert main(["stack", "up", "--dir", str(workdir), "--prometheus-port", str(prom),
-                     "--alertmanager-port", str(am), "--target", "127.0.0.1:1"]) == 0
+                     "--alertmanager-port", str(am), "--target", "127.0.0.1:1",
+                     "--runbook-base", "https://wiki.example.com/ml/runbooks.md"]) == 0
         out = capsys.readouterr().out
         assert f"http://127.0.0.1:{prom}" in out and f"http://127.0.0.1:{am}" in out
         assert listening(prom) and listening(am)
+        with urllib.request.urlopen(f"http://127.0.0.1:{prom}/api/v1/rules?type=alert", timeout=10) as r:
+            links = {a["annotations"]["runbook_url"] for g in json.loads(r.read())["data"]["groups"]
+                     for a in g["rules"]}
+        assert links and all(u.startswith("https://wiki.example.com/ml/runbooks.md#llmops") for u in links), links
         assert main(["stack", "up", "--dir", str(workdir)]) == 1  # one stack per folder
         assert "already running" in capsys.readouterr().err
     finally:
