@@ -1,4 +1,4 @@
-"""The one declarative list of the metrics llmops exports (docs/metrics.md is the contract).
+"""The one declarative list of the metrics llmops exports; docs/metrics.md is generated from it.
 
 Docs, dashboards, alert rules and the exporter are all checked against ``METRICS``.
 Every series also carries ``COMMON_LABELS``; they are not repeated per metric.
@@ -90,8 +90,7 @@ CHECKPOINT_BUCKETS: tuple[float, ...] = (
 
 _GPU = ("gpu", "UUID")  # UUID spelled as dcgm-exporter spells it, for joins on(UUID)
 
-METRICS: tuple[MetricSpec, ...] = (
-    # Prediction
+PREDICTION = (
     _g("llmops_memory_predicted_bytes", "bytes",
        "Predicted bytes per device for each component; peak is the predicted peak.", "component", "model"),
     _g("llmops_gpus_predicted", "count",
@@ -107,7 +106,8 @@ METRICS: tuple[MetricSpec, ...] = (
     _g("llmops_memory_budget_bytes", "bytes",
        "Device memory the OOM check uses, before the safety fraction is applied."),
     _g("llmops_memory_safety_ratio", "ratio", "Fraction of the memory budget a prediction may use."),
-    # Actual
+)
+ACTUAL = (
     _g("llmops_memory_actual_bytes", "bytes",
        "Measured bytes per device per component; peak is the step's real peak: the CUDA allocator's over the "
        "last window, on the CPU the live tensors counted over a sampled step (components at that moment).",
@@ -122,11 +122,13 @@ METRICS: tuple[MetricSpec, ...] = (
     _c("llmops_cuda_alloc_retries_total", "count",
        "CUDA allocator retries: allocations that succeeded only after freeing cached blocks."),
     _c("llmops_activation_sample_steps_total", "count", "Training steps on which activations were measured."),
-    # Training progress
+)
+PROGRESS = (
     _g("llmops_train_step", "count", "Global step."),
     _h("llmops_step_duration_seconds", "Wall time of one training step on this rank.", DURATION_BUCKETS),
     _c("llmops_samples_total", "count", "Samples processed by this rank."),
-    # Communication
+)
+COMMUNICATION = (
     _h("llmops_comm_allreduce_duration_seconds",
        "Time of each gradient all-reduce (per DDP bucket).", DURATION_BUCKETS),
     _c("llmops_comm_allreduce_bytes_total", "bytes", "Bytes all-reduced by this rank."),
@@ -137,7 +139,8 @@ METRICS: tuple[MetricSpec, ...] = (
     _g("llmops_comm_allreduce_predicted_bytes", "bytes",
        "Gradient bytes each rank all-reduces per optimizer step, once every accumulate_grad_batches micro-batches."),
     _g("llmops_train_accumulate_grad_batches", "count", "Micro-batches per optimizer step (gradient accumulation)."),
-    # Checkpoints
+)
+CHECKPOINTS = (
     _g("llmops_checkpoint_last_success_timestamp_seconds", "seconds",
        "Unix time the last checkpoint finished writing."),
     _g("llmops_run_start_timestamp_seconds", "seconds",
@@ -149,11 +152,40 @@ METRICS: tuple[MetricSpec, ...] = (
     _c("llmops_checkpoint_saves_total", "count", "Checkpoints written."),
     _c("llmops_checkpoint_failures_total", "count", "Checkpoint writes that failed."),
     _c("llmops_checkpoint_restores_total", "count", "Runs resumed from a checkpoint."),
-    # Health of the monitor itself
+)
+MONITOR = (
     _c("llmops_monitor_errors_total", "count",
        "Errors caught inside the monitor, by probe; the run went on.", "probe"),
     _g("llmops_build_info", "info", "Always 1; the versions and settings are the labels.",
        "version", "torch", "lightning", "strategy", "precision"),
 )
+
+# Section title -> its metrics, in the order docs/metrics.md lists them (generated: llmops/metrics_doc.py).
+SECTIONS: dict[str, tuple[MetricSpec, ...]] = {
+    "Prediction (set before the first step; updated when the batch changes)": PREDICTION,
+    "Actual (sampled during the run)": ACTUAL,
+    "Training progress": PROGRESS,
+    "Communication": COMMUNICATION,
+    "Checkpoints and the run's lifetime": CHECKPOINTS,
+    "Health of the monitor itself": MONITOR,
+}
+METRICS: tuple[MetricSpec, ...] = tuple(m for section in SECTIONS.values() for m in section)
+# What each label means; every label a metric carries is here (a test checks it).
+LABELS: dict[str, str] = {
+    "run": "the run's name: set by the user, else the logger's name and version (if any), the start time and "
+           "4 hex digits, the same on every rank and kept across a resume",
+    "rank": "global rank of the process (0 without distribution)",
+    "gpu": "NVML index of the GPU",
+    "UUID": "GPU UUID, spelled as dcgm-exporter spells it, so series join with DCGM's `on(UUID)`",
+    "component": "`params`, `grads`, `optimizer_states`, `activations`, `overhead`, `peak`",
+    "model": "`document` (the formulas exactly as in formulas.md) or `refined` (the project's best prediction)",
+    "method": "`rule_of_thumb` or `formula`",
+    "phase": "`training` or `inference`",
+    "source": "`prediction`, `measured` or `trend`",
+    "probe": "the part of the monitor that failed: `nvml`, `cuda_allocator`, `activations`, `comm`, `checkpoint`, "
+             "`runlog`, `exporter`, `collector`, `loggers`, `preflight`, `dryrun`, …",
+    "version": "llmops' version", "torch": "PyTorch's version", "lightning": "Lightning's version",
+    "strategy": "the Lightning strategy's class name", "precision": "the Trainer's precision",
+}
 
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}

@@ -50,12 +50,15 @@ def _tooltip() -> common_builders.VizTooltipOptions:
 
 
 def graph(title: str, unit: str, description: str, *targets: prometheus.Dataquery,
-          width: int = 12, height: int = 8, min_value: float | None = None) -> timeseries.Panel:
-    """A time series panel."""
+          width: int = 12, height: int = 8, min_value: float | None = None,
+          empty: str | None = None) -> timeseries.Panel:
+    """A time series panel; ``empty`` is what it says instead of "No data" (why it can be empty)."""
     p = (timeseries.Panel().title(title).description(description).unit(unit).datasource(DATASOURCE)
          .span(width).height(height).legend(_legend()).tooltip(_tooltip()).fill_opacity(5))
     if min_value is not None:
         p = p.min(min_value)
+    if empty is not None:
+        p = p.no_value(empty)
     return _with_targets(p, targets)
 
 
