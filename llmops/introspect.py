@@ -14,28 +14,11 @@ import torch
 from torch import nn
 
 from .estimate import TrainingSpec
+from .estimate.hf_config import architecture, get
 
-# estimator field → config attribute names, in order of preference
-CONFIG_NAMES: dict[str, tuple[str, ...]] = {
-    "layers": ("num_hidden_layers", "n_layer", "n_layers", "num_layers"),
-    "heads": ("num_attention_heads", "n_head", "n_heads", "num_heads"),
-    "hidden": ("hidden_size", "n_embd", "d_model", "dim"),
-    "kv_heads": ("num_key_value_heads", "n_query_groups", "n_kv_heads"),
-    "ffn_hidden": ("intermediate_size", "n_inner", "ffn_dim", "hidden_dim"),
-    "vocab": ("vocab_size", "padded_vocab_size", "n_vocab"),
-    # mixture of experts (Mixtral, Qwen2-MoE, DeepSeek, LitGPT's LLaMAMoE)
-    "experts": ("num_local_experts", "num_experts", "n_routed_experts", "n_expert"),
-    "experts_active": ("num_experts_per_tok", "num_selected_experts", "n_expert_per_token", "moe_topk"),
-    "expert_ffn_hidden": ("moe_intermediate_size", "expert_intermediate_size"),
-    "shared_expert_ffn_hidden": ("shared_expert_intermediate_size",),
-}
-# the MLP activation's config name → the estimator's (what it saves for backward)
-ACTIVATION_NAMES = {"gelu_new": "gelu_new", "gelu_fast": "gelu_new", "gelu_pytorch_tanh": "gelu_tanh",
-                    "silu": "silu", "swish": "silu", "relu": "relu", "gelu": "gelu"}
 LIGHTNING_PRECISION = {"32-true": "fp32", "32": "fp32", "16-mixed": "16-mixed", "16": "16-mixed",
                        "bf16-mixed": "bf16-mixed", "bf16": "bf16-mixed", "16-true": "16-true",
                        "bf16-true": "bf16-true"}
-GATED_ACTIVATIONS = ("silu", "swiglu", "geglu", "swish")
 REQUIRED = ("layers", "heads", "hidden", "seq_len", "batch_size")
 
 
@@ -63,29 +46,10 @@ def find_config(module: nn.Module) -> tuple[dict[str, int], str | None]:
         cfg = getattr(sub, "config", None)
         if cfg is None or isinstance(cfg, (str, int, float)):
             continue
-        found = {}
-        for key, names in CONFIG_NAMES.items():
-            for attr in names:
-                value = cfg.get(attr) if isinstance(cfg, Mapping) else getattr(cfg, attr, None)
-                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                    found[key] = value
-                    break
+        found = architecture(cfg)
         if found:
-            act = str(_get(cfg, "hidden_act", "activation_function", "mlp_class_name") or "").lower()
-            if any(g in act for g in GATED_ACTIVATIONS) or "llamamlp" in act:
-                found["gated_mlp"] = True
-            if act in ACTIVATION_NAMES:
-                found["activation"] = ACTIVATION_NAMES[act]  # type: ignore[assignment]
-            if _get(cfg, "model_type") is not None:  # Hugging Face: its causal-LM loss upcasts the logits
-                found["loss_upcast"] = type(sub).__name__.endswith(("ForCausalLM", "LMHeadModel"))  # type: ignore[assignment]
-            if _get(cfg, "rms_norm_eps") is not None:
-                found["norm"] = "rmsnorm"  # type: ignore[assignment]
-            if found.get("experts", 1) < 2:
-                found.pop("experts", None)
-                found.pop("experts_active", None)
-            impl = str(_get(cfg, "_attn_implementation", "attn_implementation") or "")
-            if impl in ("sdpa", "flash_attention_2", "flash_attention_3"):
-                found["attention"] = "sdpa"  # type: ignore[assignment]
+            if get(cfg, "model_type") is not None:  # Hugging Face: its causal-LM loss upcasts the logits
+                found["loss_upcast"] = type(sub).__name__.endswith(("ForCausalLM", "LMHeadModel"))
             return found, f"{name or type(module).__name__}.config"
     return _from_torch_modules(module)
 
@@ -100,14 +64,6 @@ def is_checkpointed(module: nn.Module) -> bool:
 def largest_trainable_param(module: nn.Module) -> int | None:
     """Elements of the largest trainable parameter tensor (Adam's CPU step works one at a time)."""
     return max((p.numel() for p in module.parameters() if p.requires_grad), default=None)
-
-
-def _get(cfg: Any, *names: str) -> Any:
-    for n in names:
-        value = cfg.get(n) if isinstance(cfg, Mapping) else getattr(cfg, n, None)
-        if value is not None:
-            return value
-    return None
 
 
 def _from_torch_modules(module: nn.Module) -> tuple[dict[str, int], str | None]:

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ..estimate import PRESETS, TrainingSpec, document, get_preset, refined
+from ..estimate.hf_config import read_config, spec_fields
+from ..estimate.lora import parse_targets, with_lora
 from ..estimate.presets import ALIASES as MODEL_ALIASES
 from ..estimate.spec import ATTENTION, DEVICES, OPTIMIZER_STATES, RECOMPUTE, STRATEGIES, validate_input
 from ..estimate.units import ALIASES as PRECISION_ALIASES
@@ -39,6 +41,8 @@ def _opt(*decls: str, **kw: Any) -> Any:
 
 @click.command()
 @_opt("--model", type=Name(list(PRESETS), MODEL_ALIASES), help="A preset (see `llmops models`).")
+@_opt("--config", "config_path", type=click.Path(dir_okay=False), metavar="CONFIG.JSON",
+      help="A local Hugging Face config.json: the exact architecture, read without the hub.")
 @_opt("--params", type=Count(), help="N, parameters: 7e9, 7B, 1.3b, 7000000000.")
 @_opt("--trainable-params", type=Count(), help="Parameters with gradients (default: all).")
 @_opt("--layers", type=PositiveInt(), help="L, transformer layers.")
@@ -63,6 +67,8 @@ def _opt(*decls: str, **kw: Any) -> Any:
 @_opt("--dropout/--no-dropout", help="Dropout in the model (masks are kept).")
 @_opt("--device", type=Name(list(DEVICES)), help="cuda (default) or cpu.")
 @_opt("--overhead", type=Size(allow_zero=True), help="Fixed overhead per process (refined). Default 0.5GB on cuda.")
+@_opt("--lora-rank", type=PositiveInt(), help="Train LoRA adapters of this rank only (the base is frozen).")
+@_opt("--lora-targets", metavar="LIST", help="q,v (default), q,k,v,o, all-linear, or names such as q_proj,up_proj.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: inputs, document, refined.")
 @click.option("--gib", is_flag=True, help="Show GiB instead of decimal GB.")
 @click.option("--what-if", "show_what_if", is_flag=True, help="Also list the changes that would make the run fit.")
@@ -72,16 +78,36 @@ def _opt(*decls: str, **kw: Any) -> Any:
               help="Seconds the dry run may take before it is skipped.")
 @click.option("--fail-on-oom", is_flag=True,
               help=f"Exit {EXIT_OOM} when the verdict is OOM (the most exact model's), for a CI gate.")
-def estimate(model: str | None, as_json: bool, gib: bool, show_what_if: bool, dry_run: str | None,
-             dry_run_timeout: float, fail_on_oom: bool, **flags: Any) -> None:
+def estimate(model: str | None, config_path: str | None, lora_rank: int | None, lora_targets: str | None,
+             as_json: bool, gib: bool, show_what_if: bool, dry_run: str | None, dry_run_timeout: float,
+             fail_on_oom: bool, **flags: Any) -> None:
     """Predict memory per device, the OOM verdict, the largest safe batch and GPU counts."""
     spec, sources = TrainingSpec(), {}
     if model:
         spec = get_preset(model).spec
         sources = {k: f"preset {model}" for k, v in vars(spec).items() if v != getattr(TrainingSpec(), k)}
+    if config_path:
+        try:
+            from_config = spec_fields(read_config(config_path))
+        except (ValueError, KeyError) as e:
+            raise click.BadParameter(_one_line(e), param_hint="'--config'") from None
+        spec = spec.with_(**from_config)
+        sources.update({k: f"config {config_path}" for k in from_config})
     given = {FIELDS[k]: v for k, v in flags.items() if v is not None}
     spec = spec.with_(**given)
     sources.update({k: "flag" for k in given})
+    if lora_targets is not None and lora_rank is None:
+        raise click.BadParameter(f"{lora_targets!r} needs --lora-rank", param_hint="'--lora-targets'")
+    if lora_rank is not None:
+        try:
+            targets = parse_targets(lora_targets or "q,v")
+            spec, adapters = with_lora(spec, lora_rank, targets)
+        except ValueError as e:
+            raise click.BadParameter(_one_line(e), param_hint="'--lora-rank'") from None
+        shown = [t for t in targets if t != "router" or spec.experts > 1]
+        how = f"base + LoRA r={lora_rank} on {','.join(shown)}"
+        sources.update({"params": f"{sources.get('params', 'default')} {how}",
+                        "trainable_params": f"LoRA adapters: {adapters:,}"})
     built = None
     if dry_run:
         from .. import dryrun  # torch only with --dry-run: the estimator alone imports none

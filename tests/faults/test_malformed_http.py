@@ -32,12 +32,12 @@ def send(port: int, payload: bytes, wrap: ssl.SSLContext | None = None) -> bytes
     """Send ``payload``, half-close, and return what the server answers before it closes (or 2 s pass)."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=5)
     sock = wrap.wrap_socket(raw, server_hostname="127.0.0.1") if wrap else raw
+    answer = b""  # the server may drop the connection while the payload is still being sent
     try:
         sock.sendall(payload)
         if not wrap:
             sock.shutdown(socket.SHUT_WR)
         sock.settimeout(2)
-        answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
     except (TimeoutError, OSError):

@@ -1,0 +1,75 @@
+"""LoRA adapters counted from the architecture: what ``--lora-rank`` and ``--lora-targets`` add.
+
+A LoRA adapter on a linear layer ``in → out`` of rank ``r`` is two matrices, ``A`` (``in × r``) and
+``B`` (``r × out``): ``r · (in + out)`` trainable parameters, beside the frozen base weight. The
+run then trains only the adapters: ``trainable_params`` is their count and ``params`` the base's
+plus theirs, which is what the refined model reads for gradients and optimizer states.
+"""
+
+from __future__ import annotations
+
+from .spec import TrainingSpec
+
+# The linear layers of a Llama-style block, by short name, as PEFT's target_modules name them.
+LINEARS = ("q", "k", "v", "o", "gate", "up", "down")
+HF_NAMES = {f"{n}_proj": n for n in LINEARS} | {"w1": "gate", "w3": "up", "w2": "down"}  # Mixtral's experts
+PRESET_TARGETS = {"q,v": ("q", "v"), "q,k,v,o": ("q", "k", "v", "o"), "all-linear": LINEARS}
+ROUTER = "router"  # a mixture of experts' router, which PEFT's all-linear adapts too
+MAX_RANK = 2**16
+
+
+def parse_targets(text: str) -> tuple[str, ...]:
+    """``q,v``, ``q,k,v,o``, ``all-linear`` or module names (``q_proj,v_proj``); ``ValueError`` names the bad one."""
+    key = text.strip().lower()
+    if key in PRESET_TARGETS:
+        return PRESET_TARGETS[key] + ((ROUTER,) if key == "all-linear" else ())
+    names = []
+    for part in filter(None, (p.strip() for p in key.split(","))):
+        name = HF_NAMES.get(part, part)
+        if name not in LINEARS:
+            raise ValueError(f"{part!r} is not a target; allowed: q,v / q,k,v,o / all-linear, or a list of "
+                             f"{', '.join(LINEARS)} (or their *_proj names)")
+        names.append(name)
+    if not names:
+        raise ValueError(f"{text!r} names no target; allowed: q,v / q,k,v,o / all-linear")
+    return tuple(dict.fromkeys(names))
+
+
+def _shapes(spec: TrainingSpec) -> dict[str, tuple[int, int]]:
+    """``in, out`` of each adaptable linear of one layer (an expert's for the MLP)."""
+    h, a = spec.hidden or 0, spec.heads or 1
+    kv = (spec.kv_heads or a) * h // a
+    f = spec.expert_ffn() if spec.experts > 1 else spec.ffn_hidden or 4 * h
+    return {"q": (h, h), "k": (h, kv), "v": (h, kv), "o": (h, h), "gate": (h, f), "up": (h, f), "down": (f, h)}
+
+
+def adapter_params(spec: TrainingSpec, rank: int, targets: tuple[str, ...]) -> int:
+    """Trainable adapter parameters over all layers; the MLP's once per expert under a mixture of experts.
+
+    ``gate`` on a non-gated MLP has no layer to adapt and counts nothing. ``ValueError`` when the
+    architecture (layers, hidden, heads) is not known.
+    """
+    if not (spec.layers and spec.hidden and spec.heads):
+        raise ValueError("LoRA needs the architecture: give --model, --config or --layers, --hidden and --heads")
+    if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= MAX_RANK:
+        raise ValueError(f"lora rank {rank!r} is not allowed; a whole number from 1 to {MAX_RANK}")
+    shapes = _shapes(spec)
+    per_layer = 0
+    for name in targets:
+        if name == ROUTER:
+            per_layer += rank * (spec.hidden + spec.experts) if spec.experts > 1 else 0
+            continue
+        if name == "gate" and not spec.gated_mlp:
+            continue
+        copies = spec.experts if name in ("gate", "up", "down") and spec.experts > 1 else 1
+        d_in, d_out = shapes[name]
+        per_layer += copies * rank * (d_in + d_out)
+    return spec.layers * per_layer
+
+
+def with_lora(spec: TrainingSpec, rank: int, targets: tuple[str, ...]) -> tuple[TrainingSpec, int]:
+    """``spec`` training LoRA adapters only: ``(spec, adapter count)``; its ``params`` are the base model's."""
+    if spec.params is None:
+        raise ValueError("LoRA needs the base model's parameter count: give --model, --config or --params")
+    n = adapter_params(spec, rank, targets)
+    return spec.with_(params=spec.params + n, trainable_params=n), n

@@ -1,0 +1,110 @@
+"""Architectures from configs: presets and --config counted as Hugging Face builds them, LoRA as PEFT does.
+
+Ground truth: the Hugging Face model built from the same config on the meta device (no weights,
+nothing downloaded) and PEFT's own count of trainable parameters, never the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmops.estimate import PRESETS, TrainingSpec
+from llmops.estimate.hf_config import param_count, spec_fields
+from llmops.estimate.lora import adapter_params, parse_targets
+from tests.helpers.cli import llmops, one_line_exit_2
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+# Published parameter counts (model cards and the models' safetensors index totals).
+PUBLISHED = {"llama-3.1-8b": 8_030_261_248, "llama-3.2-1b": 1_235_814_400, "llama-3.2-3b": 3_212_749_824,
+             "llama-2-7b": 6_738_415_616, "mistral-7b": 7_241_732_096, "mixtral-8x7b": 46_702_792_704,
+             "qwen2.5-0.5b": 494_032_768, "qwen2.5-7b": 7_615_616_512, "gemma-2-2b": 2_614_341_888,
+             "phi-3-mini": 3_821_079_552, "tinyllama-1.1b": 1_100_048_384, "gpt2-small": 124_439_808}
+TINY = {
+    "llama": {"model_type": "llama", "hidden_size": 256, "num_hidden_layers": 3, "num_attention_heads": 8,
+              "num_key_value_heads": 2, "intermediate_size": 688, "vocab_size": 1000, "rms_norm_eps": 1e-5,
+              "attention_dropout": 0.0},
+    "qwen2": {"model_type": "qwen2", "hidden_size": 192, "num_hidden_layers": 2, "num_attention_heads": 6,
+              "num_key_value_heads": 2, "intermediate_size": 512, "vocab_size": 700, "tie_word_embeddings": True},
+    "mixtral": {"model_type": "mixtral", "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "intermediate_size": 320, "vocab_size": 500, "num_local_experts": 4,
+                "num_experts_per_tok": 2},
+}
+
+
+def hf_model(config: dict, device: str = "meta"):
+    cfg = transformers.AutoConfig.for_model(**config)
+    with torch.device(device):
+        return transformers.AutoModelForCausalLM.from_config(cfg)
+
+
+@pytest.mark.parametrize("name", [n for n, p in PRESETS.items() if p.config], ids=str)
+def test_preset_counts_what_hugging_face_builds_from_its_config(name):
+    preset = PRESETS[name]
+    built = sum(p.numel() for p in hf_model(preset.config).parameters())
+    assert preset.spec.params == built == param_count(preset.config)[0]
+    if name in PUBLISHED:
+        assert built == PUBLISHED[name]
+
+
+def test_the_listed_families_have_presets():
+    for name in ("llama-3.2-1b", "llama-3.2-3b", "llama-3.1-8b", "llama-3.1-70b", "mistral-7b", "mixtral-8x7b",
+                 "qwen2.5-0.5b", "qwen2.5-72b", "gemma-2-9b", "phi-3-mini", "tinyllama-1.1b", "gpt2-xl"):
+        assert name in PRESETS
+    mixtral = PRESETS["mixtral-8x7b"].spec
+    assert (mixtral.experts, mixtral.experts_active, mixtral.active_params) == (8, 2, 12_879_925_248)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.parametrize("targets,peft_targets", [("q,v", ["q_proj", "v_proj"]),
+                                                  ("q,k,v,o", ["q_proj", "k_proj", "v_proj", "o_proj"]),
+                                                  ("all-linear", "all-linear"),
+                                                  ("gate_proj,down_proj", ["gate_proj", "down_proj"])])
+def test_lora_adapters_count_what_peft_trains(family, targets, peft_targets):
+    peft = pytest.importorskip("peft")
+    model = peft.get_peft_model(hf_model(TINY[family], "cpu"), peft.LoraConfig(r=8, target_modules=peft_targets))
+    trainable, _ = model.get_nb_trainable_parameters()
+    spec = TrainingSpec(**spec_fields(TINY[family]))
+    assert adapter_params(spec, 8, parse_targets(targets)) == trainable
+
+
+def test_lora_on_a_mixture_of_experts_attention_and_router():
+    peft = pytest.importorskip("peft")
+    model = peft.get_peft_model(hf_model(TINY["mixtral"], "cpu"),
+                                peft.LoraConfig(r=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate"]))
+    trainable, _ = model.get_nb_trainable_parameters()
+    spec = TrainingSpec(**spec_fields(TINY["mixtral"]))
+    assert adapter_params(spec, 8, ("q", "k", "v", "o", "router")) == trainable
+
+
+def test_estimate_reads_a_local_config_json(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(TINY["llama"]))
+    r = llmops("estimate", "--config", str(path), "--seq-len", "128", "--batch-size", "2", "--json",
+               "--lora-rank", "8", "--lora-targets", "q,k,v,o")
+    assert r.returncode == 0, r.stderr
+    inputs = json.loads(r.stdout)["inputs"]
+    base = sum(p.numel() for p in hf_model(TINY["llama"]).parameters())
+    assert (inputs["layers"], inputs["hidden"], inputs["kv_heads"], inputs["ffn_hidden"]) == (3, 256, 2, 688)
+    assert inputs["gated_mlp"] and inputs["norm"] == "rmsnorm" and inputs["dropout"] is False
+    assert inputs["trainable_params"] == 39_936 and inputs["params"] == base + 39_936
+
+
+@pytest.mark.parametrize("content,says", [(None, "cannot read"), ("{not json", "not a JSON config"),
+                                          ('{"hidden_size": 64}', "no layers")])
+def test_a_config_that_cannot_serve_is_one_line(tmp_path, content, says):
+    path = tmp_path / "config.json"
+    if content is not None:
+        path.write_text(content)
+    one_line_exit_2(llmops("estimate", "--config", str(path)), "--config", says)
+
+
+@pytest.mark.parametrize("args,says", [(["--lora-rank", "0"], "--lora-rank"),
+                                       (["--lora-rank", "8", "--lora-targets", "qq"], "'qq' is not a target"),
+                                       (["--lora-targets", "q,v"], "needs --lora-rank"),
+                                       (["--lora-rank", "8", "--params", "7B"], "needs the architecture")])
+def test_bad_lora_flags_are_one_line(args, says):
+    one_line_exit_2(llmops("estimate", *args), says)
