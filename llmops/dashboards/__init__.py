@@ -46,8 +46,21 @@ def render_all() -> dict[str, str]:
     # (schemaVersion 42) imports and provisions on every current Grafana, so we keep it.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Prefer using dashboardv2", DeprecationWarning)
-        return {name: json.dumps(make().build(), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
-                for name, make in DASHBOARDS.items()}
+        built = {name: json.loads(json.dumps(make().build(), cls=JSONEncoder)) for name, make in DASHBOARDS.items()}
+    return {name: json.dumps(_current(d), indent=2, sort_keys=True) + "\n" for name, d in built.items()}
+
+
+def _current(dashboard: dict[str, Any]) -> dict[str, Any]:
+    """Drop what the SDK's model writes that Grafana's current schema (``GRAFANA``) no longer has: the
+    interval options on variables that are not interval variables, and the table's legacy footer."""
+    for variable in dashboard.get("templating", {}).get("list", []):
+        if variable.get("type") != "interval":
+            for key in ("auto", "auto_count", "auto_min"):
+                variable.pop(key, None)
+    for panel in _panels(dashboard):
+        if panel.get("type") == "table":
+            panel.get("options", {}).pop("footer", None)
+    return dashboard
 
 
 def write_all(out: str | Path) -> list[Path]:

@@ -11,6 +11,7 @@ from typing import Any
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard, prometheus, statetimeline, table, timeseries
 from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models.common import TableAutoCellOptions
 from grafana_foundation_sdk.models.dashboard import ValueMap, ValueMappingResult, VariableRefresh
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
@@ -75,14 +76,14 @@ def states(title: str, description: str, mapping: dict[str, tuple[str, str]], *t
 def info_table(title: str, description: str, *targets: prometheus.Dataquery,
                width: int = 24, height: int = 5) -> table.Panel:
     p = (table.Panel().title(title).description(description).unit(COUNT).datasource(DATASOURCE)
-         .span(width).height(height))
+         .span(width).height(height).cell_options(TableAutoCellOptions()))
     return _with_targets(p, targets)
 
 
 def label_variable(name: str, label: str, expr: str, *, all_ranks: bool) -> dashboard.QueryVariable:
     """A variable filled from ``label_values(expr, name)``; ``all_ranks`` adds "All" (``.*``) and multi-select."""
     definition = f"label_values({expr}, {name})"
-    v = (dashboard.QueryVariable(name).label(label).datasource(DATASOURCE).query(definition).definition(definition)
+    v = (dashboard.QueryVariable(name).label(label).datasource(DATASOURCE).query(definition)
          .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
     if all_ranks:
         v = v.multi(True).include_all(True).all_value(".*")
