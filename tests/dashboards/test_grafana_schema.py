@@ -53,9 +53,9 @@ def check_source(dashboard: dict) -> str:
     config to its plugin's ``Options`` and ``FieldConfig``."""
     lines = ["import type { Dashboard } from '@grafana/schema';", LOOSE,
              f"export const dashboard: Loose<Dashboard> = {json.dumps(dashboard, indent=1)};"]
-    for i, (kind, module) in enumerate(PANELS.items()):
-        lines.append(f"import type {{ Options as O{i}, FieldConfig as F{i} }} from './node_modules/@grafana/schema/dist/esm/raw/"
-                     f"composable/{module}';")
+    for i, module in enumerate(PANELS.values()):
+        lines.append(f"import type {{ Options as O{i}, FieldConfig as F{i} }} from "
+                     f"'./node_modules/@grafana/schema/dist/esm/raw/composable/{module}';")
     for n, panel in enumerate(panels(dashboard)):
         if panel["type"] == "row":
             continue
