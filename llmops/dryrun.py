@@ -323,6 +323,7 @@ def spec_from_model(model: nn.Module, batch: Any, spec: TrainingSpec, keep: set[
         has_dropout,
         is_checkpointed,
         largest_trainable_param,
+        lora_fields,
     )
 
     total, trainable = count_parameters(model)
@@ -330,7 +331,7 @@ def spec_from_model(model: nn.Module, batch: Any, spec: TrainingSpec, keep: set[
     found: dict[str, Any] = {**find_config(model)[0], "params": total, "trainable_params": trainable,
                              "batch_size": b, "seq_len": s, "dropout": has_dropout(model),
                              "largest_param": largest_trainable_param(model),
-                             "recompute": "full" if is_checkpointed(model) else None}
+                             "recompute": "full" if is_checkpointed(model) else None, **lora_fields(model)}
     found = {k: v for k, v in found.items() if v is not None and k not in keep}
     return spec.with_(**found), sorted(found)
 

@@ -15,6 +15,8 @@ from torch import nn
 
 from .estimate import TrainingSpec
 from .estimate.hf_config import architecture, get
+from .estimate.lora import HF_NAMES
+from .estimate.spec import LORA_TARGETS
 
 LIGHTNING_PRECISION = {"32-true": "fp32", "32": "fp32", "16-mixed": "16-mixed", "16": "16-mixed",
                        "bf16-mixed": "bf16-mixed", "bf16": "bf16-mixed", "16-true": "16-true",
@@ -121,9 +123,31 @@ def optimizer_name(optimizers: list[torch.optim.Optimizer]) -> str | None:
     return {torch.optim.RMSprop: "rmsprop", torch.optim.Adagrad: "adagrad"}.get(type(opt))
 
 
+def _dropouts(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+
+
+def _lora_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """PEFT's and LitGPT's LoRA layers: a module with ``lora_A`` and a rank ``r`` (an int, or PEFT's dict)."""
+    return [(n, m) for n, m in module.named_modules() if hasattr(m, "lora_A") and isinstance(getattr(m, "r", None),
+                                                                                              (int, dict))]
+
+
 def has_dropout(module: nn.Module) -> bool:
-    """Whether any dropout module would drop values in training."""
-    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in module.modules())
+    """Whether any of the model's own dropout modules would drop values in training (LoRA's not counted)."""
+    lora = {id(d) for _, m in _lora_layers(module) for d in _dropouts(m)}
+    return any(id(d) not in lora for d in _dropouts(module))
+
+
+def lora_fields(module: nn.Module) -> dict[str, Any]:
+    """``lora_rank``, ``lora_targets`` and ``lora_dropout`` of a model with LoRA layers (PEFT, LitGPT); else {}."""
+    layers = _lora_layers(module)
+    if not layers:
+        return {}
+    ranks = [max(m.r.values()) if isinstance(m.r, dict) else m.r for _, m in layers]
+    names = {HF_NAMES.get(n.rsplit(".", 1)[-1], n.rsplit(".", 1)[-1]) for n, _ in layers}
+    return {"lora_rank": max(ranks), "lora_targets": tuple(t for t in LORA_TARGETS if t in names) or ("q", "v"),
+            "lora_dropout": any(_dropouts(m) for _, m in layers)}
 
 
 def strategy_name(strategy: Any) -> str | None:
@@ -154,7 +178,7 @@ def introspect(module: nn.Module, batch: Any, *, precision: str, strategy: Any, 
     sources.update({k: cfg_source or "" for k in cfg})
     values: dict[str, Any] = dict(cfg, params=total, trainable_params=trainable,
                                   world_size=max(1, world_size), device=device, safety=safety,
-                                  gpu_memory=gpu_memory, dropout=has_dropout(module),
+                                  gpu_memory=gpu_memory, dropout=has_dropout(module), **lora_fields(module),
                                   largest_param=largest_trainable_param(module))
     if is_checkpointed(module):
         values["recompute"], sources["recompute"] = "full", "module (gradient checkpointing on)"

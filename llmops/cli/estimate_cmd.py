@@ -69,6 +69,7 @@ def _opt(*decls: str, **kw: Any) -> Any:
 @_opt("--overhead", type=Size(allow_zero=True), help="Fixed overhead per process (refined). Default 0.5GB on cuda.")
 @_opt("--lora-rank", type=PositiveInt(), help="Train LoRA adapters of this rank only (the base is frozen).")
 @_opt("--lora-targets", metavar="LIST", help="q,v (default), q,k,v,o, all-linear, or names such as q_proj,up_proj.")
+@click.option("--lora-dropout", is_flag=True, help="Dropout on the adapters' input (PEFT's lora_dropout > 0).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: inputs, document, refined.")
 @click.option("--gib", is_flag=True, help="Show GiB instead of decimal GB.")
 @click.option("--what-if", "show_what_if", is_flag=True, help="Also list the changes that would make the run fit.")
@@ -79,7 +80,7 @@ def _opt(*decls: str, **kw: Any) -> Any:
 @click.option("--fail-on-oom", is_flag=True,
               help=f"Exit {EXIT_OOM} when the verdict is OOM (the most exact model's), for a CI gate.")
 def estimate(model: str | None, config_path: str | None, lora_rank: int | None, lora_targets: str | None,
-             as_json: bool, gib: bool, show_what_if: bool, dry_run: str | None, dry_run_timeout: float,
+             lora_dropout: bool, as_json: bool, gib: bool, show_what_if: bool, dry_run: str | None, dry_run_timeout: float,
              fail_on_oom: bool, **flags: Any) -> None:
     """Predict memory per device, the OOM verdict, the largest safe batch and GPU counts."""
     spec, sources = TrainingSpec(), {}
@@ -96,12 +97,13 @@ def estimate(model: str | None, config_path: str | None, lora_rank: int | None, 
     given = {FIELDS[k]: v for k, v in flags.items() if v is not None}
     spec = spec.with_(**given)
     sources.update({k: "flag" for k in given})
-    if lora_targets is not None and lora_rank is None:
-        raise click.BadParameter(f"{lora_targets!r} needs --lora-rank", param_hint="'--lora-targets'")
+    if (lora_targets is not None or lora_dropout) and lora_rank is None:
+        hint = "'--lora-targets'" if lora_targets is not None else "'--lora-dropout'"
+        raise click.BadParameter(f"{lora_targets or 'it'!r} needs --lora-rank", param_hint=hint)
     if lora_rank is not None:
         try:
             targets = parse_targets(lora_targets or "q,v")
-            spec, adapters = with_lora(spec, lora_rank, targets)
+            spec, adapters = with_lora(spec, lora_rank, targets, lora_dropout)
         except ValueError as e:
             raise click.BadParameter(_one_line(e), param_hint="'--lora-rank'") from None
         shown = [t for t in targets if t != "router" or spec.experts > 1]

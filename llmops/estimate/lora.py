@@ -8,14 +8,14 @@ plus theirs, which is what the refined model reads for gradients and optimizer s
 
 from __future__ import annotations
 
-from .spec import TrainingSpec
+from .spec import LORA_TARGETS, MAX_LORA_RANK, TrainingSpec
 
 # The linear layers of a Llama-style block, by short name, as PEFT's target_modules name them.
-LINEARS = ("q", "k", "v", "o", "gate", "up", "down")
+LINEARS = LORA_TARGETS[:-1]
+ROUTER = LORA_TARGETS[-1]  # a mixture of experts' router, which PEFT's all-linear adapts too
 HF_NAMES = {f"{n}_proj": n for n in LINEARS} | {"w1": "gate", "w3": "up", "w2": "down"}  # Mixtral's experts
 PRESET_TARGETS = {"q,v": ("q", "v"), "q,k,v,o": ("q", "k", "v", "o"), "all-linear": LINEARS}
-ROUTER = "router"  # a mixture of experts' router, which PEFT's all-linear adapts too
-MAX_RANK = 2**16
+MAX_RANK = MAX_LORA_RANK
 
 
 def parse_targets(text: str) -> tuple[str, ...]:
@@ -35,7 +35,7 @@ def parse_targets(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _shapes(spec: TrainingSpec) -> dict[str, tuple[int, int]]:
+def linear_shapes(spec: TrainingSpec) -> dict[str, tuple[int, int]]:
     """``in, out`` of each adaptable linear of one layer (an expert's for the MLP)."""
     h, a = spec.hidden or 0, spec.heads or 1
     kv = (spec.kv_heads or a) * h // a
@@ -53,7 +53,7 @@ def adapter_params(spec: TrainingSpec, rank: int, targets: tuple[str, ...]) -> i
         raise ValueError("LoRA needs the architecture: give --model, --config or --layers, --hidden and --heads")
     if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= MAX_RANK:
         raise ValueError(f"lora rank {rank!r} is not allowed; a whole number from 1 to {MAX_RANK}")
-    shapes = _shapes(spec)
+    shapes = linear_shapes(spec)
     per_layer = 0
     for name in targets:
         if name == ROUTER:
@@ -67,9 +67,11 @@ def adapter_params(spec: TrainingSpec, rank: int, targets: tuple[str, ...]) -> i
     return spec.layers * per_layer
 
 
-def with_lora(spec: TrainingSpec, rank: int, targets: tuple[str, ...]) -> tuple[TrainingSpec, int]:
+def with_lora(spec: TrainingSpec, rank: int, targets: tuple[str, ...],
+              dropout: bool = False) -> tuple[TrainingSpec, int]:
     """``spec`` training LoRA adapters only: ``(spec, adapter count)``; its ``params`` are the base model's."""
     if spec.params is None:
         raise ValueError("LoRA needs the base model's parameter count: give --model, --config or --params")
     n = adapter_params(spec, rank, targets)
-    return spec.with_(params=spec.params + n, trainable_params=n), n
+    return spec.with_(params=spec.params + n, trainable_params=n, lora_rank=rank, lora_targets=targets,
+                      lora_dropout=dropout), n

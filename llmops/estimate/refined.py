@@ -18,6 +18,7 @@ import math
 from fractions import Fraction
 
 from .document import _int, gpus_rule_of_thumb
+from .lora import adapter_params, linear_shapes
 from .peak import FP32, loss_value_bytes, max_batch_moments, peak_moment
 from .solver import accumulate_for, min_world_size
 from .spec import ACTIVATIONS, OPTIMIZER_STATES, SHARDED, Estimate, TrainingSpec, validate
@@ -67,7 +68,10 @@ def layer_activation_bytes(spec: TrainingSpec, b: int, with_scores: bool) -> Fra
     # s×s scores as plain attention does, and upcasts 2-byte inputs to fp32 to do so.
     math_sdpa = spec.attention == "sdpa" and spec.dropout and not cuda
     q = Fraction(FP32) if math_sdpa else p  # bytes of Q, K, V as attention keeps them
-    attn = p * s * b * 2 * h  # QKV input and output-projection input
+    # The Q/K/V projections' input, saved where one of them trains; the output projection's input,
+    # which fused attention keeps as its output anyway.
+    kept_by_attention = 1 if spec.attention == "sdpa" or math_sdpa else 0
+    attn = p * s * b * h * (_saves_input(spec, ("q", "k", "v")) + max(kept_by_attention, _saves_input(spec, ("o",))))
     attn += q * s * b * (h + 2 * h_kv)  # Q, K, V
     attn += drop * _mask(spec, p) * s * b * h  # attention output dropout mask
     if spec.attention == "plain" or math_sdpa:
@@ -79,14 +83,50 @@ def layer_activation_bytes(spec: TrainingSpec, b: int, with_scores: bool) -> Fra
                        + (_mlp_width(spec, spec.shared_expert_ffn_hidden) if spec.shared_expert_ffn_hidden else 0))
     mlp += drop * _mask(spec, p) * s * b * h
     norms = 2 * norm_bytes(spec, r) * s * b
-    return (attn + mlp + norms) / spec.tensor_parallel
+    return (attn + mlp + norms + adapter_activation_bytes(spec, b)) / spec.tensor_parallel
+
+
+def _saves_input(spec: TrainingSpec, linears: tuple[str, ...]) -> int:
+    """Copies of the shared input of these linears kept for backward. A linear keeps its input only for
+    its weight's gradient, so a frozen base keeps none; each LoRA adapter on one of them keeps it as its
+    ``A``'s input: one tensor, or under autocast one 2-byte cast per adapter (autocast caches casts of
+    weights, not of activations). Under LoRA dropout each adapter keeps its own dropped copy instead
+    (``adapter_activation_bytes``). Full fine-tuning: one copy (a fused projection's)."""
+    if spec.lora_rank is None:
+        return 1
+    adapted = sum(t in spec.lora_targets for t in linears)
+    if spec.lora_dropout or not adapted:
+        return 0
+    return adapted if _autocast(spec) else 1
+
+
+def adapter_activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
+    """What LoRA adapters keep for backward, per layer: each adapter's ``A`` output (``r`` values per
+    token, ``B``'s input), and under LoRA dropout its own dropped input and the mask. The MLP's adapters
+    once per expert a token passes through."""
+    if spec.lora_rank is None:
+        return Fraction(0)
+    p = get_precision(spec.precision).compute_bytes
+    tokens = spec.seq_len * b  # type: ignore[operator]
+    kept = Fraction(0)
+    for name, (d_in, _) in linear_shapes(spec).items():
+        if name not in spec.lora_targets or (name == "gate" and not spec.gated_mlp):
+            continue
+        copies = spec.experts_active if name in ("gate", "up", "down") else 1
+        # the input arrives in the residual dtype, except the output and down projections' (the compute dtype)
+        in_bytes = p if name in ("o", "down") else _residual_bytes(spec)
+        per_token = p * spec.lora_rank + ((p + _mask(spec, in_bytes)) * d_in if spec.lora_dropout else 0)
+        kept += copies * per_token * tokens
+    return kept
 
 
 def _mlp_width(spec: TrainingSpec, f: int) -> int:
-    """Values per token one MLP saves: its input (h), then per width f the up projection's output and
-    what the activation saves, and for a gated MLP the gate's output and the product (4f in all)."""
+    """Values per token one MLP saves: its input (h, where the up or gate projection trains), then per
+    width f the up projection's output and what the activation saves, for a gated MLP the gate's
+    output, and the down projection's input (where it trains): 4f in all for a trained SwiGLU."""
     act = ACTIVATIONS[spec.activation]
-    return spec.hidden + (f * (3 + act) if spec.gated_mlp else f * (1 + act))  # type: ignore[operator]
+    kept = (f * (2 + act) if spec.gated_mlp else f * act) + f * _saves_input(spec, ("down",))
+    return spec.hidden * _saves_input(spec, ("gate", "up")) + kept  # type: ignore[operator]
 
 
 def norm_bytes(spec: TrainingSpec, r: Fraction) -> Fraction:
@@ -94,8 +134,8 @@ def norm_bytes(spec: TrainingSpec, r: Fraction) -> Fraction:
     its mean and 1/std per token. RMSNorm (Hugging Face's): the input upcast to fp32, the normalised
     output in the input dtype, and 1/rms per token in fp32."""
     h = spec.hidden or 0
-    if spec.norm == "rmsnorm":
-        return FP32 * h + r * h + FP32
+    if spec.norm == "rmsnorm":  # the normalised output is kept for the weight's gradient: none when frozen
+        return FP32 * h + (r * h if spec.lora_rank is None else 0) + FP32
     return r * h + _NORM_STATS * r
 
 
@@ -156,7 +196,8 @@ def head_activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
     r = _residual_bytes(spec)
     head = norm_bytes(spec, r) * s * b  # the final norm
     if spec.vocab:
-        head += p * s * b * h + 2 * TOKEN_ID_BYTES * s * b  # head input; token ids and targets (int64)
+        head += p * s * b * h * (spec.lora_rank is None)  # the head's input, for its weight's gradient
+        head += 2 * TOKEN_ID_BYTES * s * b  # token ids and targets (int64)
         head += loss_value_bytes(spec) * s * b * spec.vocab  # log-probabilities
     return head
 
@@ -209,6 +250,8 @@ def refined(spec: TrainingSpec) -> Estimate:
         missing.append("weights, model states and GPU counts: need params")
     else:
         Nt = spec.trainable_params if spec.trainable_params is not None else N
+        if spec.trainable_params is None and spec.lora_rank is not None and spec.layers and spec.hidden:
+            Nt = adapter_params(spec, spec.lora_rank, spec.lora_targets)  # the adapters; the base is frozen
         moments = OPTIMIZER_STATES[spec.optimizer]
         full = {
             "params": prec.param_bytes * N / t,

@@ -30,6 +30,9 @@ NORMS = ("layernorm", "rmsnorm")
 ATTENTION = ("plain", "sdpa")  # sdpa: fused / flash kernels that keep no s×s scores
 RECOMPUTE = ("none", "selective", "full")
 DEVICES = ("cuda", "cpu")
+# The linear layers of a Llama-style block LoRA can adapt, and a mixture of experts' router.
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down", "router")
+MAX_LORA_RANK = 2**16
 # Bound for layers, heads, widths, lengths, batches and ranks: far past any real run, and it keeps
 # every derived figure (activations grow as L·b·s²·a) within float range for tables and messages.
 MAX_DIMENSION = 10**9
@@ -72,6 +75,10 @@ class TrainingSpec:
     gpu_memory: int | None = None  # bytes per device the OOM check uses
     safety: float = 0.9  # fraction of gpu_memory a run may use
     overhead_bytes: int | None = None  # None: the refined model's default for the device
+    # LoRA: the base is frozen and adapters of this rank train on lora_targets (lora.py counts them)
+    lora_rank: int | None = None
+    lora_targets: tuple[str, ...] = ("q", "v")
+    lora_dropout: bool = False  # dropout on the adapters' input (PEFT's lora_dropout > 0)
 
     def expert_ffn(self) -> int:
         """An expert's MLP width (the dense width when not set)."""
@@ -124,6 +131,12 @@ def validate(spec: TrainingSpec) -> TrainingSpec:
             raise _allowed(name, value, f"it must be a whole number from 1 to {_bound(MAX_DIMENSION)}")
     if spec.overhead_bytes is not None and not 0 <= spec.overhead_bytes <= MAX_BYTES:
         raise _allowed("overhead_bytes", spec.overhead_bytes, f"it must be from 0 to {_bound(MAX_BYTES)}")
+    if spec.lora_rank is not None and (not isinstance(spec.lora_rank, int) or isinstance(spec.lora_rank, bool)
+                                       or not 1 <= spec.lora_rank <= MAX_LORA_RANK):
+        raise _allowed("lora_rank", spec.lora_rank, f"it must be a whole number from 1 to {MAX_LORA_RANK}")
+    bad = [t for t in spec.lora_targets if t not in LORA_TARGETS] if isinstance(spec.lora_targets, tuple) else [0]
+    if bad or not spec.lora_targets:
+        raise _allowed("lora_targets", spec.lora_targets, f"a non-empty tuple of {', '.join(LORA_TARGETS)}")
     if not 0 < spec.safety <= 1:
         raise _allowed("safety", spec.safety, "it must be in (0, 1]")
     get_precision(spec.precision)
