@@ -13,7 +13,7 @@ from ..estimate import PRESETS, TrainingSpec, document, get_preset, refined
 from ..estimate.hf_config import read_config, spec_fields
 from ..estimate.lora import parse_targets, with_lora
 from ..estimate.presets import ALIASES as MODEL_ALIASES
-from ..estimate.spec import ATTENTION, DEVICES, OPTIMIZER_STATES, RECOMPUTE, STRATEGIES, validate_input
+from ..estimate.spec import ATTENTION, DEVICES, OPTIMIZER_STATES, QUANTIZE, RECOMPUTE, STRATEGIES, validate_input
 from ..estimate.units import ALIASES as PRECISION_ALIASES
 from ..estimate.units import DOCUMENT_PRECISIONS, PRECISIONS
 from ..estimate.whatif import what_if
@@ -29,6 +29,7 @@ FIELDS = {
     "gpu_memory": "gpu_memory", "safety": "safety", "world_size": "world_size",
     "strategy": "strategy", "tensor_parallel": "tensor_parallel", "attention": "attention",
     "recompute": "recompute", "dropout": "dropout", "device": "device", "overhead": "overhead_bytes",
+    "quantize": "quantize", "double_quant": "double_quant",
 }
 FLAGS = {field: "--" + flag.replace("_", "-") for flag, field in FIELDS.items()}
 EXIT_OOM = 3  # --fail-on-oom: the verdict is OOM (2 is bad input, as click's usage errors)
@@ -70,6 +71,8 @@ def _opt(*decls: str, **kw: Any) -> Any:
 @_opt("--lora-rank", type=PositiveInt(), help="Train LoRA adapters of this rank only (the base is frozen).")
 @_opt("--lora-targets", metavar="LIST", help="q,v (default), q,k,v,o, all-linear, or names such as q_proj,up_proj.")
 @click.option("--lora-dropout", is_flag=True, help="Dropout on the adapters' input (PEFT's lora_dropout > 0).")
+@_opt("--quantize", type=Name(list(QUANTIZE)), help="The frozen base stored in nf4 (QLoRA) or int8; needs --lora-rank.")
+@_opt("--double-quant/--no-double-quant", help="nf4's block constants quantised too (QLoRA's double quantisation).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: inputs, document, refined.")
 @click.option("--gib", is_flag=True, help="Show GiB instead of decimal GB.")
 @click.option("--what-if", "show_what_if", is_flag=True, help="Also list the changes that would make the run fit.")
@@ -80,8 +83,8 @@ def _opt(*decls: str, **kw: Any) -> Any:
 @click.option("--fail-on-oom", is_flag=True,
               help=f"Exit {EXIT_OOM} when the verdict is OOM (the most exact model's), for a CI gate.")
 def estimate(model: str | None, config_path: str | None, lora_rank: int | None, lora_targets: str | None,
-             lora_dropout: bool, as_json: bool, gib: bool, show_what_if: bool, dry_run: str | None, dry_run_timeout: float,
-             fail_on_oom: bool, **flags: Any) -> None:
+             lora_dropout: bool, as_json: bool, gib: bool, show_what_if: bool, dry_run: str | None,
+             dry_run_timeout: float, fail_on_oom: bool, **flags: Any) -> None:
     """Predict memory per device, the OOM verdict, the largest safe batch and GPU counts."""
     spec, sources = TrainingSpec(), {}
     if model:

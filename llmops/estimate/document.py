@@ -44,7 +44,7 @@ def model_state_parts(n_params: int, x: Fraction, y: Fraction, strategy: str, n:
 def gpus_rule_of_thumb(n_params: int, gpu_memory_bytes: int) -> tuple[int, int, Fraction]:
     """§6: ``N[B] × 18 × 1.25 / GPU[GB]``, rounded up; inference is ``ceil(raw / 8)``."""
     raw = Fraction(n_params, 10**9) * RULE_BYTES_PER_PARAM * RULE_ACTIVATION_FACTOR
-    raw /= Fraction(gpu_memory_bytes, 10**9)
+    raw /= Fraction(gpu_memory_bytes) / 10**9  # exact for an int or a float such as 8e9
     return math.ceil(raw), math.ceil(raw / INFERENCE_DIVISOR), raw
 
 

@@ -20,6 +20,7 @@ from fractions import Fraction
 from .document import _int, gpus_rule_of_thumb
 from .lora import adapter_params, linear_shapes
 from .peak import FP32, loss_value_bytes, max_batch_moments, peak_moment
+from .quant import dequantized_bytes, quantized_bytes, quantized_weights
 from .solver import accumulate_for, min_world_size
 from .spec import ACTIVATIONS, OPTIMIZER_STATES, SHARDED, Estimate, TrainingSpec, validate
 from .units import exact, get_precision
@@ -163,7 +164,8 @@ def weight_copy_bytes(spec: TrainingSpec) -> Fraction:
     head = (spec.vocab or 0) * (spec.hidden or 0)  # the output projection (tied or not) is a matmul too
     # Under full checkpointing the layers' forward saves nothing: only the head's copy is kept
     # for backward (the layers' copies live in autocast's cache until the forward ends: weight_cache_bytes).
-    layers = 0 if spec.recompute == "full" else spec.layers or 0
+    # Quantised layers keep their packed weight, not a copy (bitsandbytes dequantises again in backward).
+    layers = 0 if spec.recompute == "full" or spec.quantize else spec.layers or 0
     return get_precision(spec.precision).compute_bytes * (layers * _layer_matmul_params(spec) + head) \
         / spec.tensor_parallel
 
@@ -211,7 +213,8 @@ def activation_parts(spec: TrainingSpec) -> tuple[Fraction, Fraction]:
         layers = L * r * s * h  # each layer's input; backward rebuilds one layer at a time (recomputed_bytes)
     else:
         layers = L * layer_activation_bytes(spec, 1, with_scores=spec.recompute == "none")
-    return weight_copy_bytes(spec), layers + head_activation_bytes(spec, 1)
+    fixed = weight_copy_bytes(spec) + dequantized_bytes(spec, get_precision(spec.precision).compute_bytes)
+    return fixed, layers + head_activation_bytes(spec, 1)
 
 
 def activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
@@ -254,7 +257,8 @@ def refined(spec: TrainingSpec) -> Estimate:
             Nt = adapter_params(spec, spec.lora_rank, spec.lora_targets)  # the adapters; the base is frozen
         moments = OPTIMIZER_STATES[spec.optimizer]
         full = {
-            "params": prec.param_bytes * N / t,
+            # quantised block linears in their storage bytes, everything else in the parameter dtype
+            "params": (prec.param_bytes * (N - quantized_weights(spec)) + quantized_bytes(spec)) / t,
             "grads": prec.grad_bytes * Nt / t,
             "optimizer_states": (4 * prec.master_copy + moments * prec.state_bytes) * Nt / t,
         }

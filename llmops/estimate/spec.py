@@ -33,6 +33,7 @@ DEVICES = ("cuda", "cpu")
 # The linear layers of a Llama-style block LoRA can adapt, and a mixture of experts' router.
 LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down", "router")
 MAX_LORA_RANK = 2**16
+QUANTIZE = ("nf4", "int8")  # frozen base weights stored by bitsandbytes (quant.py)
 # Bound for layers, heads, widths, lengths, batches and ranks: far past any real run, and it keeps
 # every derived figure (activations grow as L·b·s²·a) within float range for tables and messages.
 MAX_DIMENSION = 10**9
@@ -79,6 +80,8 @@ class TrainingSpec:
     lora_rank: int | None = None
     lora_targets: tuple[str, ...] = ("q", "v")
     lora_dropout: bool = False  # dropout on the adapters' input (PEFT's lora_dropout > 0)
+    quantize: str | None = None  # the frozen base's block linears in nf4 or int8; compute stays in precision
+    double_quant: bool = False  # nf4's block constants quantised too (QLoRA's double quantisation)
 
     def expert_ffn(self) -> int:
         """An expert's MLP width (the dense width when not set)."""
@@ -137,6 +140,13 @@ def validate(spec: TrainingSpec) -> TrainingSpec:
     bad = [t for t in spec.lora_targets if t not in LORA_TARGETS] if isinstance(spec.lora_targets, tuple) else [0]
     if bad or not spec.lora_targets:
         raise _allowed("lora_targets", spec.lora_targets, f"a non-empty tuple of {', '.join(LORA_TARGETS)}")
+    if spec.quantize is not None and spec.quantize not in QUANTIZE:
+        raise _allowed("quantize", spec.quantize, f"allowed: {', '.join(QUANTIZE)}")
+    if spec.quantize is not None and spec.trainable_params is None and spec.lora_rank is None:
+        raise _allowed("quantize", spec.quantize, "a quantised base is frozen: train adapters (lora_rank) "
+                       "or give trainable_params")
+    if spec.double_quant and spec.quantize != "nf4":
+        raise _allowed("double_quant", spec.double_quant, "it applies to quantize='nf4' only")
     if not 0 < spec.safety <= 1:
         raise _allowed("safety", spec.safety, "it must be in (0, 1]")
     get_precision(spec.precision)

@@ -1,0 +1,63 @@
+"""Quantised frozen base weights (QLoRA's NF4, LLM.int8()): the bytes they are stored in.
+
+bitsandbytes replaces the transformer blocks' linear layers (not the embeddings, norms or the
+output head) and computes in the ``--precision`` dtype, dequantising one layer's weight at a time:
+
+- ``nf4``: 4 bits per weight, plus one fp32 absmax per block of 64 weights (32/64 = 0.5 bit per
+  weight). Double quantisation stores those absmax in 8 bits, with one fp32 constant per 256 of
+  them: 8/64 + 32/(64·256) ≈ 0.127 bit (Dettmers et al. 2023, QLoRA, section 3).
+- ``int8``: 1 byte per weight, plus one fp32 scale per output row (``Linear8bitLt``'s ``SCB``).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from .lora import linear_shapes
+from .spec import TrainingSpec
+
+NF4_BLOCK = 64  # weights per absmax
+DQ_BLOCK = 256  # absmax per second-level fp32 constant under double quantisation
+FP32 = 4
+
+
+def bytes_per_weight(spec: TrainingSpec) -> Fraction:
+    """Bytes one NF4 weight takes with its share of the block constants (``nf4`` only)."""
+    if spec.double_quant:
+        return Fraction(1, 2) + Fraction(1, NF4_BLOCK) + Fraction(FP32, NF4_BLOCK * DQ_BLOCK)
+    return Fraction(1, 2) + Fraction(FP32, NF4_BLOCK)
+
+
+def _block_linears(spec: TrainingSpec) -> list[tuple[int, int, int]]:
+    """``(in, out, copies)`` of each linear of one block (an expert's MLP linears once per expert)."""
+    out = []
+    for name, (d_in, d_out) in linear_shapes(spec).items():
+        if name == "gate" and not spec.gated_mlp:
+            continue
+        out.append((d_in, d_out, spec.experts if name in ("gate", "up", "down") else 1))
+    return out
+
+
+def quantized_weights(spec: TrainingSpec) -> int:
+    """Weights stored quantised: every block linear of every layer (0 without ``quantize``)."""
+    if spec.quantize is None or not (spec.layers and spec.hidden and spec.heads):
+        return 0
+    return spec.layers * sum(i * o * c for i, o, c in _block_linears(spec))
+
+
+def quantized_bytes(spec: TrainingSpec) -> Fraction:
+    """Bytes of the quantised weights with their constants."""
+    n = quantized_weights(spec)
+    if spec.quantize == "nf4":
+        return n * bytes_per_weight(spec)
+    if spec.quantize == "int8":
+        rows = spec.layers * sum(o * c for _, o, c in _block_linears(spec))  # type: ignore[operator]
+        return Fraction(n + FP32 * rows)
+    return Fraction(0)
+
+
+def dequantized_bytes(spec: TrainingSpec, compute_bytes: Fraction) -> Fraction:
+    """The temporary of the layer being computed: its weight dequantised to the compute dtype."""
+    if spec.quantize is None or not (spec.layers and spec.hidden and spec.heads):
+        return Fraction(0)
+    return compute_bytes * max(i * o for i, o, _ in _block_linears(spec))

@@ -1,0 +1,51 @@
+"""Quantised bases by hand: NF4 (with and without double quantisation) and int8 on a block small enough
+to count, and the QLoRA paper's 0.127 bit of constants per weight."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from llmops.estimate import TrainingSpec, refined
+from llmops.estimate.quant import bytes_per_weight, dequantized_bytes, quantized_bytes, quantized_weights
+from tests.helpers.cli import llmops, one_line_exit_2
+
+# one block: Q, K, V, O 64×64 each; gate and up 64→128, down 128→64: 4·4096 + 3·8192 = 40,960 weights
+SPEC = TrainingSpec(params=200_000, trainable_params=1_000, layers=2, hidden=64, heads=4, ffn_hidden=128,
+                    gated_mlp=True, vocab=100, seq_len=32, batch_size=2, precision="bf16-true", quantize="nf4")
+
+
+def test_nf4_int8_and_double_quant_bytes_by_hand():
+    assert quantized_weights(SPEC) == 2 * 40_960
+    assert quantized_bytes(SPEC) == 81_920 * Fraction(1, 2) + 81_920 * 4 // 64  # 4 bits + fp32 absmax per 64
+    assert quantized_bytes(SPEC.with_(double_quant=True)) == 40_960 + 81_920 // 64 + 81_920 * 4 // (64 * 256)
+    rows = 2 * (4 * 64 + 2 * 128 + 64)  # one fp32 scale per output row
+    assert quantized_bytes(SPEC.with_(quantize="int8")) == 81_920 + 4 * rows
+    # QLoRA, section 3: double quantisation cuts the constants from 32/64 = 0.5 to 8/64 + 32/(64·256) ≈ 0.127 bit
+    assert round(float((bytes_per_weight(SPEC.with_(double_quant=True)) - Fraction(1, 2)) * 8), 3) == 0.127
+    assert (bytes_per_weight(SPEC) - Fraction(1, 2)) * 8 == Fraction(1, 2)
+
+
+def test_refined_stores_the_rest_in_the_parameter_dtype_and_adds_one_dequantised_layer():
+    full = refined(SPEC.with_(quantize=None))
+    q = refined(SPEC)
+    assert q.params_bytes == 2 * (200_000 - 81_920) + 46_080  # bf16 for the rest
+    assert full.params_bytes == 2 * 200_000
+    assert dequantized_bytes(SPEC, Fraction(2)) == 2 * 128 * 64  # the largest linear, in bf16, one at a time
+    assert q.grads_bytes == full.grads_bytes  # only what trains has gradients
+
+
+@pytest.mark.parametrize("args,says", [(["--quantize", "nf4"], "a quantised base is frozen"),
+                                       (["--quantize", "fp8", "--lora-rank", "8"], "allowed: nf4, int8"),
+                                       (["--quantize", "int8", "--double-quant", "--lora-rank", "8"], "nf4")])
+def test_bad_quantize_flags_are_one_line(args, says):
+    one_line_exit_2(llmops("estimate", "--model", "llama-2-7b", *args), says)
+
+
+def test_qlora_plan_fits_where_bf16_lora_did_not():
+    run = ["estimate", "--model", "llama-2-7b", "--lora-rank", "16", "--precision", "bf16-true", "--attention",
+           "sdpa", "--seq-len", "512", "--batch-size", "1", "--gpu-memory", "12GB", "--fail-on-oom"]
+    assert llmops(*run).returncode == 3  # bf16 base: 13.5 GB of weights alone
+    r = llmops(*run, "--quantize", "nf4", "--double-quant")
+    assert r.returncode == 0, r.stdout + r.stderr
