@@ -120,7 +120,15 @@ def optimizer_name(optimizers: list[torch.optim.Optimizer]) -> str | None:
         return base + ("-amsgrad" if group.get("amsgrad") else "")
     if isinstance(opt, torch.optim.SGD):
         return "sgd-momentum" if group.get("momentum", 0) else "sgd"
+    if type(opt).__module__.startswith("bitsandbytes"):
+        return BNB_OPTIMIZERS.get(type(opt).__name__)
     return {torch.optim.RMSprop: "rmsprop", torch.optim.Adagrad: "adagrad"}.get(type(opt))
+
+
+# bitsandbytes' optimizer classes (bnb.optim) → the estimator's names
+BNB_OPTIMIZERS = {"AdamW8bit": "adamw8bit", "Adam8bit": "adam8bit", "PagedAdamW8bit": "paged_adamw8bit",
+                  "PagedAdamW": "paged_adamw", "PagedAdamW32bit": "paged_adamw", "Lion8bit": "lion8bit",
+                  "PagedLion8bit": "paged_lion8bit"}
 
 
 def _dropouts(module: nn.Module) -> list[nn.Module]:

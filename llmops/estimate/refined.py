@@ -22,7 +22,16 @@ from .lora import adapter_params, linear_shapes
 from .peak import FP32, loss_value_bytes, max_batch_moments, peak_moment
 from .quant import dequantized_bytes, quantized_bytes, quantized_weights
 from .solver import accumulate_for, min_world_size
-from .spec import ACTIVATIONS, OPTIMIZER_STATES, SHARDED, Estimate, TrainingSpec, validate
+from .spec import (
+    ACTIVATIONS,
+    EIGHT_BIT_BLOCK,
+    EIGHT_BIT_OPTIMIZERS,
+    OPTIMIZER_STATES,
+    SHARDED,
+    Estimate,
+    TrainingSpec,
+    validate,
+)
 from .units import exact, get_precision
 
 # CUDA context, cuBLAS/cuDNN workspaces and NCCL buffers per process: several hundred MB
@@ -260,7 +269,7 @@ def refined(spec: TrainingSpec) -> Estimate:
             # quantised block linears in their storage bytes, everything else in the parameter dtype
             "params": (prec.param_bytes * (N - quantized_weights(spec)) + quantized_bytes(spec)) / t,
             "grads": prec.grad_bytes * Nt / t,
-            "optimizer_states": (4 * prec.master_copy + moments * prec.state_bytes) * Nt / t,
+            "optimizer_states": (4 * prec.master_copy + moments * _state_bytes(spec)) * Nt / t,
         }
         if N != Nt:
             notes.append(f"{N - Nt:,} frozen parameters hold no gradients or optimizer states")
@@ -330,6 +339,13 @@ def refined(spec: TrainingSpec) -> Estimate:
         notes=tuple(notes),
         extra=extra,
     )
+
+
+def _state_bytes(spec: TrainingSpec) -> Fraction:
+    """Bytes per optimizer-state value: the precision's, or bitsandbytes' 8 bits plus its block absmax."""
+    if spec.optimizer in EIGHT_BIT_OPTIMIZERS:
+        return 1 + Fraction(FP32, EIGHT_BIT_BLOCK)
+    return get_precision(spec.precision).state_bytes
 
 
 def _ceil_div(num: Fraction, den: Fraction) -> int | None:

@@ -22,7 +22,14 @@ SHARDED: dict[str, frozenset[str]] = {
 OPTIMIZER_STATES = {
     "adamw": 2, "adam": 2, "adamw-amsgrad": 3, "adam-amsgrad": 3,
     "sgd": 0, "sgd-momentum": 1, "lion": 1, "rmsprop": 1, "adagrad": 1,
+    # bitsandbytes: 8-bit states, and paged ones (unified memory the driver may evict to the host
+    # under pressure; counted on the device, where they live while the run has room)
+    "adamw8bit": 2, "adam8bit": 2, "paged_adamw8bit": 2, "paged_adamw": 2, "lion8bit": 1, "paged_lion8bit": 1,
 }
+# bitsandbytes' 8-bit optimizers: each state a uint8 per value plus one fp32 absmax per block of 256
+# (bitsandbytes/optim/optimizer.py, block_wise); tensors under 4,096 values keep 32-bit states.
+EIGHT_BIT_OPTIMIZERS = ("adamw8bit", "adam8bit", "paged_adamw8bit", "lion8bit", "paged_lion8bit")
+EIGHT_BIT_BLOCK = 256
 # MLP activation → tensors of the MLP's width it saves: one for GELU, SiLU and ReLU (input or output);
 # four for the tanh GELU written out of elementwise ops (GPT-2's and Phi's "gelu_new").
 ACTIVATIONS = {"gelu": 1, "gelu_tanh": 1, "silu": 1, "relu": 1, "gelu_new": 4}

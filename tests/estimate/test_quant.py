@@ -3,6 +3,7 @@ to count, and the QLoRA paper's 0.127 bit of constants per weight."""
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import pytest
@@ -49,3 +50,26 @@ def test_qlora_plan_fits_where_bf16_lora_did_not():
     assert llmops(*run).returncode == 3  # bf16 base: 13.5 GB of weights alone
     r = llmops(*run, "--quantize", "nf4", "--double-quant")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_8bit_optimizer_states_by_hand():
+    adam = refined(SPEC.with_(quantize=None, optimizer="adamw"))
+    eight = refined(SPEC.with_(quantize=None, optimizer="adamw8bit"))
+    paged = refined(SPEC.with_(quantize=None, optimizer="paged_adamw"))
+    # bf16-true: two bf16 moments per trainable value; 8-bit: two uint8 + an fp32 absmax per 256 values each
+    assert adam.optimizer_state_bytes == 2 * 2 * 1_000
+    assert eight.optimizer_state_bytes == math.ceil(2 * (1 + Fraction(4, 256)) * 1_000)  # whole bytes, up
+    assert paged.optimizer_state_bytes == adam.optimizer_state_bytes  # paged: the same bytes, in unified memory
+
+
+def test_introspection_names_bitsandbytes_optimizers_by_class():
+    import types
+
+    from llmops.introspect import BNB_OPTIMIZERS, optimizer_name
+
+    for cls, name in BNB_OPTIMIZERS.items():
+        fake_cls = types.new_class(cls)
+        fake_cls.__module__ = "bitsandbytes.optim.adamw"  # the class bitsandbytes defines (no GPU here to make one)
+        opt = fake_cls()
+        opt.param_groups = [{}]
+        assert optimizer_name([opt]) == name
