@@ -93,7 +93,7 @@ def estimate(model: str | None, config_path: str | None, lora_rank: int | None, 
     if config_path:
         try:
             from_config = spec_fields(read_config(config_path))
-        except (ValueError, KeyError) as e:
+        except ValueError as e:
             raise click.BadParameter(_one_line(e), param_hint="'--config'") from None
         spec = spec.with_(**from_config)
         sources.update({k: f"config {config_path}" for k in from_config})

@@ -8,14 +8,13 @@ plus theirs, which is what the refined model reads for gradients and optimizer s
 
 from __future__ import annotations
 
-from .spec import LORA_TARGETS, MAX_LORA_RANK, TrainingSpec
+from .spec import LORA_TARGETS, MAX_LORA_RANK, TrainingSpec, block_linears
 
 # The linear layers of a Llama-style block, by short name, as PEFT's target_modules name them.
 LINEARS = LORA_TARGETS[:-1]
 ROUTER = LORA_TARGETS[-1]  # a mixture of experts' router, which PEFT's all-linear adapts too
 HF_NAMES = {f"{n}_proj": n for n in LINEARS} | {"w1": "gate", "w3": "up", "w2": "down"}  # Mixtral's experts
 PRESET_TARGETS = {"q,v": ("q", "v"), "q,k,v,o": ("q", "k", "v", "o"), "all-linear": LINEARS}
-MAX_RANK = MAX_LORA_RANK
 
 
 def parse_targets(text: str) -> tuple[str, ...]:
@@ -35,14 +34,6 @@ def parse_targets(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def linear_shapes(spec: TrainingSpec) -> dict[str, tuple[int, int]]:
-    """``in, out`` of each adaptable linear of one layer (an expert's for the MLP)."""
-    h, a = spec.hidden or 0, spec.heads or 1
-    kv = (spec.kv_heads or a) * h // a
-    f = spec.expert_ffn() if spec.experts > 1 else spec.ffn_hidden or 4 * h
-    return {"q": (h, h), "k": (h, kv), "v": (h, kv), "o": (h, h), "gate": (h, f), "up": (h, f), "down": (f, h)}
-
-
 def adapter_params(spec: TrainingSpec, rank: int, targets: tuple[str, ...]) -> int:
     """Trainable adapter parameters over all layers; the MLP's once per expert under a mixture of experts.
 
@@ -51,19 +42,12 @@ def adapter_params(spec: TrainingSpec, rank: int, targets: tuple[str, ...]) -> i
     """
     if not (spec.layers and spec.hidden and spec.heads):
         raise ValueError("LoRA needs the architecture: give --model, --config or --layers, --hidden and --heads")
-    if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= MAX_RANK:
-        raise ValueError(f"lora rank {rank!r} is not allowed; a whole number from 1 to {MAX_RANK}")
-    shapes = linear_shapes(spec)
-    per_layer = 0
-    for name in targets:
-        if name == ROUTER:
-            per_layer += rank * (spec.hidden + spec.experts) if spec.experts > 1 else 0
-            continue
-        if name == "gate" and not spec.gated_mlp:
-            continue
-        copies = spec.experts if name in ("gate", "up", "down") and spec.experts > 1 else 1
-        d_in, d_out = shapes[name]
-        per_layer += copies * rank * (d_in + d_out)
+    if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= MAX_LORA_RANK:
+        raise ValueError(f"lora rank {rank!r} is not allowed; a whole number from 1 to {MAX_LORA_RANK}")
+    per_layer = sum(copies * rank * (d_in + d_out) for name, (d_in, d_out, copies)
+                    in block_linears(spec, spec.experts).items() if name in targets)
+    if ROUTER in targets and spec.experts > 1:
+        per_layer += rank * (spec.hidden + spec.experts)
     return spec.layers * per_layer
 
 

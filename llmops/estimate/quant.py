@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from .lora import linear_shapes
-from .spec import TrainingSpec
+from .spec import TrainingSpec, block_linears
 
 NF4_BLOCK = 64  # weights per absmax
 DQ_BLOCK = 256  # absmax per second-level fp32 constant under double quantisation
@@ -28,21 +27,11 @@ def bytes_per_weight(spec: TrainingSpec) -> Fraction:
     return Fraction(1, 2) + Fraction(FP32, NF4_BLOCK)
 
 
-def _block_linears(spec: TrainingSpec) -> list[tuple[int, int, int]]:
-    """``(in, out, copies)`` of each linear of one block (an expert's MLP linears once per expert)."""
-    out = []
-    for name, (d_in, d_out) in linear_shapes(spec).items():
-        if name == "gate" and not spec.gated_mlp:
-            continue
-        out.append((d_in, d_out, spec.experts if name in ("gate", "up", "down") else 1))
-    return out
-
-
 def quantized_weights(spec: TrainingSpec) -> int:
     """Weights stored quantised: every block linear of every layer (0 without ``quantize``)."""
     if spec.quantize is None or not (spec.layers and spec.hidden and spec.heads):
         return 0
-    return spec.layers * sum(i * o * c for i, o, c in _block_linears(spec))
+    return spec.layers * sum(i * o * c for i, o, c in block_linears(spec, spec.experts).values())
 
 
 def quantized_bytes(spec: TrainingSpec) -> Fraction:
@@ -51,7 +40,7 @@ def quantized_bytes(spec: TrainingSpec) -> Fraction:
     if spec.quantize == "nf4":
         return n * bytes_per_weight(spec)
     if spec.quantize == "int8":
-        rows = spec.layers * sum(o * c for _, o, c in _block_linears(spec))  # type: ignore[operator]
+        rows = spec.layers * sum(o * c for _, o, c in block_linears(spec, spec.experts).values())  # type: ignore[operator]
         return Fraction(n + FP32 * rows)
     return Fraction(0)
 
@@ -60,4 +49,4 @@ def dequantized_bytes(spec: TrainingSpec, compute_bytes: Fraction) -> Fraction:
     """The temporary of the layer being computed: its weight dequantised to the compute dtype."""
     if spec.quantize is None or not (spec.layers and spec.hidden and spec.heads):
         return Fraction(0)
-    return compute_bytes * max(i * o for i, o, _ in _block_linears(spec))
+    return compute_bytes * max(i * o for i, o, _ in block_linears(spec, spec.experts).values())

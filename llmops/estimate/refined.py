@@ -18,7 +18,7 @@ import math
 from fractions import Fraction
 
 from .document import _int, gpus_rule_of_thumb
-from .lora import adapter_params, linear_shapes
+from .lora import adapter_params
 from .peak import FP32, loss_value_bytes, max_batch_moments, peak_moment
 from .quant import dequantized_bytes, quantized_bytes, quantized_weights
 from .solver import accumulate_for, min_world_size
@@ -30,6 +30,7 @@ from .spec import (
     SHARDED,
     Estimate,
     TrainingSpec,
+    block_linears,
     validate,
 )
 from .units import exact, get_precision
@@ -119,10 +120,9 @@ def adapter_activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
     p = get_precision(spec.precision).compute_bytes
     tokens = spec.seq_len * b  # type: ignore[operator]
     kept = Fraction(0)
-    for name, (d_in, _) in linear_shapes(spec).items():
-        if name not in spec.lora_targets or (name == "gate" and not spec.gated_mlp):
+    for name, (d_in, _, copies) in block_linears(spec, spec.experts_active).items():
+        if name not in spec.lora_targets:
             continue
-        copies = spec.experts_active if name in ("gate", "up", "down") else 1
         # the input arrives in the residual dtype, except the output and down projections' (the compute dtype)
         in_bytes = p if name in ("o", "down") else _residual_bytes(spec)
         per_token = p * spec.lora_rank + ((p + _mask(spec, in_bytes)) * d_in if spec.lora_dropout else 0)
@@ -191,10 +191,7 @@ def weight_cache_bytes(spec: TrainingSpec, layers: int | None = None) -> Fractio
 
 def _layer_matmul_params(spec: TrainingSpec) -> Fraction:
     """Weights of one layer's matmuls: Q, K, V, the output projection and the MLP (experts each token uses)."""
-    h, a = spec.hidden or 0, spec.heads or 1
-    h_kv = Fraction(h * (spec.kv_heads or a), a)
-    f = spec.expert_ffn() if spec.experts > 1 else spec.ffn_hidden or 4 * h
-    return h * (h + 2 * h_kv) + h * h + (3 if spec.gated_mlp else 2) * f * h * spec.experts_active
+    return Fraction(sum(i * o * c for i, o, c in block_linears(spec, spec.experts_active).values()))
 
 
 def head_activation_bytes(spec: TrainingSpec, b: int) -> Fraction:

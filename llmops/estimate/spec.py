@@ -111,6 +111,17 @@ class TrainingSpec:
         return replace(self, **changes)
 
 
+def block_linears(spec: TrainingSpec, experts: int) -> dict[str, tuple[int, int, int]]:
+    """``name → (in, out, copies)`` of one transformer block's linear layers: Q, K, V, O, and the MLP's
+    gate (gated MLPs only), up and down, ``experts`` copies of each (an expert's width under experts)."""
+    h, a = spec.hidden or 0, spec.heads or 1
+    kv = (spec.kv_heads or a) * h // a  # exact: heads divide hidden (validate)
+    f = spec.expert_ffn() if spec.experts > 1 else spec.ffn_hidden or 4 * h
+    mlp = {"gate": (h, f, experts)} if spec.gated_mlp else {}
+    return {"q": (h, h, 1), "k": (h, kv, 1), "v": (h, kv, 1), "o": (h, h, 1), **mlp,
+            "up": (h, f, experts), "down": (f, h, experts)}
+
+
 def _allowed(name: str, value: object, allowed: str) -> ValueError:
     shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:24]}… ({len(repr(value))} characters)"
     return ValueError(f"{name}={shown} is not allowed; {allowed}")

@@ -36,14 +36,13 @@ THRESHOLDS = {  # the defaults of the rules file's `llmops-thresholds` group
 FOR_S = {"LLMOpsMemoryDrift": 600.0, "LLMOpsOOMRisk": 60.0, "LLMOpsMemoryGrowth": 300.0,
          "LLMOpsCheckpointStale": 60.0, "LLMOpsCheckpointFailures": 0.0, "LLMOpsCommSlow": 600.0,
          "LLMOpsStraggler": 600.0, "LLMOpsMonitorErrors": 0.0, "LLMOpsTargetDown": 120.0}
-RULES_FILE = RULES
 _RECORDED = {"memory_drift_ratio": "drift", "memory_growth_horizon_seconds": "growth_horizon_s",
              "checkpoint_max_age_seconds": "checkpoint_max_age_s",
              "comm_bandwidth_baseline_ratio": "comm_slow_fraction", "comm_step_time_ratio": "comm_step_time_ratio",
              "straggler_ratio": "straggler"}
 
 
-def load_rules(path: Path = RULES_FILE) -> tuple[dict[str, float], dict[str, float]]:
+def load_rules(path: Path = RULES) -> tuple[dict[str, float], dict[str, float]]:
     """Thresholds and ``for:`` durations from the rules file, or the defaults where it cannot be read."""
     thresholds, fors = dict(THRESHOLDS), dict(FOR_S)
     try:
