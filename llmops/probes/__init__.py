@@ -10,8 +10,9 @@ from .base import (
     NvmlProcess,
     ProbeUnavailable,
 )
+from .clock import CudaEventClock, HostClock, StepClock
 from .cuda import CudaAllocatorProbe, cuda_device_uuid
-from .fake import FakeGpu, FakeNvmlClient
+from .fake import FakeCudaEvents, FakeGpu, FakeNvmlClient
 from .live import LiveBytes, LivePeak, tensors_of
 from .nvml import NvmlProbe, PynvmlClient
 from .tensors import state_bytes
@@ -20,9 +21,12 @@ __all__ = [
     "ActivationMeter",
     "AllocatorReading",
     "CudaAllocatorProbe",
+    "CudaEventClock",
+    "FakeCudaEvents",
     "FakeGpu",
     "FakeNvmlClient",
     "GpuReading",
+    "HostClock",
     "LiveBytes",
     "LivePeak",
     "NvmlClient",
@@ -32,6 +36,7 @@ __all__ = [
     "NvmlProcess",
     "ProbeUnavailable",
     "PynvmlClient",
+    "StepClock",
     "cuda_device_uuid",
     "state_bytes",
     "tensors_of",

@@ -40,6 +40,8 @@ class GpuReading:
     memory_used_bytes: int
     process_memory_bytes: int | None  # this process's usage on this GPU
     utilization_ratio: float | None  # 0-1, fraction of the sample period a kernel ran
+    power_watts: float | None = None  # nvmlDeviceGetPowerUsage
+    energy_joules: float | None = None  # nvmlDeviceGetTotalEnergyConsumption: since the driver loaded
 
 
 @dataclass(frozen=True)
@@ -89,3 +91,12 @@ class NvmlClient(Protocol):
         ...
 
     def compute_processes(self, handle: object) -> list[NvmlProcess]: ...
+
+    def power_usage(self, handle: object) -> int:
+        """Power draw in milliwatts (``nvmlDeviceGetPowerUsage``)."""
+        ...
+
+    def total_energy(self, handle: object) -> int:
+        """Energy in millijoules since the driver loaded (``nvmlDeviceGetTotalEnergyConsumption``, Volta and
+        later; it lags the draw by tens of milliseconds)."""
+        ...

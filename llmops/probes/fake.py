@@ -1,8 +1,9 @@
-"""An in-memory `NvmlClient` for tests: fake GPUs whose readings and failures a test can change."""
+"""In-memory fakes for tests: an `NvmlClient` over fake GPUs, and CUDA events, for what this machine lacks."""
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 from .base import (
@@ -18,7 +19,8 @@ from .base import (
 
 @dataclass
 class FakeGpu:
-    """One fake GPU in NVML order; `utilization_percent` or `processes` None means "not supported"."""
+    """One fake GPU in NVML order; `utilization_percent`, `processes`, `power_milliwatts` or
+    `energy_millijoules` None means "not supported"."""
 
     index: int
     uuid: str
@@ -27,6 +29,8 @@ class FakeGpu:
     memory_used_bytes: int = 0
     utilization_percent: int | None = 0
     processes: list[NvmlProcess] | None = field(default_factory=list)
+    power_milliwatts: int | None = 0
+    energy_millijoules: int | None = 0
 
 
 class FakeNvmlClient:
@@ -108,3 +112,65 @@ class FakeNvmlClient:
         if processes is None:
             raise NvmlError(NVML_ERROR_NOT_SUPPORTED, "Not Supported")
         return list(processes)
+
+    def power_usage(self, handle: object) -> int:
+        self._check("power_usage")
+        milliwatts = self._gpu(handle).power_milliwatts
+        if milliwatts is None:
+            raise NvmlError(NVML_ERROR_NOT_SUPPORTED, "Not Supported")
+        return milliwatts
+
+    def total_energy(self, handle: object) -> int:
+        self._check("total_energy")
+        millijoules = self._gpu(handle).energy_millijoules
+        if millijoules is None:
+            raise NvmlError(NVML_ERROR_NOT_SUPPORTED, "Not Supported")
+        return millijoules
+
+
+class FakeCudaEvents:
+    """A ``torch.cuda.Event`` factory for ``CudaEventClock`` on a machine without a GPU.
+
+    Each event "completes" ``delay`` seconds after ``record()``, as work queued on a busy stream does;
+    ``elapsed_time`` of one not yet complete raises as CUDA does (``cudaErrorNotReady``). ``calls`` lists
+    ``(method, thread name)`` of every call, so a test can check which thread waited on what.
+    """
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.calls: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, enable_timing: bool = False) -> FakeCudaEvent:
+        return FakeCudaEvent(self)
+
+    def note(self, method: str) -> None:
+        with self._lock:
+            self.calls.append((method, threading.current_thread().name))
+
+
+class FakeCudaEvent:
+    """One event of ``FakeCudaEvents``: ``record``, ``query``, ``elapsed_time`` (ms), ``synchronize``."""
+
+    def __init__(self, factory: FakeCudaEvents) -> None:
+        self._factory = factory
+        self._t: float | None = None
+
+    def record(self, stream: object = None) -> None:
+        self._factory.note("record")
+        self._t = time.perf_counter()
+
+    def query(self) -> bool:
+        self._factory.note("query")
+        return self._t is not None and time.perf_counter() >= self._t + self._factory.delay
+
+    def synchronize(self) -> None:
+        self._factory.note("synchronize")
+        if self._t is not None:
+            time.sleep(max(0.0, self._t + self._factory.delay - time.perf_counter()))
+
+    def elapsed_time(self, end: FakeCudaEvent) -> float:
+        self._factory.note("elapsed_time")
+        if self._t is None or end._t is None or not (self.query() and end.query()):
+            raise RuntimeError("CUDA error: device not ready")
+        return (end._t - self._t) * 1e3

@@ -28,6 +28,16 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _supported(read: Callable[[], float]) -> float | None:
+    """``read()``, or ``None`` where the device does not support it (NVML_ERROR_NOT_SUPPORTED); other errors go on."""
+    try:
+        return read()
+    except NvmlError as e:
+        if e.code != NVML_ERROR_NOT_SUPPORTED:
+            raise
+        return None
+
+
 class PynvmlClient:
     """`NvmlClient` over nvidia-ml-py (import name `pynvml`), imported in `init`; raises `NvmlError`."""
 
@@ -81,9 +91,16 @@ class PynvmlClient:
         procs = self._call(lambda n: n.nvmlDeviceGetComputeRunningProcesses(handle))
         return [NvmlProcess(int(p.pid), p.usedGpuMemory) for p in procs]
 
+    def power_usage(self, handle: object) -> int:
+        return int(self._call(lambda n: n.nvmlDeviceGetPowerUsage(handle)))
+
+    def total_energy(self, handle: object) -> int:
+        return int(self._call(lambda n: n.nvmlDeviceGetTotalEnergyConsumption(handle)))
+
 
 class NvmlProbe:
-    """Reads memory, this process's memory and utilization of the GPU this rank uses, in bytes and 0-1.
+    """Reads memory, this process's memory, utilization, power and energy of the GPU this rank uses, in bytes,
+    0-1, watts and joules.
 
     The GPU is matched by UUID (`cuda_uuid`, else the UUID of CUDA device `cuda_index`), because CUDA and
     NVML number GPUs differently under CUDA_VISIBLE_DEVICES; the NVML index `cuda_index` is used only when
@@ -155,17 +172,20 @@ class NvmlProbe:
         try:
             memory = c.memory_info(h)
             process_bytes = self._process_memory_bytes(h)
-            try:
-                utilization: float | None = c.utilization_rates(h) / 100.0
-            except NvmlError as e:
-                if e.code != NVML_ERROR_NOT_SUPPORTED:
-                    raise
-                utilization = None
+            utilization = _supported(lambda: c.utilization_rates(h) / 100.0)
+            power = _supported(lambda: c.power_usage(h) / 1e3)  # mW -> W
+            energy = _supported(lambda: c.total_energy(h) / 1e3)  # mJ -> J
         except NvmlError as e:
             raise ProbeUnavailable(f"NVML read of GPU {self._index} ({self._uuid}) failed: {e}") from e
         return GpuReading(index=self._index, uuid=self._uuid, name=self._name,
                           memory_total_bytes=memory.total_bytes, memory_used_bytes=memory.used_bytes,
-                          process_memory_bytes=process_bytes, utilization_ratio=utilization)
+                          process_memory_bytes=process_bytes, utilization_ratio=utilization,
+                          power_watts=power, energy_joules=energy)
+
+    @property
+    def name(self) -> str:
+        """The GPU's name as NVML reports it (``NVIDIA H100 80GB HBM3``); empty before ``open``."""
+        return self._name
 
     def _process_memory_bytes(self, handle: object) -> int | None:
         """Sum over this pid's compute entries; None if NVML can't tell or doesn't list this pid.

@@ -114,6 +114,22 @@ def test_unsupported_utilization_is_none_not_zero(client: FakeNvmlClient) -> Non
     assert r.utilization_ratio is None and r.process_memory_bytes == 111
 
 
+def test_power_and_energy_in_watts_and_joules(client: FakeNvmlClient) -> None:
+    client.gpus[0].power_milliwatts, client.gpus[0].energy_millijoules = 412_250, 7_200_000_123
+    with NvmlProbe(client, cuda_uuid=UUID_A, pid=PID) as probe:
+        r = probe.read()
+        assert (r.power_watts, r.energy_joules) == (412.25, 7_200_000.123)
+        client.gpus[0].energy_millijoules += 5_000
+        assert probe.read().energy_joules == pytest.approx(7_200_005.123)
+
+
+def test_unsupported_power_and_energy_are_none_not_zero(client: FakeNvmlClient) -> None:
+    client.gpus[0].power_milliwatts = client.gpus[0].energy_millijoules = None
+    with NvmlProbe(client, cuda_uuid=UUID_A, pid=PID) as probe:
+        r = probe.read()
+    assert r.power_watts is None and r.energy_joules is None and r.memory_used_bytes == 2**30
+
+
 def test_missing_library_is_unavailable_with_nvml_message() -> None:
     client = FakeNvmlClient([], library_missing=True)
     with pytest.raises(ProbeUnavailable, match="NVML Shared Library Not Found") as info:
@@ -147,7 +163,8 @@ def test_read_before_open_is_unavailable(client: FakeNvmlClient) -> None:
         NvmlProbe(client, cuda_uuid=UUID_A).read()
 
 
-@pytest.mark.parametrize("call", ["memory_info", "utilization_rates", "compute_processes"])
+@pytest.mark.parametrize("call", ["memory_info", "utilization_rates", "compute_processes", "power_usage",
+                                  "total_energy"])
 def test_lost_gpu_on_read_is_unavailable(client: FakeNvmlClient, call: str) -> None:
     with NvmlProbe(client, cuda_uuid=UUID_A, pid=PID) as probe:
         client.errors[call] = NvmlError(NVML_ERROR_GPU_IS_LOST, "GPU is lost")
@@ -193,6 +210,8 @@ def patched_pynvml(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
         "nvmlDeviceGetUtilizationRates": not_supported,
         "nvmlDeviceGetComputeRunningProcesses":
             lambda h: [SimpleNamespace(pid=PID, usedGpuMemory=30), SimpleNamespace(pid=1, usedGpuMemory=5)],
+        "nvmlDeviceGetPowerUsage": lambda h: 300_500,  # mW
+        "nvmlDeviceGetTotalEnergyConsumption": not_supported,
     }
     for name, fn in fakes.items():
         monkeypatch.setattr(pynvml, name, fn)
@@ -205,6 +224,7 @@ def test_pynvml_client_adapts_pynvml(patched_pynvml: SimpleNamespace) -> None:
     assert (r.index, r.uuid, r.name) == (1, UUID_B, "NVIDIA H100")  # bytes decoded
     assert (r.memory_total_bytes, r.memory_used_bytes, r.process_memory_bytes) == (100, 40, 30)
     assert r.utilization_ratio is None  # pynvml's NVMLError_NotSupported became NvmlError(3)
+    assert r.power_watts == 300.5 and r.energy_joules is None
     assert patched_pynvml.shutdown == 1
 
 
