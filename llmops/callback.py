@@ -25,6 +25,7 @@ from .loggers import LoggerMetrics, log_prediction
 from .monitor import Monitor
 from .postmortem import is_oom, postmortem_text, write_postmortem
 from .runlog import run_path
+from .steps import flop_params
 
 
 class MonitorCallback:
@@ -60,6 +61,14 @@ class MonitorCallback:
       ``llmops_run_end_timestamp_seconds`` seconds, set when ``fit`` ends normally (alerts tell a finished
       run from a dead one by it; at exit the endpoint waits up to two scrape intervals, 60 s at most, for
       one more scrape)
+    - ``llmops_tokens_total`` tokens (samples × sequence length, or the non-padding tokens of a batch's 2-D
+      ``attention_mask``), ``llmops_model_flops_total`` FLOPs (tokens × (6·N + 12·L·h·s), PaLM appendix B),
+      ``llmops_mfu_ratio`` ratio, model FLOP/s over the device's dense peak per sampling window (``peak_flops=``
+      or the GPU table, ``llmops.peaks``; absent where neither knows it)
+    - ``llmops_step_phase_seconds_total{phase}`` seconds per phase (``data``, ``forward``, ``backward``,
+      ``optimizer``, ``comm_exposed``); on CUDA timed by CUDA events, read on the sampler thread
+    - ``llmops_gpu_power_watts`` watts and ``llmops_gpu_energy_joules_total`` joules ``{gpu,UUID}``, from NVML;
+      absent where the device does not report them
     - ``llmops_monitor_errors_total{probe}`` errors caught inside the monitor (the run went on)
     - ``llmops_build_info{version,torch,lightning,strategy,precision}`` 1
 
@@ -98,6 +107,8 @@ class MonitorCallback:
         dry_run: before step 1, run one training step on fake tensors (no memory) and report its exact
             peak by category as a third prediction, ``model="dryrun"``; skipped with a warning past
             ``dry_run_timeout`` seconds.
+        peak_flops: the device's peak FLOP/s for the MFU (per device, in the run's matmul dtype); default the
+            table's dense figure for the GPU NVML names; on the CPU the MFU is exported only with it.
     """
 
     def __init__(self, port: int = 9445, addr: str = "127.0.0.1", run: str | None = None,
@@ -110,15 +121,17 @@ class MonitorCallback:
                  runlog: bool | None = None, run_dir: str | None = None,
                  log_to_loggers: bool | None = None, log_all_ranks: bool = False, progress_bar: bool = False,
                  record_memory_history: bool = False, dry_run: bool = False, dry_run_timeout: float = 120.0,
-                 _registry: CollectorRegistry | None = None, _nvml_client: Any = None) -> None:
+                 peak_flops: float | None = None, _registry: CollectorRegistry | None = None,
+                 _nvml_client: Any = None, _step_clock: Any = None) -> None:
         super().__init__()
         self.config = MonitorConfig.from_args(
             port=port, addr=addr, run=run, spec=spec, memory_budget=memory_budget, safety=safety,
             on_oom_risk=on_oom_risk, interval=interval, activation_interval=activation_interval,
             nvml=nvml, certfile=certfile, keyfile=keyfile, basic_auth=basic_auth, linger=linger,
             pushgateway_url=pushgateway_url, serve=serve, runlog=runlog, run_dir=run_dir, dry_run=dry_run,
-            dry_run_timeout=dry_run_timeout)
-        self.monitor = Monitor(self.config, registry=_registry, nvml_client=_nvml_client)  # test hooks: private
+            dry_run_timeout=dry_run_timeout, peak_flops=peak_flops)
+        self.monitor = Monitor(self.config, registry=_registry, nvml_client=_nvml_client,  # test hooks: private
+                               step_clock=_step_clock)
         self._needs_preflight = True
         self._user_hook: tuple[Any, Any] = (None, None)
         for name, value in (("log_to_loggers", log_to_loggers), ("log_all_ranks", log_all_ranks),
@@ -214,7 +227,7 @@ class MonitorCallback:
             self._preflight(trainer, pl_module, batch)  # may raise OOMRiskError, by design
         m = self.monitor
         self._batch_shape = batch_shape(batch)
-        m.step_start(trainer.global_step)
+        m.step_start(trainer.global_step, batch)
         # The micro-batch that ends with the optimizer step: a training step is timed to its end, and
         # memory is measured on it (once per step, optimizer states included, under accumulation).
         self._stepping = ((batch_idx + 1) % trainer.accumulate_grad_batches == 0
@@ -279,7 +292,8 @@ class MonitorCallback:
         if intro is not None:
             extra = self._dry_run(trainer, pl_module, batch, intro.spec) if self.config.dry_run else {}
             with m.guard("preflight"):  # only OOMRiskError (on_oom_risk="raise") gets through, by design
-                m.preflight(intro, is_rank_zero=trainer.global_rank == 0, extra=extra)
+                m.preflight(intro, is_rank_zero=trainer.global_rank == 0, extra=extra,
+                            flop_params=flop_params(pl_module))
             if self._logger_metrics is not None and trainer.global_rank == 0:
                 with m.guard("loggers"):
                     for logger in trainer.loggers:

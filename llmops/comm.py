@@ -3,7 +3,9 @@
 DDP: ``CommTimer.hook`` is registered on the wrapped model at train start and wraps the
 user's hook (or PyTorch's default all-reduce), so theirs still runs. On the CPU the duration
 is host time from launch to the future's completion; on CUDA it is CUDA events recorded on
-the stream and read later without synchronising. Other strategies (FSDP, DeepSpeed): one
+the stream and read later, on the sampler thread, without synchronising. Each optimizer step's
+buckets are handed to the step timer (``take_step``), which counts the communication not hidden
+behind backward (``exposed_seconds``). Other strategies (FSDP, DeepSpeed): one
 all-reduce sized like the gradients on the run's process group at train start
 (``probe_allreduce``). Bus bandwidth follows nccl-tests: ``bytes / time × 2(n − 1) / n``.
 """
@@ -21,8 +23,10 @@ import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
 from .exporter import MetricState
+from .probes.clock import CudaEventClock, HostClock, StepClock
 
 PROBE_MAX_BYTES = 256 * 2**20  # the fit-start probe never moves more than this
+FAILED = object()  # the end mark of a bucket whose all-reduce failed
 
 
 def bus_bandwidth(nbytes: float, seconds: float, world_size: int) -> float | None:
@@ -37,14 +41,17 @@ class CommTimer:
 
     def __init__(self, state: MetricState, world_size: int, cuda: bool = False,
                  inner: Callable[[Any, dist.GradBucket], torch.futures.Future] | None = None,
-                 inner_state: Any = None) -> None:
+                 inner_state: Any = None, clock: StepClock | None = None) -> None:
         self.state, self.world_size, self.cuda = state, world_size, cuda
+        self.clock: StepClock = clock or (CudaEventClock() if cuda else HostClock())
+        self._deferred = not isinstance(self.clock, HostClock)  # events: read on the sampler thread
         self.inner = inner or allreduce_hook
         self.inner_state = inner_state
         self._lock = threading.Lock()
         self._window_bytes = 0.0
         self._window_seconds = 0.0
         self._pending: deque[tuple[Any, Any, int]] = deque()
+        self._step: list[list[Any]] = []  # [start mark, end mark or None] per bucket of the step in progress
         self.buckets = 0
 
     def hook(self, _state: Any, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
@@ -56,27 +63,46 @@ class CommTimer:
         """
         buffer = bucket.buffer()
         nbytes = buffer.numel() * buffer.element_size()
-        if self.cuda:
-            start = torch.cuda.Event(enable_timing=True)
-            start.record()
-        else:
-            t0 = time.perf_counter()
+        start = self.clock.mark()
         fut = self.inner(self.inner_state, bucket)
+        marks: list[Any] = [start, None]
+        with self._lock:
+            self._step.append(marks)
 
         def done(f: torch.futures.Future) -> None:
             try:
                 f.value()
             except Exception:  # noqa: BLE001 - the error is the user's, raised where they wait on it
+                marks[1] = FAILED
                 return
-            if self.cuda:  # run on the future's streams; read later, never synchronised here
-                end = torch.cuda.Event(enable_timing=True)
-                end.record()
+            end = self.clock.mark()  # on CUDA: on the future's streams; read later, never synchronised here
+            marks[1] = end
+            if self._deferred:
                 self._pending.append((start, end, nbytes))
             else:
-                self._record(time.perf_counter() - t0, nbytes)
+                self._record(self.clock.seconds(start, end), nbytes)
 
         fut.add_done_callback(done)
         return fut
+
+    def take_step(self) -> list[list[Any]]:
+        """The buckets launched since the last call (one optimizer step's), for ``exposed_seconds``."""
+        with self._lock:
+            buckets, self._step = self._step, []
+        return buckets
+
+    def ready(self, buckets: list[list[Any]]) -> bool:
+        """Whether every bucket has finished (or failed) and its marks can be read without waiting."""
+        return all(end is FAILED or (end is not None and self.clock.ready(end)) for _, end in buckets)
+
+    def exposed_seconds(self, buckets: list[list[Any]]) -> float:
+        """Communication not hidden behind backward: from the launch of the step's last bucket (its
+        gradients are the last backward computes) to the end of the last all-reduce."""
+        done = [(start, end) for start, end in buckets if end is not FAILED and end is not None]
+        if not done or buckets[-1][1] is FAILED:
+            return 0.0
+        last_launch = buckets[-1][0]
+        return max(0.0, *(self.clock.seconds(last_launch, end) for _, end in done))
 
     def _record(self, seconds: float, nbytes: int) -> None:
         self.state.observe("llmops_comm_allreduce_duration_seconds", seconds)
@@ -87,10 +113,11 @@ class CommTimer:
             self._window_seconds += seconds
 
     def flush(self, step_seconds: float | None) -> None:
-        """End a window (a training step): bus bandwidth and the share of the step spent in all-reduce."""
-        while self._pending and self._pending[0][1].query():  # CUDA events that have completed
+        """End a window (a training step; the sampler thread): bus bandwidth and the share of the step spent
+        in all-reduce."""
+        while self._pending and self.clock.ready(self._pending[0][1]):  # CUDA events that have completed
             start, end, bucket_bytes = self._pending.popleft()
-            self._record(start.elapsed_time(end) / 1e3, bucket_bytes)
+            self._record(self.clock.seconds(start, end), bucket_bytes)
         with self._lock:
             nbytes, seconds = self._window_bytes, self._window_seconds
             self._window_bytes = self._window_seconds = 0.0
@@ -143,7 +170,8 @@ def probe_allreduce(state: MetricState, nbytes: int, device: torch.device, world
 
 
 def attach(model: Any, state: MetricState, world_size: int, device: torch.device,
-           user_hook: tuple[Callable | None, Any] = (None, None)) -> CommTimer | None:
+           user_hook: tuple[Callable | None, Any] = (None, None),
+           clock: StepClock | None = None) -> CommTimer | None:
     """Time gradient all-reduces of a DDP-wrapped model; other strategies get the fit-start probe.
 
     Raises ``RuntimeError`` when the model already has a comm hook that cannot be wrapped; the
@@ -155,7 +183,8 @@ def attach(model: Any, state: MetricState, world_size: int, device: torch.device
         return None
     if isinstance(model, DistributedDataParallel):
         inner, inner_state = user_hook
-        timer = CommTimer(state, world_size, cuda=device.type == "cuda", inner=inner, inner_state=inner_state)
+        timer = CommTimer(state, world_size, cuda=device.type == "cuda", inner=inner, inner_state=inner_state,
+                          clock=clock)
         model.register_comm_hook(None, timer.hook)
         return timer
     return None

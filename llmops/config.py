@@ -17,6 +17,7 @@ from .estimate.units import parse_size
 
 ON_OOM_RISK = ("warn", "raise")
 MAX_SECONDS = 7 * 24 * 3600.0  # a week: past it a setting in seconds is a typo, not a plan
+MAX_PEAK_FLOPS = 1e18  # FLOP/s per device: an exaFLOP/s, far past any device
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class MonitorConfig:
     run_dir: str | None = None  # the run log's root; None: $LLMOPS_RUN_DIR, else ./llmops_runs
     dry_run: bool = False  # one fake training step before step 1: a third prediction, model="dryrun"
     dry_run_timeout: float = 120.0  # seconds; past it the dry run is skipped with a warning
+    peak_flops: float | None = None  # FLOP/s per device for the MFU; None: the GPU table's (llmops.peaks)
 
     @classmethod
     def from_args(cls, memory_budget: int | float | str | None = None, **kw: object) -> MonitorConfig:
@@ -114,6 +116,10 @@ class MonitorConfig:
         if url is not None and not _push_url(url):
             raise _bad("pushgateway_url", url, "a Pushgateway address like 'http://pushgateway:9091' (http or "
                                                "https, or host:port), or None")
+        if self.peak_flops is not None and (not _number(self.peak_flops)
+                                            or not 0 < self.peak_flops <= MAX_PEAK_FLOPS):
+            raise _bad("peak_flops", self.peak_flops, f"FLOP/s per device, > 0 and at most {MAX_PEAK_FLOPS:g} "
+                       "(e.g. 989e12 for an H100 SXM in bf16), or None for the GPU table's")
         if self.run_dir is not None and not isinstance(self.run_dir, (str, os.PathLike)):
             raise _bad("run_dir", self.run_dir, "a folder path, or None")
 

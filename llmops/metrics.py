@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 MetricType = Literal["gauge", "counter", "histogram"]
-Unit = Literal["bytes", "seconds", "ratio", "bytes_per_second", "count", "boolean", "info"]
+Unit = Literal["bytes", "seconds", "ratio", "bytes_per_second", "count", "boolean", "info", "watts", "joules"]
 
 COMMON_LABELS: tuple[str, ...] = ("run", "rank")
 TYPES: tuple[str, ...] = ("gauge", "counter", "histogram")
-UNITS: tuple[str, ...] = ("bytes", "seconds", "ratio", "bytes_per_second", "count", "boolean", "info")
+UNITS: tuple[str, ...] = ("bytes", "seconds", "ratio", "bytes_per_second", "count", "boolean", "info", "watts",
+                          "joules")
 # Base units that Prometheus practice puts at the end of the name (before ``_total``).
-SUFFIX_UNITS: tuple[str, ...] = ("bytes_per_second", "bytes", "seconds", "ratio")
+SUFFIX_UNITS: tuple[str, ...] = ("bytes_per_second", "bytes", "seconds", "ratio", "watts", "joules")
 
 _NAME = re.compile(r"^llmops_[a-z][a-z0-9_]*$")
 _LABEL = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*$")
@@ -153,6 +154,20 @@ CHECKPOINTS = (
     _c("llmops_checkpoint_failures_total", "count", "Checkpoint writes that failed."),
     _c("llmops_checkpoint_restores_total", "count", "Runs resumed from a checkpoint."),
 )
+THROUGHPUT = (
+    _c("llmops_tokens_total", "count",
+       "Tokens processed by this rank: samples × sequence length, or the attention mask's non-padding tokens."),
+    _c("llmops_model_flops_total", "count",
+       "Model FLOPs done by this rank: tokens × (6·N + 12·L·h·s) (PaLM appendix B; recomputation not counted)."),
+    _g("llmops_mfu_ratio", "ratio",
+       "Model FLOPs utilisation over the last sampling window: achieved model FLOP/s over the device's dense peak "
+       "(absent where the peak is unknown)."),
+    _c("llmops_step_phase_seconds_total", "seconds",
+       "Seconds of training steps per phase: data, forward, backward, optimizer, comm_exposed (all-reduce not "
+       "hidden behind backward); they sum to the wall time between batch ends.", "phase"),
+    _g("llmops_gpu_power_watts", "watts", "Power draw (NVML).", *_GPU),
+    _c("llmops_gpu_energy_joules_total", "joules", "Energy since the driver loaded (NVML total energy).", *_GPU),
+)
 MONITOR = (
     _c("llmops_monitor_errors_total", "count",
        "Errors caught inside the monitor, by probe; the run went on.", "probe"),
@@ -167,6 +182,7 @@ SECTIONS: dict[str, tuple[MetricSpec, ...]] = {
     "Training progress": PROGRESS,
     "Communication": COMMUNICATION,
     "Checkpoints and the run's lifetime": CHECKPOINTS,
+    "Throughput, phases and energy": THROUGHPUT,
     "Health of the monitor itself": MONITOR,
 }
 METRICS: tuple[MetricSpec, ...] = tuple(m for section in SECTIONS.values() for m in section)
@@ -180,10 +196,11 @@ LABELS: dict[str, str] = {
     "component": "`params`, `grads`, `optimizer_states`, `activations`, `overhead`, `peak`",
     "model": "`document` (the formulas exactly as in formulas.md) or `refined` (the project's best prediction)",
     "method": "`rule_of_thumb` or `formula`",
-    "phase": "`training` or `inference`",
+    "phase": "`training` or `inference` (GPU counts); `data`, `forward`, `backward`, `optimizer`, `comm_exposed` "
+             "(step phases)",
     "source": "`prediction`, `measured` or `trend`",
     "probe": "the part of the monitor that failed: `nvml`, `cuda_allocator`, `activations`, `comm`, `checkpoint`, "
-             "`runlog`, `exporter`, `collector`, `loggers`, `preflight`, `dryrun`, …",
+             "`runlog`, `exporter`, `collector`, `loggers`, `preflight`, `dryrun`, `steps`, …",
     "version": "llmops' version", "torch": "PyTorch's version", "lightning": "Lightning's version",
     "strategy": "the Lightning strategy's class name", "precision": "the Trainer's precision",
 }

@@ -1,8 +1,9 @@
 """The Lightning-free core: preflight prediction, sampling thread, drift and OOM risk.
 
-The training thread calls ``step_start``/``step_end`` (a clock read and a few dict updates)
-and, on sampled steps, ``measure``; NVML and the CUDA allocator are read on a background
-thread every ``interval`` seconds. Everything is exported through one ``MetricState``.
+The training thread calls ``step_start``/``step_end`` (a clock read or a CUDA event, and a few dict
+updates) and, on sampled steps, ``measure``; NVML, the CUDA allocator and the step timer's marks
+(``steps.StepTimer``: phases, tokens, FLOPs, MFU) are read on a background thread every ``interval``
+seconds. Everything is exported through one ``MetricState``.
 """
 
 from __future__ import annotations
@@ -25,11 +26,15 @@ from .estimate import Estimate, document, refined
 from .estimate.units import fmt_bytes, unit_for
 from .estimate.whatif import what_if
 from .exporter import LLMOpsCollector, MetricState, push_final, start_exporter
+from .flops import model_flops_per_token
 from .guard import Guard, OOMRiskError, ProbeHung, bounded, warn_oom
 from .introspect import Introspection
+from .peaks import matmul_dtype, peak_flops
 from .probes import ActivationMeter, CudaAllocatorProbe, LiveBytes, NvmlProbe, PynvmlClient, state_bytes
+from .probes.clock import CudaEventClock, HostClock, StepClock
 from .probes.cuda import cuda_device_uuid
 from .runlog import RunLogWriter, run_path
+from .steps import StepTimer
 from .tables import estimate_table, to_text, whatif_table
 
 log = logging.getLogger("llmops")
@@ -41,7 +46,7 @@ class Monitor:
     """Predicted-versus-actual memory for one process (rank) of a training run."""
 
     def __init__(self, config: MonitorConfig, registry: CollectorRegistry | None = None,
-                 nvml_client: Any = None) -> None:
+                 nvml_client: Any = None, step_clock: StepClock | None = None) -> None:
         self.config = config
         self.state = MetricState()
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
@@ -73,6 +78,9 @@ class Monitor:
         self._failed = False  # the fit ended with an exception: no end marker
         self._ended_at = 0.0
         self._final_scrape_registered = False
+        self._step_clock = step_clock  # None: CUDA events on a GPU, the host clock on the CPU
+        self.steps = StepTimer(self.state, step_clock or HostClock(), config.peak_flops)
+        self._precision = ""
 
     @property
     def metrics_url(self) -> str | None:
@@ -105,6 +113,10 @@ class Monitor:
                                                announce=_node_note(c.port, local_world_size) if local_rank == 0
                                                else None)
         self.state.set("llmops_build_info", 1, **build_labels)
+        self._precision = build_labels.get("precision", "")
+        with self.guard("steps"):
+            clock = self._step_clock or (CudaEventClock() if device_index is not None else HostClock())
+            self.steps = StepTimer(self.state, clock, self.config.peak_flops)
         self.state.set("llmops_run_start_timestamp_seconds", time.time())
         self.state.set("llmops_run_end_timestamp_seconds", None)  # a later fit of the same monitor runs again
         self._failed = False
@@ -120,9 +132,8 @@ class Monitor:
         if device_index is not None:
             with self.guard("cuda_allocator"):
                 self._allocator = CudaAllocatorProbe(device_index)
-        if self._nvml is not None or self._allocator is not None:
-            self._thread = threading.Thread(target=self._loop, name="llmops-sampler", daemon=True)
-            self._thread.start()
+        self._thread = threading.Thread(target=self._loop, name="llmops-sampler", daemon=True)
+        self._thread.start()
 
     def close(self) -> None:
         """Stop sampling and push the final state; the endpoint serves until the process ends. Once per
@@ -141,8 +152,11 @@ class Monitor:
                               ProbeHung(f"the sampler is stuck in a probe call past {PROBE_TIMEOUT_S:g} s; "
                                         "it is left behind, and the run ends without a last reading"))
             self._nvml = None
-        else:
-            self.sample()  # the last reading, so a final scrape or push sees it
+        else:  # the last reading, so a final scrape or push sees it; on a thread of its own, as every reading
+            try:
+                bounded(self.sample, PROBE_TIMEOUT_S, "sampler")
+            except ProbeHung as e:
+                self.guard.record("nvml" if self._nvml is not None else "steps", e)
         if not self._failed:  # a normal end: alerts tell a finished run from a dead one by it
             self.state.set("llmops_run_end_timestamp_seconds", time.time())
         self._ended_at = time.time()
@@ -206,10 +220,11 @@ class Monitor:
 
     # -- preflight ---------------------------------------------------------------------------
     def preflight(self, intro: Introspection, is_rank_zero: bool = True,
-                  extra: dict[str, Estimate] | None = None) -> dict[str, Estimate]:
+                  extra: dict[str, Estimate] | None = None, flop_params: int | None = None) -> dict[str, Estimate]:
         """Predict, export and log; raise ``OOMRiskError`` when asked to and the prediction does not fit.
 
-        ``extra`` adds models made elsewhere (the dry run's ``"dryrun"``) to the table and the metrics.
+        ``extra`` adds models made elsewhere (the dry run's ``"dryrun"``) to the table and the metrics;
+        ``flop_params`` is the N of the FLOPs per token (``steps.flop_params``; default the spec's).
         """
         self.intro = intro
         spec, missing = intro.spec, set(intro.missing)
@@ -225,6 +240,8 @@ class Monitor:
                         "need them are left out.", ", ".join(intro.missing),
                         ", ".join(f"{k!r}: ..." for k in intro.missing))
         self._export_prediction(spec.batch_size)
+        with self.guard("steps"):
+            self._set_flops(intro, flop_params)
         best = models.get("refined") or models.get("document")
         if best is None:
             return models
@@ -239,6 +256,19 @@ class Monitor:
             if is_rank_zero:
                 warn_oom(msg, rank_zero_only=True)
         return models
+
+    def _set_flops(self, intro: Introspection, flop_params: int | None) -> None:
+        """FLOPs per token from the architecture introspection read (N, L, h; s per batch; a mixture of
+        experts' active parameters), and the device's peak: ``peak_flops=``, else the GPU table's for the
+        run's matmul dtype (absent on the CPU)."""
+        spec = intro.spec
+        n = spec.active_params or flop_params or spec.params
+        if n:
+            layers, hidden = spec.layers, spec.hidden
+            self.steps.flops_per_token = lambda s: model_flops_per_token(n, layers, hidden, s)
+        if self.config.peak_flops is None and self._nvml is not None:
+            self.steps.peak_flops = peak_flops(self._nvml.name, matmul_dtype(
+                self._precision, torch.get_float32_matmul_precision()))
 
     def _export_prediction(self, batch_size: int | None) -> None:
         s = self.state
@@ -304,17 +334,20 @@ class Monitor:
             return
         self.state.set("llmops_comm_allreduce_predicted_bytes", grad_bytes)
         with self.guard("comm"):
-            self.comm = attach(model, self.state, world_size, device, user_hook)
+            self.comm = attach(model, self.state, world_size, device, user_hook, clock=self.steps.clock)
+            self.steps.comm = self.comm
         if self.comm is None:  # FSDP, DeepSpeed, or a hook we could not wrap: every rank runs the probe
             with self.guard("comm_probe"):
                 probe_allreduce(self.state, grad_bytes, device, world_size)
 
     # -- the training thread -----------------------------------------------------------------
-    def step_start(self, step: int) -> None:
+    def step_start(self, step: int, batch: Any = None) -> None:
         """A micro-batch begins; the first of an optimizer step starts its clock."""
         self.step = step
         if self._t0 is None:
             self._t0 = time.perf_counter()
+        with self.guard("steps"):
+            self.steps.batch_start(batch)
 
     def step_end(self, step: int, samples: int | None, stepped: bool = True) -> None:
         """A micro-batch ends; ``stepped``: it ended with the optimizer step, so a training step is timed
@@ -322,6 +355,8 @@ class Monitor:
         s = self.state
         if samples:
             s.inc("llmops_samples_total", samples)
+        with self.guard("steps"):
+            self.steps.batch_end(stepped)
         if not stepped or self._t0 is None:
             return
         seconds = time.perf_counter() - self._t0
@@ -330,8 +365,6 @@ class Monitor:
         s.set("llmops_train_step", step)
         if self.runlog is not None:  # a deque append; the run log's thread writes it
             self.runlog.step(step, seconds)
-        if self.comm is not None:
-            self.comm.flush(seconds)
 
     def should_measure(self, step: int) -> bool:
         """Memory is measured on the first two steps (the second is the first with the previous
@@ -348,6 +381,7 @@ class Monitor:
 
     def forward_done(self) -> None:
         """Stop counting saved tensors before backward, so recomputation in backward is not counted."""
+        self.steps.backward_start()
         if self._meter is not None:
             self._meter.stop()
         if self._live is not None:
@@ -355,6 +389,7 @@ class Monitor:
 
     def optimizer_step(self) -> None:
         """The optimizer step begins: what it allocates is its temporaries."""
+        self.steps.optimizer_start()
         if self._live is not None:
             self._live.phase("optimizer")
 
@@ -387,6 +422,8 @@ class Monitor:
             self._observe_peak(float(self.measured["peak"]))
 
     def abort_measure(self) -> None:
+        self.steps.abort()
+        self._t0 = None
         if self._meter is not None:
             self._meter.stop()
             self._meter = None
@@ -400,8 +437,11 @@ class Monitor:
             self.sample()
 
     def sample(self) -> None:
-        """Read NVML and the CUDA allocator once (the background thread calls this)."""
+        """Read NVML, the CUDA allocator and the step timer's completed marks once (the background thread
+        calls this)."""
         s = self.state
+        with self.guard("steps"):
+            self.steps.drain()
         if self._nvml is not None:
             with self.guard("nvml"):
                 r = self._nvml.read()
@@ -410,6 +450,9 @@ class Monitor:
                 s.set("llmops_gpu_memory_used_bytes", r.memory_used_bytes, **labels)
                 s.set("llmops_gpu_process_memory_bytes", r.process_memory_bytes, **labels)
                 s.set("llmops_gpu_utilization_ratio", r.utilization_ratio, **labels)
+                s.set("llmops_gpu_power_watts", r.power_watts, **labels)
+                if r.energy_joules is not None:
+                    self._count("llmops_gpu_energy_joules_total", r.energy_joules, **labels)
         if self._allocator is not None:
             with self.guard("cuda_allocator"):
                 a = self._allocator.read()
@@ -418,10 +461,12 @@ class Monitor:
                 self._count("llmops_cuda_alloc_retries_total", a.num_alloc_retries)
                 self._observe_peak(float(a.peak_allocated_bytes))
 
-    def _count(self, name: str, cumulative: float) -> None:
-        delta = cumulative - self._last_counters.get(name, 0.0)
-        self._last_counters[name] = cumulative
-        self.state.inc(name, max(0.0, delta))
+    def _count(self, name: str, cumulative: float, **labels: str) -> None:
+        """A counter that follows a cumulative reading (its first value in full; a reset adds nothing)."""
+        key = name + repr(sorted(labels.items()))
+        delta = cumulative - self._last_counters.get(key, 0.0)
+        self._last_counters[key] = cumulative
+        self.state.inc(name, max(0.0, delta), **labels)
 
     def _observe_peak(self, peak: float) -> None:
         """Drift and OOM risk from a measured peak (allocator or tensors; no fixed overhead)."""

@@ -105,6 +105,7 @@ ARGUMENTS: dict[str, list[Any]] = {
     "record_memory_history": [True, "on"],
     "dry_run": [True, "yes"],
     "dry_run_timeout": [1.0, 0.0, -1.0, math.nan, math.inf],
+    "peak_flops": [989.5e12, 1e9, 0.0, -1.0, math.nan, math.inf, 1e19],
 }
 
 
