@@ -52,10 +52,38 @@ NAMES: tuple[str, ...] = (
     "phi",
     "bert-mlm",
     "llama-gc",
+    "llama-sac",
     "llama-lora",
     "mixtral",
     "qwen2-moe",
 )
+
+
+# torchtitan's op-level selective checkpointing saves these ops' outputs (every other mm):
+# torchtitan/models/llama3/infra/parallelize.py, _save_list. Its SDPA entries are CUDA's kernels; the
+# CPU's flash kernel is this machine's equivalent.
+SAC_SAVE = {
+    torch.ops.aten.mm.default,
+    torch.ops.aten._scaled_dot_product_efficient_attention.default,
+    torch.ops.aten._scaled_dot_product_flash_attention.default,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default,
+}
+
+
+def op_sac_context() -> tuple[Any, Any]:
+    """``context_fn`` for ``torch.utils.checkpoint``: torchtitan's policy, one matmul count per call (a
+    layer's forward and its recomputation count apart)."""
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    count = {False: 0, True: 0}
+
+    def policy(ctx: Any, func: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
+        if func == torch.ops.aten.mm.default:
+            count[ctx.is_recompute] += 1
+        save = func in SAC_SAVE and not (func == torch.ops.aten.mm.default and count[ctx.is_recompute] % 2 == 0)
+        return CheckpointPolicy.MUST_SAVE if save else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return create_selective_checkpoint_contexts(policy)
 
 
 def hf_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -101,7 +129,7 @@ def _config(name: str) -> tuple[type[torch.nn.Module], PretrainedConfig, int, in
     if name == "gpt2":
         cfg = GPT2Config(vocab_size=50257, n_positions=512, n_embd=256, n_layer=2, n_head=4, **common)
         return GPT2LMHeadModel, cfg, 2, 128
-    if name in ("llama", "llama-gc", "llama-lora"):
+    if name in ("llama", "llama-gc", "llama-sac", "llama-lora"):
         return LlamaForCausalLM, LlamaConfig(**_LLAMA, **common), 2, 128
     if name == "qwen2-tied":  # Qwen2-0.5B's vocabulary on a small trunk: the logits dominate
         cfg = Qwen2Config(
@@ -170,6 +198,10 @@ def build(
         enable: Any = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
         enable({"use_reentrant": False})
         notes.append("activation checkpointing on every decoder layer, use_reentrant=False")
+    if name == "llama-sac":
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable({"use_reentrant": False, "context_fn": op_sac_context})
+        notes.append("op-level selective checkpointing on every decoder layer (torchtitan's policy)")
     if name == "llama-lora":
         from peft import LoraConfig, get_peft_model
 

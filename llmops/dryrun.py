@@ -37,6 +37,7 @@ from .estimate import Estimate, TrainingSpec, refined
 from .estimate.document import _int
 from .estimate.refined import DEFAULT_OVERHEAD_BYTES, layer_activation_bytes, weight_copy_bytes
 from .estimate.solver import accumulate_for, max_batch
+from .estimate.spec import CHECKPOINTED
 from .estimate.units import exact
 from .probes.live import LiveBytes
 
@@ -321,9 +322,9 @@ def spec_from_model(model: nn.Module, batch: Any, spec: TrainingSpec, keep: set[
         count_parameters,
         find_config,
         has_dropout,
-        is_checkpointed,
         largest_trainable_param,
         lora_fields,
+        recompute_mode,
     )
 
     total, trainable = count_parameters(model)
@@ -331,7 +332,7 @@ def spec_from_model(model: nn.Module, batch: Any, spec: TrainingSpec, keep: set[
     found: dict[str, Any] = {**find_config(model)[0], "params": total, "trainable_params": trainable,
                              "batch_size": b, "seq_len": s, "dropout": has_dropout(model),
                              "largest_param": largest_trainable_param(model),
-                             "recompute": "full" if is_checkpointed(model) else None, **lora_fields(model)}
+                             "recompute": recompute_mode(model), **lora_fields(model)}
     found = {k: v for k, v in found.items() if v is not None and k not in keep}
     return spec.with_(**found), sorted(found)
 
@@ -357,8 +358,8 @@ def cuda_kernel_bytes(spec: TrainingSpec) -> int:
     """What CUDA's kernels keep minus what the CPU's keep for ``spec`` (dropout masks of 1 byte,
     fused SDPA with dropout, softmax in fp32 under autocast), from the refined model's layer terms."""
     b = spec.batch_size or 1
-    L = 1 if spec.recompute == "full" else spec.layers or 0
-    with_scores = spec.recompute != "selective"
+    L = 1 if spec.recompute in CHECKPOINTED else spec.layers or 0
+    with_scores = spec.recompute != "attention"
     diff = (layer_activation_bytes(spec.with_(device="cuda"), b, with_scores)
             - layer_activation_bytes(spec.with_(device="cpu"), b, with_scores))
     return math.ceil(L * diff)

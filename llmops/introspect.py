@@ -56,11 +56,24 @@ def find_config(module: nn.Module) -> tuple[dict[str, int], str | None]:
     return _from_torch_modules(module)
 
 
-def is_checkpointed(module: nn.Module) -> bool:
-    """Whether activation checkpointing is on: Hugging Face's ``gradient_checkpointing_enable()`` sets
-    ``gradient_checkpointing = True`` on the modules it wraps (read as an attribute: the property
-    ``is_gradient_checkpointing`` warns of its deprecation)."""
-    return any(getattr(m, "gradient_checkpointing", False) is True for m in module.modules())
+def recompute_mode(module: nn.Module) -> str | None:
+    """``"full"`` or ``"selective"`` where activation checkpointing is on, else ``None``. Hugging Face's
+    ``gradient_checkpointing_enable()`` sets ``gradient_checkpointing = True`` on the modules it wraps
+    (read as an attribute: the property ``is_gradient_checkpointing`` warns of its deprecation) and its
+    ``_gradient_checkpointing_func``; PyTorch's ``checkpoint_wrapper`` (torchtitan, Lightning's FSDP
+    ``activation_checkpointing_policy``) keeps a ``checkpoint_fn``. A ``context_fn`` among their
+    arguments is a selective-checkpointing policy, counted as torchtitan's (refined.checkpointed_layer_bytes)."""
+    found = None
+    for m in module.modules():
+        fn = getattr(m, "checkpoint_fn", None) if type(m).__name__ == "CheckpointWrapper" else \
+            getattr(m, "_gradient_checkpointing_func", None) if getattr(m, "gradient_checkpointing", False) is True \
+            else False
+        if fn is False:
+            continue
+        if "context_fn" in (getattr(fn, "keywords", None) or {}):
+            return "selective"
+        found = "full"
+    return found
 
 
 def largest_trainable_param(module: nn.Module) -> int | None:
@@ -188,8 +201,8 @@ def introspect(module: nn.Module, batch: Any, *, precision: str, strategy: Any, 
                                   world_size=max(1, world_size), device=device, safety=safety,
                                   gpu_memory=gpu_memory, dropout=has_dropout(module), **lora_fields(module),
                                   largest_param=largest_trainable_param(module))
-    if is_checkpointed(module):
-        values["recompute"], sources["recompute"] = "full", "module (gradient checkpointing on)"
+    if (mode := recompute_mode(module)) is not None:
+        values["recompute"], sources["recompute"] = mode, f"module ({mode} activation checkpointing)"
     if b:
         values["batch_size"], sources["batch_size"] = b, "first batch"
         values["global_batch"] = b * max(1, world_size) * max(1, accumulate)

@@ -64,7 +64,8 @@ def _opt(*decls: str, **kw: Any) -> Any:
 @_opt("--strategy", type=Name(list(STRATEGIES)), help="Default ddp.")
 @_opt("--tensor-parallel", type=PositiveInt(), help="Tensor-parallel degree. Default 1.")
 @_opt("--attention", type=Name(list(ATTENTION)), help="plain (s×s scores kept) or sdpa (fused).")
-@_opt("--recompute", type=Name(list(RECOMPUTE)), help="Activation recomputation.")
+@_opt("--recompute", type=Name(list(RECOMPUTE)), help="none; attention (Megatron's: the s×s scores only); selective "
+      "(op-level, torchtitan's policy: SDPA and every other matmul kept); full.")
 @_opt("--dropout/--no-dropout", help="Dropout in the model (masks are kept).")
 @_opt("--device", type=Name(list(DEVICES)), help="cuda (default) or cpu.")
 @_opt("--overhead", type=Size(allow_zero=True), help="Fixed overhead per process (refined). Default 0.5GB on cuda.")

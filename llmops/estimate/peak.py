@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .spec import SHARDED, TrainingSpec
+from .spec import CHECKPOINTED, SHARDED, TrainingSpec
 from .units import get_precision
 
 FP32 = 4
@@ -113,11 +113,20 @@ def optimizer_temporary_bytes(spec: TrainingSpec, trainable: int) -> Fraction:
     return size / spec.world_size if "optimizer_states" in SHARDED[spec.strategy] else size
 
 
+@dataclass(frozen=True)
+class Rebuild:
+    """Under checkpointing: the one layer backward rebuilds at a time (its activations, the gradients
+    flowing through it), and what backward has freed by the time it rebuilds the first layer (every later
+    layer's checkpoint and the head's saved tensors)."""
+
+    layer: Fraction = Fraction(0)
+    freed: Fraction = Fraction(0)
+
+
 def moments(spec: TrainingSpec, states: dict[str, Fraction], activations: Fraction, b: int,
-            trainable: int, recomputed: Fraction = Fraction(0), cached: Fraction = Fraction(0)) -> list[Moment]:
-    """The step's three candidate moments for ``b`` samples; ``states`` are per-device P, G, O;
-    ``recomputed``: one layer rebuilt in backward under full checkpointing; ``cached``: what the
-    forward holds and frees at its end without saving it (autocast's weight cache)."""
+            trainable: int, rebuild: Rebuild = Rebuild(), cached: Fraction = Fraction(0)) -> list[Moment]:
+    """The step's candidate moments for ``b`` samples; ``states`` are per-device P, G, O; ``cached``:
+    what the forward holds and frees at its end without saving it (autocast's weight cache)."""
     P, G, S = (states.get(k, Fraction(0)) for k in ("params", "grads", "optimizer_states"))
     found = [
         # the forward's largest unsaved tensors: the logits at its end, or the last layer's attention scores
@@ -126,27 +135,31 @@ def moments(spec: TrainingSpec, states: dict[str, Fraction], activations: Fracti
         Moment("backward", P, Fraction(0), S, activations, loss_grad_bytes(spec, b)),
         Moment("optimizer", P, G, S, Fraction(0), optimizer_temporary_bytes(spec, trainable)),
     ]
-    if spec.recompute == "full":  # the first layer, rebuilt last: every later layer's gradients exist by then
+    if spec.recompute in CHECKPOINTED:
+        # Backward rebuilds the last layer first, beside every layer's checkpoint, and the first layer
+        # last, when the later layers' gradients exist and their checkpoints are freed. Between the two
+        # the held bytes change linearly, layer by layer, so these ends bound them.
         L = spec.layers or 1
-        found.append(Moment("backward", P, G * (L - 1) / L, S, activations, recomputed))
+        found.append(Moment("backward", P, Fraction(0), S, activations, rebuild.layer))
+        found.append(Moment("backward", P, G * (L - 1) / L, S, activations - rebuild.freed, rebuild.layer))
     return found
 
 
 def peak_moment(spec: TrainingSpec, states: dict[str, Fraction], activations: Fraction, b: int,
-                trainable: int, recomputed: Fraction = Fraction(0), cached: Fraction = Fraction(0)) -> Moment:
+                trainable: int, rebuild: Rebuild = Rebuild(), cached: Fraction = Fraction(0)) -> Moment:
     """The largest of ``moments``: the step's peak, and what holds it."""
-    return max(moments(spec, states, activations, b, trainable, recomputed, cached), key=lambda m: m.total)
+    return max(moments(spec, states, activations, b, trainable, rebuild, cached), key=lambda m: m.total)
 
 
 def max_batch_moments(spec: TrainingSpec, states: dict[str, Fraction], act: tuple[Fraction, Fraction],
-                      trainable: int, recomputed: tuple[Fraction, Fraction], room: Fraction,
+                      trainable: int, rebuild: tuple[Rebuild, Rebuild], room: Fraction,
                       cached: Fraction = Fraction(0)) -> int:
     """The largest ``b`` whose every moment fits in ``room`` (budget less overhead); each moment is
-    linear in b (``act = (fixed, per_sample)``, ``recomputed`` at b = 0 and 1), so each gives
+    linear in b (``act = (fixed, per_sample)``, ``rebuild`` at b = 0 and 1), so each gives
     ``floor((room − at b=0) / slope)``."""
     fixed, per_sample = act
-    at0 = moments(spec, states, fixed, 0, trainable, recomputed[0], cached)
-    at1 = moments(spec, states, fixed + per_sample, 1, trainable, recomputed[1], cached)
+    at0 = moments(spec, states, fixed, 0, trainable, rebuild[0], cached)
+    at1 = moments(spec, states, fixed + per_sample, 1, trainable, rebuild[1], cached)
     best: int | None = None
     for m0, m1 in zip(at0, at1, strict=True):
         slope = m1.total - m0.total

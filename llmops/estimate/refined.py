@@ -19,11 +19,12 @@ from fractions import Fraction
 
 from .document import _int, gpus_rule_of_thumb
 from .lora import adapter_params
-from .peak import FP32, loss_value_bytes, max_batch_moments, peak_moment
+from .peak import FP32, Rebuild, loss_value_bytes, max_batch_moments, peak_moment
 from .quant import dequantized_bytes, quantized_bytes, quantized_weights
 from .solver import accumulate_for, min_world_size
 from .spec import (
     ACTIVATIONS,
+    CHECKPOINTED,
     EIGHT_BIT_BLOCK,
     EIGHT_BIT_OPTIMIZERS,
     OPTIMIZER_STATES,
@@ -145,7 +146,7 @@ def norm_bytes(spec: TrainingSpec, r: Fraction) -> Fraction:
     output in the input dtype, and 1/rms per token in fp32."""
     h = spec.hidden or 0
     if spec.norm == "rmsnorm":  # the normalised output is kept for the weight's gradient: none when frozen
-        return FP32 * h + (r * h if spec.lora_rank is None else 0) + FP32
+        return FP32 * h + (r * h if spec.lora_rank is None else Fraction(0)) + FP32
     return r * h + _NORM_STATS * r
 
 
@@ -171,19 +172,19 @@ def weight_copy_bytes(spec: TrainingSpec) -> Fraction:
     if not _autocast(spec):
         return Fraction(0)
     head = (spec.vocab or 0) * (spec.hidden or 0)  # the output projection (tied or not) is a matmul too
-    # Under full checkpointing the layers' forward saves nothing: only the head's copy is kept
+    # Under checkpointing the layers' forward saves no weight copy: only the head's copy is kept
     # for backward (the layers' copies live in autocast's cache until the forward ends: weight_cache_bytes).
     # Quantised layers keep their packed weight, not a copy (bitsandbytes dequantises again in backward).
-    layers = 0 if spec.recompute == "full" or spec.quantize else spec.layers or 0
+    layers = 0 if spec.recompute in CHECKPOINTED or spec.quantize else spec.layers or 0
     return get_precision(spec.precision).compute_bytes * (layers * _layer_matmul_params(spec) + head) \
         / spec.tensor_parallel
 
 
 def weight_cache_bytes(spec: TrainingSpec, layers: int | None = None) -> Fraction:
-    """Under autocast with full checkpointing, the layers' 2-byte weight copies that nothing saves but
+    """Under autocast with checkpointing, the layers' 2-byte weight copies that nothing saves but
     autocast's cache holds until the forward ends (all ``L``), or that backward makes again for the
     layer it rebuilds (``layers=1``)."""
-    if not _autocast(spec) or spec.recompute != "full":
+    if not _autocast(spec) or spec.recompute not in CHECKPOINTED:
         return Fraction(0)
     n = (spec.layers or 0) if layers is None else layers
     return get_precision(spec.precision).compute_bytes * n * _layer_matmul_params(spec) / spec.tensor_parallel
@@ -216,7 +217,9 @@ def activation_parts(spec: TrainingSpec) -> tuple[Fraction, Fraction]:
     assert s and h and L
     r = _residual_bytes(spec)
     if spec.recompute == "full":
-        layers = L * r * s * h  # each layer's input; backward rebuilds one layer at a time (recomputed_bytes)
+        layers = L * r * s * h  # each layer's input; backward rebuilds one layer at a time (rebuild)
+    elif spec.recompute == "selective":
+        layers = L * checkpointed_layer_bytes(spec, 1)  # its input and the outputs the policy saves
     else:
         layers = L * layer_activation_bytes(spec, 1, with_scores=spec.recompute == "none")
     fixed = weight_copy_bytes(spec) + dequantized_bytes(spec, get_precision(spec.precision).compute_bytes)
@@ -229,14 +232,59 @@ def activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
     return fixed + b * per_sample
 
 
-def recomputed_bytes(spec: TrainingSpec, b: int) -> Fraction:
-    """Under full checkpointing, backward rebuilds one layer's activations at a time, beside the
-    gradients flowing into and out of it (the residual stream's dtype, h values per token each)."""
-    if spec.recompute != "full":
-        return Fraction(0)
+def rebuild(spec: TrainingSpec, b: int) -> Rebuild:
+    """Under checkpointing, backward rebuilds one layer's activations at a time, beside the gradients
+    flowing into and out of it (the residual stream's dtype, h values per token each); the rebuilt layer
+    reuses what its forward kept (selective). By the first layer's turn, the other layers' checkpoints
+    and the head's saved tensors are freed."""
+    if spec.recompute not in CHECKPOINTED:
+        return Rebuild()
+    s, h, L = spec.seq_len or 0, spec.hidden or 0, spec.layers or 1
     r = _residual_bytes(spec)
+    kept = checkpointed_layer_bytes(spec, b) if spec.recompute == "selective" else r * s * b * h
     rebuilt = layer_activation_bytes(spec, b, with_scores=True) + weight_cache_bytes(spec, layers=1)
-    return rebuilt + 2 * r * spec.seq_len * b * spec.hidden  # type: ignore[operator]
+    rebuilt -= kept - r * s * b * h  # the outputs a selective checkpoint kept are not made again
+    return Rebuild(layer=rebuilt + 2 * r * s * b * h, freed=(L - 1) * kept + head_activation_bytes(spec, b))
+
+
+def checkpointed_layer_bytes(spec: TrainingSpec, b: int) -> Fraction:
+    """What one block keeps under op-level selective checkpointing, torchtitan's policy: the block's input
+    (the residual dtype), the outputs of fused attention (SDPA's output and its fp32 log-sum-exp) and of
+    every other matmul in the order the block runs them (the 1st, 3rd, ...; ``matmul_outputs``). Every
+    other op is recomputed in backward. Plain attention's batched matmuls are not ``mm``: recomputed."""
+    p = get_precision(spec.precision).compute_bytes
+    s, h, a = spec.seq_len, spec.hidden, spec.heads
+    assert s and h and a
+    math_sdpa = spec.attention == "sdpa" and spec.dropout and spec.device == "cpu"
+    kept = _residual_bytes(spec) * h + p * sum(matmul_outputs(spec)[::2])
+    if spec.attention == "sdpa" and not math_sdpa:
+        kept += p * h + LOGSUMEXP_BYTES * a
+    return kept * s * b / spec.tensor_parallel
+
+
+def matmul_outputs(spec: TrainingSpec) -> list[int]:
+    """Values per token of each ``mm`` one block runs, in order: Q, K, V, O, a mixture's router, then
+    gate, up and down for each expert a token passes through; a LoRA-adapted linear runs its base, then
+    ``A`` (r values) and ``B``. torchtitan's policy counts them, saving the odd-numbered ones: with 7
+    matmuls a block the count's parity flips each step, and the first step's set (the larger) is kept."""
+    linears = block_linears(spec, 1)
+    out: list[int] = []
+
+    def call(name: str) -> None:
+        d_out = linears[name][1]
+        out.append(d_out)
+        if spec.lora_rank is not None and name in spec.lora_targets:
+            out.extend((spec.lora_rank, d_out))
+
+    for name in ("q", "k", "v", "o"):
+        call(name)
+    if spec.experts > 1:
+        out.append(spec.experts)  # the router's logits
+    for _ in range(spec.experts_active):
+        for name in ("gate", "up", "down"):
+            if name in linears:
+                call(name)
+    return out
 
 
 def refined(spec: TrainingSpec) -> Estimate:
@@ -292,13 +340,13 @@ def refined(spec: TrainingSpec) -> Estimate:
 
     moment = None
     if states is not None and act is not None and spec.batch_size is not None:
-        moment = peak_moment(spec, per_device, act, spec.batch_size, Nt, recomputed_bytes(spec, spec.batch_size),
+        moment = peak_moment(spec, per_device, act, spec.batch_size, Nt, rebuild(spec, spec.batch_size),
                              weight_cache_bytes(spec))
     peak = moment.total + overhead if moment is not None else None
     b_max = None
     if budget is not None and states is not None and act1 is not None:
         b_max = max_batch_moments(spec, per_device, (fixed_act, act1), Nt,
-                                  (recomputed_bytes(spec, 0), recomputed_bytes(spec, 1)),
+                                  (rebuild(spec, 0), rebuild(spec, 1)),
                                   budget - overhead, weight_cache_bytes(spec))
     if moment is not None and moment.phase != "forward":
         notes.append(f"the peak falls in the {'optimizer step' if moment.phase == 'optimizer' else 'backward'}")

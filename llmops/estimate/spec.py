@@ -35,7 +35,11 @@ EIGHT_BIT_BLOCK = 256
 ACTIVATIONS = {"gelu": 1, "gelu_tanh": 1, "silu": 1, "relu": 1, "gelu_new": 4}
 NORMS = ("layernorm", "rmsnorm")
 ATTENTION = ("plain", "sdpa")  # sdpa: fused / flash kernels that keep no s×s scores
-RECOMPUTE = ("none", "selective", "full")
+# attention: Megatron's selective recomputation (the s×s scores are rebuilt; nothing else changes, so
+# under fused attention it equals none). selective: op-level selective checkpointing (torchtitan's policy,
+# refined.checkpointed_layer_bytes): each block keeps its input, SDPA's outputs and every other matmul's.
+RECOMPUTE = ("none", "attention", "selective", "full")
+CHECKPOINTED = ("selective", "full")  # each block runs under torch.utils.checkpoint: backward rebuilds it
 DEVICES = ("cuda", "cpu")
 # The linear layers of a Llama-style block LoRA can adapt, and a mixture of experts' router.
 LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down", "router")

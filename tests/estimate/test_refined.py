@@ -66,13 +66,19 @@ def test_full_recompute_keeps_layer_inputs_and_backward_rebuilds_one_layer():
     L, s, b, h = 4, 512, 2, 256
     final_norm = (2 * h + 2 * 2) * s * b  # its input and its mean and 1/std (bf16)
     assert act(recompute="full") == L * 2 * s * b * h + final_norm
-    spec = TrainingSpec(layers=L, hidden=h, heads=8, seq_len=s, batch_size=b, params=N, recompute="full")
-    est = refined(spec)
     # one layer rebuilt, and the gradients flowing into and out of it (2 bytes, h per token, each)
     rebuilt = act(layers=1) - final_norm + 2 * 2 * s * b * h
-    assert est.peak_phase == "backward" and est.temporary_bytes == rebuilt  # larger than G = 2 B × N here
-    assert est.grads_bytes == 2 * N * (L - 1) // L  # every later layer's gradients exist by then
-    assert est.peak_bytes == 2 * N + est.grads_bytes + 12 * N + act(recompute="full") + rebuilt + est.overhead_bytes
+    # small states: the last layer, rebuilt first, beside every layer's checkpoint and no gradients yet
+    est = refined(TrainingSpec(layers=L, hidden=h, heads=8, seq_len=s, batch_size=b, params=N, recompute="full"))
+    assert est.peak_phase == "backward" and est.temporary_bytes == rebuilt and est.grads_bytes == 0
+    assert est.peak_bytes == 2 * N + 12 * N + act(recompute="full") + rebuilt + est.overhead_bytes
+    # larger gradients: the first layer, rebuilt last, when every later layer's gradients exist and their
+    # checkpoints and the head's saved tensors are freed: only the first layer's input is left
+    big = 10 * N  # gradients between the activations and the rebuilt layer
+    est = refined(TrainingSpec(layers=L, hidden=h, heads=8, seq_len=s, batch_size=b, params=big, recompute="full",
+                               optimizer="sgd"))
+    assert est.peak_phase == "backward" and est.grads_bytes == 2 * big * (L - 1) // L
+    assert est.activation_bytes == 2 * s * b * h and est.temporary_bytes == rebuilt
 
 
 def test_forward_moment_holds_the_logits_and_their_fp32_copy():
