@@ -18,6 +18,7 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 DATASOURCE = common.DataSourceRef(type_val="prometheus", uid="${datasource}")
 
 BYTES, SECONDS, RATIO, BYTES_PER_SECOND, COUNT = "decbytes", "s", "percentunit", "Bps", "none"
+WATTS, JOULES = "watt", "joule"
 
 
 def query(expr: str, legend: str = "", *, instant: bool = False, table_format: bool = False) -> prometheus.Dataquery:
@@ -52,10 +53,13 @@ def _tooltip() -> common_builders.VizTooltipOptions:
 
 def graph(title: str, unit: str, description: str, *targets: prometheus.Dataquery,
           width: int = 12, height: int = 8, min_value: float | None = None,
-          empty: str | None = None) -> timeseries.Panel:
-    """A time series panel; ``empty`` is what it says instead of "No data" (why it can be empty)."""
+          empty: str | None = None, stacked: bool = False) -> timeseries.Panel:
+    """A time series panel; ``empty`` is what it says instead of "No data" (why it can be empty); ``stacked``
+    stacks the series (shares that add up to the whole)."""
     p = (timeseries.Panel().title(title).description(description).unit(unit).datasource(DATASOURCE)
-         .span(width).height(height).legend(_legend()).tooltip(_tooltip()).fill_opacity(5))
+         .span(width).height(height).legend(_legend()).tooltip(_tooltip()).fill_opacity(60 if stacked else 5))
+    if stacked:
+        p = p.stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
     if min_value is not None:
         p = p.min(min_value)
     if empty is not None:

@@ -1,4 +1,5 @@
-"""The "LLMOps / Training run" dashboard: one run's memory, GPUs, steps, communication, checkpoints.
+"""The "LLMOps / Training run" dashboard: one run's memory, GPUs, steps, where the time goes (phases,
+tokens/s, MFU, power), communication, checkpoints.
 
 Every query filters on the ``run`` and ``rank`` variables (``gpu`` on device series); the drift,
 communication and checkpoint panels also draw the alert thresholds from the rules file's
@@ -15,8 +16,10 @@ from .panels import (
     BYTES,
     BYTES_PER_SECOND,
     COUNT,
+    JOULES,
     RATIO,
     SECONDS,
+    WATTS,
     graph,
     info_table,
     label_variable,
@@ -121,6 +124,39 @@ def training_row() -> list:
     ]
 
 
+def _phase_rate(selector: str = S) -> str:
+    return f"rate(llmops_step_phase_seconds_total{{{selector}}}[{RATE}])"
+
+
+def time_row() -> list:
+    return [
+        graph("Where each step went", RATIO,
+              "Share of the training time per phase, per rank: data (waiting for the next batch; on a GPU, the time "
+              "the GPU waited for the host), forward, backward, optimizer, and under DDP the all-reduce time not "
+              "hidden behind backward (comm_exposed). The phases add up to the wall time between batch ends.",
+              query(f"sum by (run, rank, phase) ({_phase_rate()}) / ignoring(phase) group_left "
+                    f"sum by (run, rank) ({_phase_rate()})", "{{phase}} (rank {{rank}})"),
+              min_value=0, stacked=True),
+        graph("Tokens per second", "suffix: tokens/s",
+              "Tokens processed per second (non-padding tokens where the batch has an attention mask), summed over "
+              "the selected ranks.",
+              query(f"sum by (run) (rate(llmops_tokens_total{{{S}}}[{RATE}]))", "{{run}}"), min_value=0),
+        graph("Model FLOPs utilisation (MFU)", RATIO,
+              "Model FLOP/s (6·N + 12·L·h·s per token, PaLM appendix B) over the device's dense peak, per sampling "
+              "window. Absent where the peak is unknown: a GPU not in the table, or a CPU run without peak_flops=.",
+              query(f"llmops_mfu_ratio{{{S}}}", "rank {{rank}}"), min_value=0,
+              empty="No MFU: the device's peak is unknown (pass LLMOpsMonitor(peak_flops=...))"),
+        graph("GPU power", WATTS, "NVML power draw per GPU.",
+              query(f"llmops_gpu_power_watts{{{G}}}", "GPU {{gpu}} (rank {{rank}})"), min_value=0, empty=NO_GPU),
+        graph("Energy per token", JOULES,
+              "Joules per token per rank: the NVML energy counter's rate over the tokens' rate (the GPU's own "
+              "energy, not the host's).",
+              query(f"sum by (run, rank) (rate(llmops_gpu_energy_joules_total{{{G}}}[{RATE}])) / "
+                    f"sum by (run, rank) (rate(llmops_tokens_total{{{S}}}[{RATE}]))", "rank {{rank}}"),
+              min_value=0, empty=NO_GPU),
+    ]
+
+
 def comm_row() -> list:
     return [
         graph("All-reduce time", SECONDS,
@@ -195,7 +231,8 @@ def dcgm_row() -> list:
 
 
 ROWS = (("Memory: predicted vs actual", memory_row), ("GPUs", gpu_row), ("Training", training_row),
-        ("Communication", comm_row), ("Checkpoints", checkpoint_row), ("Monitor", monitor_row))
+        ("Where the time goes: phases, throughput, MFU, energy", time_row), ("Communication", comm_row),
+        ("Checkpoints", checkpoint_row), ("Monitor", monitor_row))
 
 
 def build() -> dashboard.Dashboard:

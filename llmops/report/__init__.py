@@ -30,6 +30,9 @@ def write_report(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
         "headroom": ("Headroom to the budget", plots.headroom(r0),
                      "no budget to measure headroom against (no GPU and no memory_budget=)"),
         "step_time": ("Step time", plots.step_time(run), "no step finished"),
+        "phases": ("Where each step went", plots.phases(run),
+                   "no step phases were recorded (the run stopped before its first step ended, or a log written "
+                   "before llmops timed phases)"),
         "comm": ("Communication: all-reduce time and bus bandwidth", plots.comm(run),
                  "no communication recorded (a single process, or a strategy the monitor does not time)"),
         "checkpoints": ("Checkpoint timeline", plots.checkpoints(run), "no checkpoint was recorded"),

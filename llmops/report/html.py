@@ -11,6 +11,7 @@ from ..estimate.units import fmt_bytes, unit_for
 from ..runlog import RunLog
 from .alerts import AlertResult
 from .summary import MEASURED, comparison_rows, ending, last_memory, verdict
+from .throughput import summary as throughput_summary
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1000px;color:#222}
@@ -52,6 +53,7 @@ def render(run: RunLog, figures: dict[str, tuple[str, bytes | None, str]], alert
     if r0.preflight and r0.preflight.get("text"):
         out.append(f"<pre>{_e(r0.preflight['text'])}</pre>")
     out += ["<h2>Predicted vs measured</h2>", _comparison(run)]
+    out += ["<h2>Throughput, MFU and energy</h2>", _throughput(run)]
     out += ["<h2>Alerts that would have fired</h2>", _alerts(alerts)]
     for key, (title, png, empty) in figures.items():
         out.append(f"<h2 id='{key}'>{_e(title)}</h2>")
@@ -96,6 +98,22 @@ def _comparison(run: RunLog) -> str:
     measured = " ".join(f"{d.upper() if d == 'cpu' else 'CUDA'}: {MEASURED[d]}." for d in devices)
     parts.append("<p class='note'>document: formulas.md exactly; refined: the project's model; the predicted "
                  f"peak is shown without the fixed overhead, as the drift ratio compares it. {_e(measured)}</p>")
+    return "".join(parts)
+
+
+def _throughput(run: RunLog) -> str:
+    parts = []
+    for rank, r in sorted(run.ranks.items()):
+        rows = throughput_summary(r)
+        if rows:
+            parts.append(f"<table><tr><th colspan='2'>rank {rank}</th></tr>")
+            parts += [f"<tr><td>{_e(k)}</td><td class='n'>{_e(v)}</td></tr>" for k, v in rows]
+            parts.append("</table>")
+    if not parts:
+        return "<p class='note'>no tokens were counted (the run stopped before its first step ended)</p>"
+    parts.append("<p class='note'>tokens/s and FLOP/s over the steps' own time (the phases sum to the wall time "
+                 "between batch ends); MFU per sampling window, absent where the device's peak is unknown; energy "
+                 "from NVML's counter, the GPU's only.</p>")
     return "".join(parts)
 
 

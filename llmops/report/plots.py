@@ -19,8 +19,11 @@ from matplotlib.figure import Figure  # noqa: E402
 from ..estimate.units import unit_for  # noqa: E402
 from ..runlog import RankLog, RunLog  # noqa: E402
 from .summary import COMPONENTS, budget_room, predicted  # noqa: E402
+from .throughput import PHASES, phase_seconds  # noqa: E402
 
 MAX_POINTS = 4000  # steps drawn one by one; past it, per-bucket median and range
+PHASE_COLORS = {"data": "tab:gray", "forward": "tab:blue", "backward": "tab:orange", "optimizer": "tab:green",
+                "comm_exposed": "tab:red"}
 COLORS = {"params": "tab:blue", "grads": "tab:orange", "optimizer_states": "tab:green",
           "activations": "tab:red", "temporaries": "tab:purple", "peak": "black"}
 
@@ -210,3 +213,50 @@ def checkpoints(run: RunLog) -> bytes | None:
     ax.set(xlabel="training step", yticks=[], title="Checkpoints (o saved, x failed)")
     ax.set_ylim(-1, 2)
     return _png(fig)
+
+
+def phases(run: RunLog) -> bytes | None:
+    """Where each step went: rank 0's share of each phase per logged window over the steps (stacked), and
+    each rank's seconds per phase over the run."""
+    r0 = run.ranks[min(run.ranks)]
+    series = {p: _xy(r0.get("llmops_step_phase_seconds_total", phase=p)) for p in PHASES}
+    totals = {k: phase_seconds(r) for k, r in sorted(run.ranks.items())}
+    if not any(sum(t.values()) > 0 for t in totals.values()):
+        return None
+    steps = sorted({x for xs, _ in series.values() for x in xs})
+    value = {p: dict(zip(*series[p], strict=True)) for p in PHASES}
+    cumulative = {p: _carry(steps, value[p]) for p in PHASES}
+    xs: list[float] = []
+    shares: dict[str, list[float]] = {p: [] for p in PHASES}
+    for i in range(1, len(steps)):
+        delta = {p: cumulative[p][i] - cumulative[p][i - 1] for p in PHASES}
+        whole = sum(delta.values())
+        if whole > 0:
+            xs.append(steps[i])
+            for p in PHASES:
+                shares[p].append(delta[p] / whole)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [2, 1]})
+    if xs:
+        a.stackplot(xs, *(shares[p] for p in PHASES), labels=PHASES, colors=[PHASE_COLORS[p] for p in PHASES],
+                    step="post")
+    a.set(xlabel="training step", ylabel="share of the time", ylim=(0, 1),
+          title=f"Where each step went, rank {r0.rank} (per logged window)")
+    left = [0.0] * len(totals)
+    names = [f"rank {k}" for k in totals]
+    for p in PHASES:
+        widths = [t.get(p, 0.0) for t in totals.values()]
+        b.barh(names, widths, left=left, color=PHASE_COLORS[p], label=p)
+        left = [x + w for x, w in zip(left, widths, strict=True)]
+    b.set(xlabel="seconds", title="Seconds per phase, whole run")
+    b.invert_yaxis()
+    a.legend(fontsize=7, loc="lower left", ncol=3)
+    return _png(fig)
+
+
+def _carry(steps: list[float], points: dict[float, Any]) -> list[float]:
+    """A counter's value at each step: its last logged value at or before it (0 before the first)."""
+    out, last = [], 0.0
+    for x in steps:
+        last = float(points.get(x, last))
+        out.append(last)
+    return out

@@ -83,6 +83,11 @@ def test_ddp_two_ranks_comm_timing_and_user_hook(tmp_path):
         assert 0 < value(s, "llmops_comm_step_time_ratio") <= 1
         assert r["hook_calls"] == buckets  # the user's hook ran, wrapped by ours, for every bucket
         assert value(s, "llmops_samples_total") == 4 * 2 * steps  # b=4, 2 micro-batches per step
+        assert value(s, "llmops_tokens_total") == 4 * 16 * 2 * steps  # and s=16
+        # all-reduce after the last bucket's launch is exposed: some of it on gloo, never more than it lasted
+        exposed = value(s, "llmops_step_phase_seconds_total", phase="comm_exposed")
+        assert 0 < exposed <= value(s, "llmops_comm_allreduce_duration_seconds_sum")
+        assert value(s, "llmops_step_phase_seconds_total", phase="backward") > 0
         # rank 0 writes each checkpoint through CheckpointIO; rank 1 writes nothing but knows it succeeded
         assert value(s, "llmops_checkpoint_last_success_timestamp_seconds") >= \
             value(s, "llmops_run_start_timestamp_seconds")

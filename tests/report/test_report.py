@@ -175,3 +175,37 @@ def test_thresholds_come_from_the_rules_file(tmp_path):
                      "    expr: vector(0.05)\n  - alert: LLMOpsMemoryDrift\n    expr: up\n    for: 2m30s\n")
     th, fors = load_rules(rules)
     assert th["drift"] == 0.05 and fors["LLMOpsMemoryDrift"] == 150
+
+
+def test_report_shows_where_each_step_went_and_the_throughput(finished):
+    page = write_report(finished).read_text()
+    assert (finished / "report" / "phases.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for text in ("Where each step went", "Throughput, MFU and energy", "tokens/s", "where the time went",
+                 "forward", "backward", "optimizer"):
+        assert text in page, text
+    assert "MFU, last window" not in page  # a CPU run without peak_flops: no MFU, not 0 %
+
+
+def test_throughput_summary_from_the_logged_counters():
+    from llmops.report.throughput import joules_per_token, phase_seconds, summary
+    from llmops.runlog import RankLog
+
+    r = RankLog(Path("rank0.jsonl"))
+    r.series[("llmops_gpu_energy_joules_total", (("UUID", "GPU-1"), ("gpu", "0")))] = [(10.0, 1, 5000.0),
+                                                                                         (20.0, 5, 5600.0)]
+    r.series[("llmops_tokens_total", ())] = [(9.0, 0, 500.0), (10.0, 1, 1000.0), (15.0, 3, 2000.0),
+                                             (20.0, 5, 4000.0)]
+    for phase, seconds in (("data", 1.0), ("forward", 3.0), ("backward", 5.0), ("optimizer", 1.0),
+                           ("comm_exposed", 0.0)):
+        r.series[("llmops_step_phase_seconds_total", (("phase", phase),))] = [(20.0, 5, seconds)]
+    r.series[("llmops_mfu_ratio", ())] = [(10.0, 1, 0.30), (20.0, 5, 0.40)]
+    r.preflight = {"spec": {"params": 1000, "layers": 2, "hidden": 8, "seq_len": 4, "recompute": "full"}}
+    assert joules_per_token(r) == pytest.approx(600 / 3000)  # the energy between readings over their tokens
+    assert sum(phase_seconds(r).values()) == 10.0
+    rows = dict(summary(r))
+    assert rows["tokens/s (tokens over the phases' seconds)"] == "400.0"
+    assert rows["MFU, last window (range over the windows logged)"] == "40.00% (30.00%–40.00%)"
+    # full recomputation: (8·1000 + 16·2·8·4) / (6·1000 + 12·2·8·4) of the model FLOPs
+    assert rows["hardware FLOPs utilisation (recomputation counted), last window"] == \
+        f"{0.40 * (8000 + 1024) / (6000 + 768):.2%}"
+    assert rows["where the time went"].startswith("data 10.0%, forward 30.0%, backward 50.0%")
