@@ -8,7 +8,10 @@ Prints each config's median step, its median ratio to the run without a monitor 
 (and the range of those ratios: the noise of the machine), and what the run log costs the training
 thread per step. Then what the CPU's live-bytes count (the real peak, on sampled steps) costs: the
 same training step with and without it, alternated, and that cost spread over the default
-``activation_interval``.
+``activation_interval``. Then the time issue's targets: the monitor (phases, tokens, FLOPs and MFU
+with ``peak_flops`` given, on top of everything above) under 0.5% of the step, and tokens/s and MFU
+against a figure computed by hand from the run's own wall clock (a callback's timestamps, not the
+monitor's), the tokens counted from the loader and N counted from the config.
 
     .venv/bin/python bench/overhead.py [--steps 100] [--repeats 5]
 """
@@ -52,7 +55,7 @@ class HookClock:
 
     @classmethod
     def install(cls, monitor: LLMOpsMonitor) -> LLMOpsMonitor:
-        for hook in ("on_train_batch_start", "on_train_batch_end", "on_before_backward"):
+        for hook in ("on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_before_optimizer_step"):
             setattr(monitor, hook, cls.wrap(getattr(monitor, hook)))
         return monitor
 
@@ -92,7 +95,7 @@ def step_seconds(extra: list[Callback], steps: int, workdir: str,
     """(wall, training-thread CPU, inside the monitor) seconds per step after ``warmup`` steps, and the
     first step's seconds."""
     torch.manual_seed(0)
-    cfg = GPTConfig(n_layer=4, n_head=4, n_embd=128, vocab_size=256, block_size=64, dropout=0.1)
+    cfg = CFG
     timer = TrainTimer(warmup)
     trainer = pl.Trainer(max_steps=steps + warmup, accelerator="cpu", devices=1, callbacks=[timer, *extra],
                          logger=CSVLogger(workdir), enable_checkpointing=False,
@@ -111,7 +114,8 @@ def main() -> None:
     logging.getLogger("llmops").setLevel(logging.ERROR)
     configs = {
         "none": lambda: [],
-        "llmops": lambda: [HookClock.install(LLMOpsMonitor(port=0))],  # with the run log (the default)
+        # with the run log (the default), and the MFU computed (peak_flops given, as a CPU run needs)
+        "llmops": lambda: [HookClock.install(LLMOpsMonitor(port=0, peak_flops=PEAK_FLOPS))],
         "llmops_no_runlog": lambda: [HookClock.install(LLMOpsMonitor(port=0, runlog=False))],
         "device_stats": lambda: [DeviceStatsMonitor(cpu_stats=False)],
     }
@@ -164,11 +168,56 @@ def main() -> None:
         paired = statistics.median(a / b for a, b in zip(times["llmops"], times["llmops_no_runlog"], strict=True))
         print(f"run log: {paired - 1:+.4f} of the step (llmops vs llmops_no_runlog, paired)")
     print(f"run log on the training thread: RunLogWriter.step {runlog_step_ns():.0f} ns per call (one per step)")
+    if "llmops" in inside:
+        t = statistics.median(inside["llmops"]) / base_step
+        print(f"time issue target: the monitor on the training thread {t:.4%} of the step (target < 0.5%): "
+              f"{'met' if t < 0.005 else 'NOT met'}")
+    a = agreement()
+    print(f"agreement (one window, the whole run): tokens {a['tokens']:.0f} vs {a['tokens_hand']:.0f} counted; "
+          f"tokens/s {a['tokens_s']:.1f} vs {a['tokens_s_hand']:.1f} by hand "
+          f"({a['tokens_s'] / a['tokens_s_hand'] - 1:+.3%}); "
+          f"MFU {a['mfu']:.5f} vs {a['mfu_hand']:.5f} by hand ({a['mfu'] / a['mfu_hand'] - 1:+.3%}); target within 1%")
     interval = LLMOpsMonitor().config.activation_interval
     base, extra = live_bytes_cost()
     print(f"live-bytes count (CPU real peak): +{extra * 1e3:.1f} ms on a sampled step of {base * 1e3:.1f} ms "
           f"({extra / base:.2f}×); sampled on steps 0, 1 and every {interval}: {extra / base / interval:.3%} "
           f"of the step, amortized")
+
+
+PEAK_FLOPS = 1e11  # FLOP/s handed to the monitor for the CPU (no table peak there)
+CFG = GPTConfig(n_layer=4, n_head=4, n_embd=128, vocab_size=256, block_size=64, dropout=0.1)
+
+
+class Stopwatch(Callback):
+    """The bench's own clock: the first batch's start and the last batch's end (placed after the monitor)."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0:
+            self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.t1 = time.perf_counter()
+
+
+def agreement(steps: int = 60, batch: int = 8) -> dict[str, float]:
+    """Tokens/s and MFU as the monitor reports them (one window: the whole run) and as computed by hand:
+    tokens = steps × b × s, FLOPs per token 6·N + 12·L·h·s with N counted from the config (blocks, tied head,
+    final norm; no position table), time from the stopwatch."""
+    from llmops.steps import PHASES
+
+    torch.manual_seed(0)
+    monitor, watch = LLMOpsMonitor(port=0, runlog=False, peak_flops=PEAK_FLOPS, interval=3600), Stopwatch()
+    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", devices=1, callbacks=[monitor, watch], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(make_module(pl.LightningModule, GPT(CFG)), token_loader(256, 64, batch, n=batch * steps))
+    h, s = CFG.n_embd, CFG.block_size
+    n = CFG.n_layer * (12 * h * h + 13 * h) + CFG.vocab_size * h + 2 * h
+    tokens, wall = steps * batch * s, watch.t1 - watch.t0
+    state = monitor.monitor.state
+    phases = sum(state.get("llmops_step_phase_seconds_total", phase=p) for p in PHASES)
+    return {"tokens_s": state.get("llmops_tokens_total") / phases, "tokens_s_hand": tokens / wall,
+            "mfu": state.get("llmops_mfu_ratio"), "mfu_hand": tokens * (6 * n + 12 * CFG.n_layer * h * s) / wall
+            / PEAK_FLOPS, "tokens": state.get("llmops_tokens_total"), "tokens_hand": tokens}
 
 
 def live_bytes_cost(rounds: int = 20) -> tuple[float, float]:
