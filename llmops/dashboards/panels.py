@@ -59,7 +59,7 @@ def graph(title: str, unit: str, description: str, *targets: prometheus.Dataquer
     p = (timeseries.Panel().title(title).description(description).unit(unit).datasource(DATASOURCE)
          .span(width).height(height).legend(_legend()).tooltip(_tooltip()).fill_opacity(60 if stacked else 5))
     if stacked:
-        p = p.stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
+        p = p.stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))  # type: ignore[arg-type]  # StrEnum, seen from py3.10
     if min_value is not None:
         p = p.min(min_value)
     if empty is not None:
