@@ -55,9 +55,12 @@ def summary(rank: RankLog) -> list[tuple[str, str]]:
 
 
 def _hardware_ratio(spec: dict[str, Any]) -> float | None:
-    """Hardware over model FLOPs per token for the spec's recomputation (the spec's N, L, h, s)."""
-    n, recompute = spec.get("active_params") or spec.get("params"), spec.get("recompute", "none")
-    if not n or recompute not in ("none", "selective", "full"):
+    """Hardware over model FLOPs per token for the spec's recomputation (the spec's N, L, h, s). The
+    estimator's ``attention`` (the attention core rebuilt) is ``flops``' ``selective``; its ``selective``
+    (torchtitan's op-level policy, half the matmuls rebuilt) is not counted: ``None``."""
+    n = spec.get("active_params") or spec.get("params")
+    recompute = {"none": "none", "full": "full", "attention": "selective"}.get(spec.get("recompute", "none"))
+    if not n or recompute is None:
         return None
     args = (n, spec.get("layers"), spec.get("hidden"), spec.get("seq_len"))
     return hardware_flops_per_token(*args, recompute) / model_flops_per_token(*args)
