@@ -67,6 +67,10 @@ class MonitorCallback:
       or the GPU table, ``llmops.peaks``; absent where neither knows it)
     - ``llmops_step_phase_seconds_total{phase}`` seconds per phase (``data``, ``forward``, ``backward``,
       ``optimizer``, ``comm_exposed``); on CUDA timed by CUDA events, read on the sampler thread
+    - ``llmops_step_time_median_ratio`` ratio, the last step's time less its exposed all-reduce over this rank's
+      recent median (a straggler's own signal)
+    - ``llmops_last_step_timestamp_seconds`` seconds (Unix time of the last finished step) and
+      ``llmops_train_stalled`` 0/1, set by the sampler thread when no step has finished past the stall threshold
     - ``llmops_gpu_power_watts`` watts and ``llmops_gpu_energy_joules_total`` joules ``{gpu,UUID}``, from NVML;
       absent where the device does not report them
     - ``llmops_monitor_errors_total{probe}`` errors caught inside the monitor (the run went on)
@@ -109,6 +113,11 @@ class MonitorCallback:
             ``dry_run_timeout`` seconds.
         peak_flops: the device's peak FLOP/s for the MFU (per device, in the run's matmul dtype); default the
             table's dense figure for the GPU NVML names; on the CPU the MFU is exported only with it.
+        stall_factor, stall_min_seconds: the run counts as stalled when no training step has finished for
+            ``max(stall_min_seconds, stall_factor × p99 of the recent step times)`` (validation and checkpoint
+            saves pause the clock); the sampler thread then writes every thread's stack to
+            ``<run_dir>/<run>/stall-rank<R>.txt`` and the log (and, under NCCL with the Flight Recorder on, its
+            dump). Defaults 5 and 120 s.
     """
 
     def __init__(self, port: int = 9445, addr: str = "127.0.0.1", run: str | None = None,
@@ -121,7 +130,8 @@ class MonitorCallback:
                  runlog: bool | None = None, run_dir: str | None = None,
                  log_to_loggers: bool | None = None, log_all_ranks: bool = False, progress_bar: bool = False,
                  record_memory_history: bool = False, dry_run: bool = False, dry_run_timeout: float = 120.0,
-                 peak_flops: float | None = None, _registry: CollectorRegistry | None = None,
+                 peak_flops: float | None = None, stall_factor: float = 5.0, stall_min_seconds: float = 120.0,
+                 _registry: CollectorRegistry | None = None,
                  _nvml_client: Any = None, _step_clock: Any = None) -> None:
         super().__init__()
         self.config = MonitorConfig.from_args(
@@ -129,7 +139,8 @@ class MonitorCallback:
             on_oom_risk=on_oom_risk, interval=interval, activation_interval=activation_interval,
             nvml=nvml, certfile=certfile, keyfile=keyfile, basic_auth=basic_auth, linger=linger,
             pushgateway_url=pushgateway_url, serve=serve, runlog=runlog, run_dir=run_dir, dry_run=dry_run,
-            dry_run_timeout=dry_run_timeout, peak_flops=peak_flops)
+            dry_run_timeout=dry_run_timeout, peak_flops=peak_flops, stall_factor=stall_factor,
+            stall_min_seconds=stall_min_seconds)
         self.monitor = Monitor(self.config, registry=_registry, nvml_client=_nvml_client,  # test hooks: private
                                step_clock=_step_clock)
         self._needs_preflight = True
@@ -179,6 +190,12 @@ class MonitorCallback:
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         self.monitor.optimizer_step()
 
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        self.monitor.stall.pause()
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        self.monitor.stall.resume()
+
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self._on_exception(trainer, exception)
         self.monitor.end_runlog(exception)
@@ -192,8 +209,8 @@ class MonitorCallback:
     def _start(self, trainer: Any) -> None:
         self._needs_preflight = True
         with self.monitor.guard("checkpoint"):
-            wrap_checkpoint_io(trainer.strategy, self.monitor.state, self.monitor.guard)
-            mark_saves(trainer, self.monitor.state, self.monitor.guard)
+            wrap_checkpoint_io(trainer.strategy, self.monitor.state, self.monitor.guard, self.monitor.stall.paused)
+            mark_saves(trainer, self.monitor.state, self.monitor.guard, self.monitor.stall.paused)
         with self.monitor.guard("comm"):
             self._user_hook = take_user_hook(trainer.strategy)
         with self.monitor.guard("loggers"):

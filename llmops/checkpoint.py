@@ -3,13 +3,18 @@ whose saves do not pass through CheckpointIO, the success time of ``trainer.save
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from .exporter import MetricState
 from .guard import Guard
+
+Pause = Callable[[], AbstractContextManager[Any]]  # pauses the stall clock while a save runs
 
 
 def path_bytes(path: Any) -> int | None:
@@ -35,13 +40,15 @@ class TimedCheckpointIO:
     Everything else is delegated to the wrapped plugin.
     """
 
-    def __init__(self, inner: Any, state: MetricState, guard: Guard | None = None) -> None:
-        self.inner, self._state, self._guard = inner, state, guard or Guard(state)
+    def __init__(self, inner: Any, state: MetricState, guard: Guard | None = None,
+                 pause: Pause = contextlib.nullcontext) -> None:
+        self.inner, self._state, self._guard, self._pause = inner, state, guard or Guard(state), pause
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         t0 = time.perf_counter()
         try:
-            self.inner.save_checkpoint(checkpoint, path, storage_options=storage_options)
+            with self._pause():  # a save is no stall
+                self.inner.save_checkpoint(checkpoint, path, storage_options=storage_options)
         except BaseException:
             self._state.inc("llmops_checkpoint_failures_total")
             raise
@@ -65,7 +72,8 @@ class TimedCheckpointIO:
         return getattr(self.inner, name)
 
 
-def wrap_checkpoint_io(strategy: Any, state: MetricState, guard: Guard | None = None) -> None:
+def wrap_checkpoint_io(strategy: Any, state: MetricState, guard: Guard | None = None,
+                       pause: Pause = contextlib.nullcontext) -> None:
     """Put the timer where the bytes are written: inside an async wrapper, else outermost (once)."""
     io = strategy.checkpoint_io
     if isinstance(io, TimedCheckpointIO):
@@ -73,9 +81,9 @@ def wrap_checkpoint_io(strategy: Any, state: MetricState, guard: Guard | None = 
     inner = getattr(io, "checkpoint_io", None)
     if inner is not None and hasattr(io, "_checkpoint_io"):  # AsyncCheckpointIO and other wrappers
         if not isinstance(inner, TimedCheckpointIO):
-            io._checkpoint_io = TimedCheckpointIO(inner, state, guard)  # the setter refuses a configured base
+            io._checkpoint_io = TimedCheckpointIO(inner, state, guard, pause)  # the setter refuses a configured base
         return
-    strategy.checkpoint_io = TimedCheckpointIO(io, state, guard)
+    strategy.checkpoint_io = TimedCheckpointIO(io, state, guard, pause)
 
 
 def writes_through_io(strategy: Any) -> bool:
@@ -88,7 +96,7 @@ def writes_through_io(strategy: Any) -> bool:
     return False
 
 
-def mark_saves(trainer: Any, state: MetricState, guard: Guard) -> None:
+def mark_saves(trainer: Any, state: MetricState, guard: Guard, pause: Pause = contextlib.nullcontext) -> None:
     """On a rank that writes nothing through CheckpointIO, time stamp each ``trainer.save_checkpoint``
     that returns (every rank then shows when the run last checkpointed) and count one that raises."""
     save = trainer.save_checkpoint
@@ -98,7 +106,8 @@ def mark_saves(trainer: Any, state: MetricState, guard: Guard) -> None:
     @functools.wraps(save)
     def marked(*args: Any, **kwargs: Any) -> Any:
         try:
-            out = save(*args, **kwargs)
+            with pause():  # waiting for rank 0's save is no stall
+                out = save(*args, **kwargs)
         except BaseException:
             state.inc("llmops_checkpoint_failures_total")
             raise

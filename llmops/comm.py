@@ -91,6 +91,11 @@ class CommTimer:
             buckets, self._step = self._step, []
         return buckets
 
+    def in_flight(self) -> int:
+        """Buckets of the step in progress whose all-reduce has not finished (a stall report's clue)."""
+        with self._lock:
+            return sum(1 for _, end in self._step if end is None)
+
     def ready(self, buckets: list[list[Any]]) -> bool:
         """Whether every bucket has finished (or failed) and its marks can be read without waiting."""
         return all(end is FAILED or (end is not None and self.clock.ready(end)) for _, end in buckets)

@@ -18,6 +18,7 @@ from .estimate.units import parse_size
 ON_OOM_RISK = ("warn", "raise")
 MAX_SECONDS = 7 * 24 * 3600.0  # a week: past it a setting in seconds is a typo, not a plan
 MAX_PEAK_FLOPS = 1e18  # FLOP/s per device: an exaFLOP/s, far past any device
+MIN_STALL_FACTOR, MAX_STALL_FACTOR = 1.5, 1000.0  # under 1.5 × p99 ordinary jitter would count as a stall
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ class MonitorConfig:
     dry_run: bool = False  # one fake training step before step 1: a third prediction, model="dryrun"
     dry_run_timeout: float = 120.0  # seconds; past it the dry run is skipped with a warning
     peak_flops: float | None = None  # FLOP/s per device for the MFU; None: the GPU table's (llmops.peaks)
+    # A stall: no step finished for stall_factor × the recent p99 step time, and at least stall_min_seconds.
+    # 5 is nvidia-resiliency-ext's safety factor; 2 minutes keeps a short-step run's checkpoints, GC pauses
+    # and recompilations quiet, and for steps up to 2 minutes reports well inside NCCL's 10-minute timeout.
+    stall_factor: float = 5.0
+    stall_min_seconds: float = 120.0
 
     @classmethod
     def from_args(cls, memory_budget: int | float | str | None = None, **kw: object) -> MonitorConfig:
@@ -120,6 +126,13 @@ class MonitorConfig:
                                             or not 0 < self.peak_flops <= MAX_PEAK_FLOPS):
             raise _bad("peak_flops", self.peak_flops, f"FLOP/s per device, > 0 and at most {MAX_PEAK_FLOPS:g} "
                        "(e.g. 989e12 for an H100 SXM in bf16), or None for the GPU table's")
+        if not _number(self.stall_factor) or not MIN_STALL_FACTOR <= self.stall_factor <= MAX_STALL_FACTOR:
+            raise _bad("stall_factor", self.stall_factor, f"a number in [{MIN_STALL_FACTOR:g}, {MAX_STALL_FACTOR:g}]: "
+                       "how many times the recent p99 step time a step may take before the run counts as stalled")
+        if not _number(self.stall_min_seconds) or not 0 < self.stall_min_seconds <= MAX_SECONDS:
+            raise _bad("stall_min_seconds", self.stall_min_seconds,
+                       f"seconds > 0 and at most {MAX_SECONDS:g} (a week): the shortest time without a step that "
+                       "counts as a stall")
         if self.run_dir is not None and not isinstance(self.run_dir, (str, os.PathLike)):
             raise _bad("run_dir", self.run_dir, "a folder path, or None")
 

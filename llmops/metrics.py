@@ -165,6 +165,13 @@ THROUGHPUT = (
     _c("llmops_step_phase_seconds_total", "seconds",
        "Seconds of training steps per phase: data, forward, backward, optimizer, comm_exposed (all-reduce not "
        "hidden behind backward); they sum to the wall time between batch ends.", "phase"),
+    _g("llmops_step_time_median_ratio", "ratio",
+       "The last optimizer step's time on this rank, less its exposed all-reduce wait, over the median of its "
+       "recent steps (the same measure): above 1 when this rank slows down against itself."),
+    _g("llmops_last_step_timestamp_seconds", "seconds", "Unix time the last training step finished on this rank."),
+    _g("llmops_train_stalled", "boolean",
+       "1 while no training step has finished for longer than the stall threshold (max(stall_min_seconds, "
+       "stall_factor × the recent p99 step time)), else 0."),
     _g("llmops_gpu_power_watts", "watts", "Power draw (NVML).", *_GPU),
     _c("llmops_gpu_energy_joules_total", "joules", "Energy since the driver loaded (NVML total energy).", *_GPU),
 )
@@ -182,7 +189,7 @@ SECTIONS: dict[str, tuple[MetricSpec, ...]] = {
     "Training progress": PROGRESS,
     "Communication": COMMUNICATION,
     "Checkpoints and the run's lifetime": CHECKPOINTS,
-    "Throughput, phases and energy": THROUGHPUT,
+    "Throughput, phases, stalls and energy": THROUGHPUT,
     "Health of the monitor itself": MONITOR,
 }
 METRICS: tuple[MetricSpec, ...] = tuple(m for section in SECTIONS.values() for m in section)

@@ -34,6 +34,7 @@ from .probes import ActivationMeter, CudaAllocatorProbe, LiveBytes, NvmlProbe, P
 from .probes.clock import CudaEventClock, HostClock, StepClock
 from .probes.cuda import cuda_device_uuid
 from .runlog import RunLogWriter, run_path
+from .stall import StallDetector
 from .steps import StepTimer
 from .tables import estimate_table, to_text, whatif_table
 
@@ -80,6 +81,7 @@ class Monitor:
         self._final_scrape_registered = False
         self._step_clock = step_clock  # None: CUDA events on a GPU, the host clock on the CPU
         self.steps = StepTimer(self.state, step_clock or HostClock(), config.peak_flops)
+        self.stall = StallDetector(self.state, config.stall_factor, config.stall_min_seconds)
         self._precision = ""
 
     @property
@@ -117,6 +119,8 @@ class Monitor:
         with self.guard("steps"):
             clock = self._step_clock or (CudaEventClock() if device_index is not None else HostClock())
             self.steps = StepTimer(self.state, clock, self.config.peak_flops)
+        self.stall = StallDetector(self.state, self.config.stall_factor, self.config.stall_min_seconds)
+        self.stall.rank = rank
         self.state.set("llmops_run_start_timestamp_seconds", time.time())
         self.state.set("llmops_run_end_timestamp_seconds", None)  # a later fit of the same monitor runs again
         self._failed = False
@@ -335,7 +339,7 @@ class Monitor:
         self.state.set("llmops_comm_allreduce_predicted_bytes", grad_bytes)
         with self.guard("comm"):
             self.comm = attach(model, self.state, world_size, device, user_hook, clock=self.steps.clock)
-            self.steps.comm = self.comm
+            self.steps.comm = self.stall.comm = self.comm
         if self.comm is None:  # FSDP, DeepSpeed, or a hook we could not wrap: every rank runs the probe
             with self.guard("comm_probe"):
                 probe_allreduce(self.state, grad_bytes, device, world_size)
@@ -359,8 +363,10 @@ class Monitor:
             self.steps.batch_end(stepped)
         if not stepped or self._t0 is None:
             return
-        seconds = time.perf_counter() - self._t0
+        now = time.perf_counter()
+        seconds = now - self._t0
         self._t0 = None
+        self.stall.step_done(now, seconds)
         s.observe("llmops_step_duration_seconds", seconds)
         s.set("llmops_train_step", step)
         if self.runlog is not None:  # a deque append; the run log's thread writes it
@@ -440,6 +446,8 @@ class Monitor:
         """Read NVML, the CUDA allocator and the step timer's completed marks once (the background thread
         calls this)."""
         s = self.state
+        with self.guard("stall"):
+            self._check_stall()
         with self.guard("steps"):
             self.steps.drain()
         if self._nvml is not None:
@@ -460,6 +468,24 @@ class Monitor:
                 self._count("llmops_cuda_ooms_total", a.num_ooms)
                 self._count("llmops_cuda_alloc_retries_total", a.num_alloc_retries)
                 self._observe_peak(float(a.peak_allocated_bytes))
+
+    def _check_stall(self) -> None:
+        """On a stall: every thread's stack to ``stall-rank<R>.txt``, the log and the run log; when steps
+        resume, say so."""
+        event = self.stall.check()
+        if event == "resumed":
+            log.warning("llmops: rank %d: training steps resumed at step %d; the stall is over", self.rank, self.step)
+            if self.runlog is not None:
+                self.runlog.record("stall_end", step=self.step)
+        elif event == "stalled":
+            path = run_path(self.config.run_dir, self.run) / f"stall-rank{self.rank}.txt"
+            report = self.stall.last_report
+            text = self.stall.write_report(path, f"llmops stall report: run {self.run}, rank {self.rank}, after step "
+                                                 f"{self.step}, at {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+            log.warning("llmops: rank %d: training stalled (stack written to %s)\n%s", self.rank, path, text)
+            if self.runlog is not None:
+                self.runlog.record("stall", step=self.step, path=str(path), since_step_s=report["since_step_s"],
+                                   threshold_s=report["threshold_s"])
 
     def _count(self, name: str, cumulative: float, **labels: str) -> None:
         """A counter that follows a cumulative reading (its first value in full; a reset adds nothing)."""

@@ -17,6 +17,7 @@ batch ends, so ``rate()`` of each over the sum is its share. On CUDA the times a
 
 from __future__ import annotations
 
+import statistics
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from .probes.clock import StepClock
 
 PHASES = ("data", "forward", "backward", "optimizer", "comm_exposed")
 MAX_WAIT_FOR_COMM = 4  # micro-batches queued behind one whose all-reduce never reported: count it without
+RECENT_STEPS = 100  # llmops_step_time_median_ratio: a step against the median of this many before it
 
 
 @dataclass
@@ -85,6 +87,8 @@ class StepTimer:
         self._step_seconds = 0.0  # the optimizer step in progress, for the comm share
         self._window_flops = 0.0
         self._window_seconds = 0.0
+        self._busy = 0.0  # the optimizer step in progress, all phases but the exposed all-reduce
+        self._recent_busy: deque[float] = deque(maxlen=RECENT_STEPS)
         for phase in PHASES:
             state.inc("llmops_step_phase_seconds_total", 0, phase=phase)
 
@@ -125,6 +129,15 @@ class StepTimer:
                 self.state.set("llmops_mfu_ratio", mfu)
             self._window_flops = self._window_seconds = 0.0
 
+    def _step_done(self, busy: float) -> None:
+        """A straggler's own signal: this step's time less the all-reduce it waited for (another rank's
+        slowness), over the median of this rank's recent steps."""
+        if self._recent_busy:
+            median = statistics.median(self._recent_busy)
+            if median > 0:
+                self.state.set("llmops_step_time_median_ratio", busy / median)
+        self._recent_busy.append(busy)
+
     def _ready(self, mb: MicroBatch) -> bool:
         if not self.clock.ready(mb.end):
             return False
@@ -147,8 +160,11 @@ class StepTimer:
             seconds["backward"] -= exposed
             seconds["comm_exposed"] = exposed
             self.comm.flush(self._step_seconds)
+        self._busy += sum(seconds.values()) - seconds.get("comm_exposed", 0.0)
         if mb.optimizer is not None or mb.comm is not None:
             self._step_seconds = 0.0
+            self._step_done(self._busy)
+            self._busy = 0.0
         for phase, value in seconds.items():
             self.state.inc("llmops_step_phase_seconds_total", value, phase=phase)
         tokens = c.count(mb.mask) if mb.mask is not None else mb.tokens

@@ -55,6 +55,7 @@ class RankLog:
     steps: Steps = field(default_factory=Steps)  # (step, unix time, seconds)
     series: dict[tuple[str, tuple[tuple[str, str], ...]], list[Point]] = field(default_factory=dict)
     end: dict[str, Any] | None = None
+    stalls: list[dict[str, Any]] = field(default_factory=list)  # "stall" and "stall_end" records, in order
     records: int = 0
     bad_lines: int = 0  # torn by a kill mid-write, or not JSON
     last_t: float | None = None
@@ -154,6 +155,8 @@ def read_rank(path: Path) -> RankLog:
                     out.series.setdefault((name, _key(labels)), []).append((t, step, value))
             elif kind == "end":
                 out.end = rec
+            elif kind in ("stall", "stall_end"):
+                out.stalls.append(rec)
             out.records += 1
             out.last_t = parsed[1] if kind == "step" else rec.get("t", out.last_t)
     return out
@@ -191,6 +194,9 @@ def _parse(rec: Any) -> tuple[str, Any]:
         return kind, (_number(rec["t"]), None if step is None else _number(step), values)
     if kind == "start" and "rank" in rec:
         int(_number(rec["rank"]))
+    if kind in ("stall", "stall_end"):
+        for key in ("t", "since_step_s", "threshold_s") if kind == "stall" else ("t",):
+            _number(rec[key])
     if kind == "end" and not isinstance(rec.get("status", "ok"), str):
         raise TypeError("status")
     if kind == "preflight":

@@ -106,6 +106,8 @@ ARGUMENTS: dict[str, list[Any]] = {
     "dry_run": [True, "yes"],
     "dry_run_timeout": [1.0, 0.0, -1.0, math.nan, math.inf],
     "peak_flops": [989.5e12, 1e9, 0.0, -1.0, math.nan, math.inf, 1e19],
+    "stall_factor": [5.0, 1.5, 1000, 1.49, 1001, 0.0, -2.0],
+    "stall_min_seconds": [120.0, 0.5, 0.0, -1.0, 7 * 24 * 3600.0 + 1],
 }
 
 

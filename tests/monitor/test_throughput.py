@@ -170,3 +170,45 @@ def test_power_and_energy_from_nvml_and_absent_where_not_supported():
     assert s.get("llmops_gpu_energy_joules_total", **labels) is None
     assert s.get("llmops_gpu_memory_total_bytes", **labels) is not None  # the rest still read
     assert s.get("llmops_mfu_ratio") is None  # no peak known for it: absent
+
+
+class ScriptedClock:
+    """Host-clock marks the test hands out in order (seconds)."""
+
+    def __init__(self, marks):
+        self.marks = iter(marks)
+
+    def mark(self):
+        return next(self.marks)
+
+    def ready(self, mark):
+        return True
+
+    def seconds(self, start, end):
+        return float(end - start)
+
+    def count(self, tensor):
+        return int(tensor.count_nonzero())
+
+
+def test_step_time_median_ratio_is_each_step_over_this_ranks_recent_median():
+    from llmops.exporter import MetricState
+    from llmops.steps import StepTimer
+
+    durations = [1.0, 1.0, 1.2, 0.8, 1.0, 2.0]  # the last one twice the median of those before it
+    marks, t = [], 0.0
+    for d in durations:  # start, backward, optimizer, end: a quarter each
+        marks += [t, t + d / 4, t + d / 2, t + d]
+        t += d
+    state = MetricState()
+    timer = StepTimer(state, ScriptedClock(marks))
+    ratios = []
+    for _ in durations:
+        timer.batch_start(None)
+        timer.backward_start()
+        timer.optimizer_start()
+        timer.batch_end(True)
+        timer.drain()
+        ratios.append(state.get("llmops_step_time_median_ratio"))
+    assert ratios[0] is None  # nothing to compare the first step with
+    assert ratios[1:] == pytest.approx([1.0, 1.2, 0.8, 1.0, 2.0])
