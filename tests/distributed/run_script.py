@@ -34,10 +34,21 @@ def counting_hook(state, bucket):
     return allreduce_hook(state, bucket)
 
 
+def sleep_inside_step(seconds: float) -> None:
+    """A rank stuck inside a step (its stall report's stack shows this frame)."""
+    time.sleep(seconds)
+
+
 class Record(pl.Callback):
-    def __init__(self, monitor, sleep: float, die_rank: int | None = None, die_at: int = 2, torch_hook: bool = False):
+    def __init__(self, monitor, sleep: float, die_rank: int | None = None, die_at: int = 2, torch_hook: bool = False,
+                 stall: tuple[int | None, int, float] = (None, 0, 0.0)):
         self.monitor, self.sleep, self.info = monitor, sleep, {}
         self.die_rank, self.die_at, self.torch_hook = die_rank, die_at, torch_hook
+        self.stall_rank, self.stall_at, self.stall_sleep = stall
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_rank == self.stall_rank and trainer.global_step == self.stall_at:
+            sleep_inside_step(self.stall_sleep)
 
     def on_train_start(self, trainer, pl_module):
         if self.torch_hook:
@@ -70,14 +81,21 @@ def main() -> None:
     ap.add_argument("--sleep", type=float, default=0.0)
     ap.add_argument("--die-rank", type=int, help="this global rank kills itself (SIGKILL) at --die-at")
     ap.add_argument("--die-at", type=int, default=2)
+    ap.add_argument("--stall-rank", type=int, help="this global rank sleeps inside step --stall-at")
+    ap.add_argument("--stall-at", type=int, default=5)
+    ap.add_argument("--stall-sleep", type=float, default=0.0)
+    ap.add_argument("--stall-min-seconds", type=float, default=120.0)
+    ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--no-monitor", action="store_true", help="the same run without llmops, for comparison")
     ap.add_argument("--torch-hook", action="store_true",
                     help="register PyTorch's own Python all-reduce hook at train start (Lightning does not on CPU)")
     args = ap.parse_args()
 
     pl.seed_everything(0)
-    monitor = None if args.no_monitor else LLMOpsMonitor(port=args.port, run="dist-test")
-    record = Record(monitor, args.sleep, args.die_rank, args.die_at, args.torch_hook)
+    monitor = None if args.no_monitor else LLMOpsMonitor(port=args.port, run="dist-test", interval=args.interval,
+                                                         stall_min_seconds=args.stall_min_seconds)
+    record = Record(monitor, args.sleep, args.die_rank, args.die_at, args.torch_hook,
+                    (args.stall_rank, args.stall_at, args.stall_sleep))
     callbacks = [c for c in (monitor, record) if c is not None]
     if args.ckpt_dir:
         callbacks.append(ModelCheckpoint(dirpath=args.ckpt_dir, every_n_train_steps=args.ckpt_every, save_last=True))

@@ -156,3 +156,44 @@ def test_sigkill_and_resume_same_port(tmp_path):
     assert value(s, "llmops_train_step") == 12
     with pytest.raises(OSError):
         urllib.request.urlopen(url, timeout=2)  # the second process has ended: nothing lingers
+
+
+def test_a_rank_sleeping_inside_a_step_stalls_both_ranks_with_their_stacks_and_both_clear(tmp_path):
+    """Rank 1 sleeps 5 s inside step 5; rank 0 waits for it in the gradient all-reduce. Both report the stall
+    (threshold: the 1 s floor; the steps take milliseconds) within a sampling interval of it, rank 1's stack
+    shows the sleep, rank 0's its backward waiting for the all-reduce, and both clear when the steps resume."""
+    port, runs = free_ports(2), tmp_path / "runs"
+    proc = launch(tmp_path, "--devices", "2", "--steps", "12", "--port", str(port), "--stall-rank", "1",
+                  "--stall-at", "5", "--stall-sleep", "5", "--stall-min-seconds", "1", "--interval", "0.2",
+                  env={"LLMOPS_RUN_DIR": str(runs)})
+    try:
+        def both_stalled() -> bool:  # what Prometheus would scrape during the stall
+            try:
+                return all(value(scrape(f"http://127.0.0.1:{port + r}/metrics"), "llmops_train_stalled") == 1
+                           for r in (0, 1))
+            except OSError:
+                return False
+
+        wait_for(both_stalled, 60, "both ranks to export llmops_train_stalled 1")
+    finally:
+        finish(proc)
+    for r in results(tmp_path, 2):
+        assert r["global_step"] == 12  # the run finished
+        assert value(r["samples"], "llmops_train_stalled") == 0  # and both cleared
+        assert value(r["samples"], "llmops_last_step_timestamp_seconds") > time.time() - 120
+        assert value(r["samples"], "llmops_step_time_median_ratio") > 0
+    for rank in (0, 1):
+        log = [json.loads(line) for line in (runs / "dist-test" / f"rank{rank}.jsonl").read_text().splitlines()]
+        [stall] = [x for x in log if x["kind"] == "stall"]
+        [end] = [x for x in log if x["kind"] == "stall_end"]
+        assert stall["threshold_s"] == 1.0
+        assert 1.0 <= stall["since_step_s"] <= 1.0 + 0.2 + 0.8, stall  # a sampling interval, and a loaded CPU
+        assert end["t"] > stall["t"]
+        text = (runs / "dist-test" / f"stall-rank{rank}.txt").read_text()
+        assert "backend gloo: no NCCL Flight Recorder" in text
+        if rank == 1:
+            assert "in sleep_inside_step" in text
+        else:
+            assert "in sleep_inside_step" not in text
+            assert "in _engine_run_backward" in text  # the main thread inside backward...
+            assert "all-reduce buckets launched and not finished: 1 (this rank waits in the collective)" in text
