@@ -121,6 +121,17 @@ def training_row() -> list:
               min_value=0),
         graph("Throughput", "suffix: samples/s", "Samples per second, summed over the selected ranks.",
               query(f"sum by (run) (rate(llmops_samples_total{{{S}}}[{RATE}]))", "{{run}}"), min_value=0),
+        states("Training stalled",
+               "1 while no step has finished on the rank for max(stall_min_seconds, stall_factor × the recent p99 "
+               "step time); its stacks are in llmops_runs/<run>/stall-rank<R>.txt. LLMOpsTrainingStalled fires "
+               "after a minute of it.",
+               {"0": ("ok", "green"), "1": ("stalled", "red")},
+               query(f"max by (run, rank) (llmops_train_stalled{{{S}}})", "rank {{rank}}")),
+        graph("Step time against the rank's own median", RATIO,
+              "Each rank's step (less the all-reduce it waited for) over the median of its recent steps, the "
+              "largest in each minute: above 1 when a rank slows down against itself.",
+              query(f"max_over_time(llmops_step_time_median_ratio{{{S}}}[1m])", "ratio, rank {{rank}}"),
+              min_value=0),
     ]
 
 
