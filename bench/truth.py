@@ -58,9 +58,11 @@ def run_step(
 
 
 def live_bytes(tensors: Iterable[torch.Tensor]) -> int:
-    """Bytes of the unique storages behind ``tensors`` (views and tied weights counted once)."""
+    """Bytes of the unique storages behind ``tensors`` (views and tied weights counted once; a sharded
+    ``DTensor``, FSDP2's parameters and their gradients, by its local shard)."""
     seen: dict[tuple[str, int], int] = {}
     for t in tensors:
+        t = getattr(t, "_local_tensor", t)  # DTensor: the wrapper has no storage of its own
         st = t.untyped_storage()
         if st.data_ptr() != 0:
             seen[(str(t.device), st.data_ptr())] = st.nbytes()

@@ -40,6 +40,7 @@ from .estimate.solver import accumulate_for, max_batch
 from .estimate.spec import CHECKPOINTED
 from .estimate.units import exact
 from .probes.live import LiveBytes
+from .probes.tensors import local
 
 DEFAULT_TIMEOUT_S = 120.0  # a 1.3B-parameter GPT takes about 6 s on a 2-core CPU (README)
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
@@ -116,12 +117,12 @@ class _SavedBytes:
     """
 
     def __init__(self, exclude: Iterable[torch.Tensor]) -> None:
-        self._exclude = {id(t.untyped_storage()) for t in exclude}
+        self._exclude = {id(local(t).untyped_storage()) for t in exclude}
         self._seen: dict[int, weakref.ref[Any]] = {}
         self.bytes = 0
 
     def pack(self, t: torch.Tensor) -> torch.Tensor:
-        st = t.untyped_storage()
+        st = local(t).untyped_storage()
         key = id(st)
         ref = self._seen.get(key)
         if key not in self._exclude and (ref is None or ref() is None):  # a dead one: the id was reused
@@ -136,7 +137,7 @@ class _SavedBytes:
 def _storage_bytes(tensors: Iterable[torch.Tensor], seen: set[int]) -> int:
     total = 0
     for t in tensors:
-        st = t.untyped_storage()
+        st = local(t).untyped_storage()
         if id(st) not in seen:
             seen.add(id(st))
             total += st.nbytes()

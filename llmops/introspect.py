@@ -187,6 +187,19 @@ def strategy_name(strategy: Any) -> str | None:
     return None
 
 
+def fsdp2_precision(module: nn.Module, precision: str | None) -> str | None:
+    """``bf16-fsdp`` or ``16-fsdp`` where ``fully_shard`` was given a ``MixedPrecisionPolicy`` that gathers
+    the fp32 parameters in a 2-byte type and the trainer adds no autocast (32-true), else ``None``."""
+    if precision != "fp32":
+        return None
+    for m in module.modules():
+        state = getattr(m, "_get_fsdp_state", None)
+        dtype = getattr(getattr(state(), "_mp_policy", None), "param_dtype", None) if callable(state) else None
+        if dtype in (torch.bfloat16, torch.float16):
+            return "bf16-fsdp" if dtype == torch.bfloat16 else "16-fsdp"
+    return None
+
+
 def introspect(module: nn.Module, batch: Any, *, precision: str, strategy: Any, world_size: int,
                accumulate: int, optimizers: list[torch.optim.Optimizer], device: str,
                gpu_memory: int | None, safety: float, override: Mapping[str, Any] | None = None) -> Introspection:
@@ -210,6 +223,8 @@ def introspect(module: nn.Module, batch: Any, *, precision: str, strategy: Any, 
         values["seq_len"], sources["seq_len"] = s, "first batch"
     values["precision"] = LIGHTNING_PRECISION.get(str(precision))
     values["strategy"] = strategy_name(strategy)
+    if values["strategy"] == "fsdp" and (mixed := fsdp2_precision(module, values["precision"])):
+        values["precision"] = mixed  # FSDP2's MixedPrecisionPolicy, read off the sharded modules
     values["optimizer"] = optimizer_name(optimizers)
     for key, what in (("precision", precision), ("strategy", type(strategy).__name__),
                       ("optimizer", type(optimizers[0]).__name__ if optimizers else "none")):

@@ -123,43 +123,57 @@ class Rebuild:
     freed: Fraction = Fraction(0)
 
 
+@dataclass(frozen=True)
+class Gathered:
+    """Under FSDP: the unsharded parameters held beside the shards while the forward and backward run (the
+    root's and the gathered layers'), and one layer's unsharded gradients before their reduce-scatter."""
+
+    params: Fraction = Fraction(0)
+    grads: Fraction = Fraction(0)
+
+
 def moments(spec: TrainingSpec, states: dict[str, Fraction], activations: Fraction, b: int,
-            trainable: int, rebuild: Rebuild = Rebuild(), cached: Fraction = Fraction(0)) -> list[Moment]:
+            trainable: int, rebuild: Rebuild = Rebuild(), cached: Fraction = Fraction(0),
+            gathered: Gathered = Gathered()) -> list[Moment]:
     """The step's candidate moments for ``b`` samples; ``states`` are per-device P, G, O; ``cached``:
     what the forward holds and frees at its end without saving it (autocast's weight cache)."""
     P, G, S = (states.get(k, Fraction(0)) for k in ("params", "grads", "optimizer_states"))
+    Pg, Gg = P + gathered.params, gathered.grads  # the optimizer step runs on the shards alone
     found = [
         # the forward's largest unsaved tensors: the logits at its end, or the last layer's attention scores
-        Moment("forward", P, G, S,
+        Moment("forward", Pg, G, S,
                activations + cached + max(logits_bytes(spec, b), attention_scores_bytes(spec, b)), Fraction(0)),
-        Moment("backward", P, Fraction(0), S, activations, loss_grad_bytes(spec, b)),
+        Moment("backward", Pg, Fraction(0), S, activations, loss_grad_bytes(spec, b)),
         Moment("optimizer", P, G, S, Fraction(0), optimizer_temporary_bytes(spec, trainable)),
     ]
+    if Gg:  # the last layer's gradients, unsharded, beside every activation
+        found.append(Moment("backward", Pg, Gg, S, activations, Fraction(0)))
     if spec.recompute in CHECKPOINTED:
         # Backward rebuilds the last layer first, beside every layer's checkpoint, and the first layer
         # last, when the later layers' gradients exist and their checkpoints are freed. Between the two
         # the held bytes change linearly, layer by layer, so these ends bound them.
         L = spec.layers or 1
-        found.append(Moment("backward", P, Fraction(0), S, activations, rebuild.layer))
-        found.append(Moment("backward", P, G * (L - 1) / L, S, activations - rebuild.freed, rebuild.layer))
+        found.append(Moment("backward", Pg, Gg, S, activations, rebuild.layer))
+        found.append(Moment("backward", Pg, G * (L - 1) / L + Gg, S, activations - rebuild.freed, rebuild.layer))
     return found
 
 
 def peak_moment(spec: TrainingSpec, states: dict[str, Fraction], activations: Fraction, b: int,
-                trainable: int, rebuild: Rebuild = Rebuild(), cached: Fraction = Fraction(0)) -> Moment:
+                trainable: int, rebuild: Rebuild = Rebuild(), cached: Fraction = Fraction(0),
+                gathered: Gathered = Gathered()) -> Moment:
     """The largest of ``moments``: the step's peak, and what holds it."""
-    return max(moments(spec, states, activations, b, trainable, rebuild, cached), key=lambda m: m.total)
+    return max(moments(spec, states, activations, b, trainable, rebuild, cached, gathered), key=lambda m: m.total)
 
 
 def max_batch_moments(spec: TrainingSpec, states: dict[str, Fraction], act: tuple[Fraction, Fraction],
                       trainable: int, rebuild: tuple[Rebuild, Rebuild], room: Fraction,
-                      cached: Fraction = Fraction(0)) -> int:
+                      cached: Fraction = Fraction(0), gathered: Gathered = Gathered()) -> int:
     """The largest ``b`` whose every moment fits in ``room`` (budget less overhead); each moment is
     linear in b (``act = (fixed, per_sample)``, ``rebuild`` at b = 0 and 1), so each gives
     ``floor((room − at b=0) / slope)``."""
     fixed, per_sample = act
-    at0 = moments(spec, states, fixed, 0, trainable, rebuild[0], cached)
-    at1 = moments(spec, states, fixed + per_sample, 1, trainable, rebuild[1], cached)
+    at0 = moments(spec, states, fixed, 0, trainable, rebuild[0], cached, gathered)
+    at1 = moments(spec, states, fixed + per_sample, 1, trainable, rebuild[1], cached, gathered)
     best: int | None = None
     for m0, m1 in zip(at0, at1, strict=True):
         slope = m1.total - m0.total

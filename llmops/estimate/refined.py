@@ -19,7 +19,7 @@ from fractions import Fraction
 
 from .document import _int, gpus_rule_of_thumb
 from .lora import adapter_params
-from .peak import FP32, Rebuild, loss_value_bytes, max_batch_moments, peak_moment
+from .peak import FP32, Gathered, Rebuild, loss_value_bytes, max_batch_moments, peak_moment
 from .quant import dequantized_bytes, quantized_bytes, quantized_weights
 from .solver import accumulate_for, min_world_size
 from .spec import (
@@ -341,13 +341,13 @@ def refined(spec: TrainingSpec) -> Estimate:
     moment = None
     if states is not None and act is not None and spec.batch_size is not None:
         moment = peak_moment(spec, per_device, act, spec.batch_size, Nt, rebuild(spec, spec.batch_size),
-                             weight_cache_bytes(spec))
+                             weight_cache_bytes(spec), gathered(spec))
     peak = moment.total + overhead if moment is not None else None
     b_max = None
     if budget is not None and states is not None and act1 is not None:
         b_max = max_batch_moments(spec, per_device, (fixed_act, act1), Nt,
                                   (rebuild(spec, 0), rebuild(spec, 1)),
-                                  budget - overhead, weight_cache_bytes(spec))
+                                  budget - overhead, weight_cache_bytes(spec), gathered(spec))
     if moment is not None and moment.phase != "forward":
         notes.append(f"the peak falls in the {'optimizer step' if moment.phase == 'optimizer' else 'backward'}")
     extra: dict[str, object] = {}
@@ -384,6 +384,40 @@ def refined(spec: TrainingSpec) -> Estimate:
         notes=tuple(notes),
         extra=extra,
     )
+
+
+# FSDP2 issues the next layer's all-gather while a layer computes (implicit prefetching, on its own CUDA
+# stream), so two layers' unsharded parameters are alive at once; gloo on the CPU gathers in line, one.
+GATHERED_LAYERS = {"cuda": 2, "cpu": 1}
+
+
+def gathered(spec: TrainingSpec) -> Gathered:
+    """FSDP2 with one ``fully_shard`` unit per block and one for the root (torchtitan's, and Lightning's
+    ``ModelParallelStrategy``'s usual wrapping): the root's parameters (embeddings, final norm, head) stay
+    unsharded from the forward's start to the backward's end, each block's only while it runs; a block's
+    gradients are unsharded until their reduce-scatter, plus their copy in the reduce dtype where it
+    differs (``*-fsdp``: bf16 gradients reduced in fp32). Gathered in the compute dtype under ``*-fsdp``,
+    else in the parameters'."""
+    if spec.strategy != "fsdp" or spec.world_size == 1 or not (spec.params and spec.layers and spec.hidden):
+        return Gathered()
+    prec = get_precision(spec.precision)
+    gather = prec.compute_bytes if prec.name.endswith("-fsdp") else prec.param_bytes
+    layer = layer_params(spec)
+    root = max(spec.params - spec.layers * layer, 0)
+    grads = layer * (gather + (prec.grad_bytes if prec.grad_bytes != gather else 0))
+    if spec.lora_rank is not None or spec.trainable_params is not None and spec.trainable_params < spec.params:
+        grads = Fraction(0)  # adapters: their gradients are small; the frozen base makes none
+    t = spec.tensor_parallel
+    return Gathered(params=gather * (root + GATHERED_LAYERS[spec.device] * layer) / t, grads=grads / t)
+
+
+def layer_params(spec: TrainingSpec) -> int:
+    """Parameters of one block: its linears (every expert), a mixture's router and shared expert, two norms."""
+    h = spec.hidden or 0
+    linears = sum(i * o * c for i, o, c in block_linears(spec, spec.experts).values())
+    router = spec.experts * h if spec.experts > 1 else 0
+    shared = (3 if spec.gated_mlp else 2) * h * spec.shared_expert_ffn_hidden if spec.shared_expert_ffn_hidden else 0
+    return linears + router + shared + 2 * h
 
 
 def _state_bytes(spec: TrainingSpec) -> Fraction:

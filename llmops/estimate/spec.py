@@ -169,6 +169,8 @@ def validate(spec: TrainingSpec) -> TrainingSpec:
                        "or give trainable_params")
     if spec.double_quant and spec.quantize != "nf4":
         raise _allowed("double_quant", spec.double_quant, "it applies to quantize='nf4' only")
+    if get_precision(spec.precision).name.endswith("-fsdp") and spec.strategy != "fsdp":
+        raise _allowed("precision", spec.precision, "it is FSDP2's mixed-precision policy: needs strategy='fsdp'")
     if not 0 < spec.safety <= 1:
         raise _allowed("safety", spec.safety, "it must be in (0, 1]")
     get_precision(spec.precision)

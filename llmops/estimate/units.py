@@ -41,6 +41,10 @@ PRECISIONS: dict[str, Precision] = {
     # "*-true" keeps everything, optimizer states included, in the 2-byte type.
     "16-true": Precision("16-true", _F(2), _F(2), _F(2), False, _F(2)),
     "bf16-true": Precision("bf16-true", _F(2), _F(2), _F(2), False, _F(2)),
+    # FSDP2's MixedPrecisionPolicy(param_dtype=bf16/fp16, reduce_dtype=fp32): fp32 sharded parameters,
+    # gradients and states; each layer gathered and computed in the 2-byte type, without autocast.
+    "bf16-fsdp": Precision("bf16-fsdp", _F(2), _F(4), _F(4), False, _F(4)),
+    "16-fsdp": Precision("16-fsdp", _F(2), _F(4), _F(4), False, _F(4)),
 }
 DOCUMENT_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
 ALIASES = {

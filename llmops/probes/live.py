@@ -10,8 +10,10 @@ where no allocator keeps a peak) and the dry run share it.
 
 from __future__ import annotations
 
+import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +21,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from .tensors import tensors_in
+from .tensors import local, tensors_in
 
 # The categories of a step's peak, as PyTorch's MemTracker names them (where they differ, ours are
 # the metric's component labels): states, what the forward allocated (saved for backward, the
@@ -43,7 +45,7 @@ def _storage(t: Any) -> Any:
     if not isinstance(t, torch.Tensor) or t.is_meta:
         return None
     try:
-        return t.untyped_storage()
+        return local(t).untyped_storage()
     except (RuntimeError, NotImplementedError):  # sparse, or a wrapper subclass without storage
         return None
 
@@ -71,6 +73,7 @@ class LiveBytes(TorchDispatchMode):
         self._peak_phase = "forward"
         self._seq_start = 0
         self._entered = False
+        self._patch: AbstractContextManager[None] | None = None
         self.error: Exception | None = None  # what stopped the count; stop() raises it
 
     # -- counting --------------------------------------------------------------------------
@@ -83,9 +86,46 @@ class LiveBytes(TorchDispatchMode):
         self._live[key] = (weakref.ref(st, self._on_free(key)), nbytes, category, self._seq)
         self._bytes[category] += nbytes
         self._total += nbytes
+        self._grew()
+
+    def _grew(self) -> None:
         if self._total > self._peak:
             self._peak, self._peak_seq, self._peak_phase = self._total, self._seq, self._phase
             self._peak_bytes = dict(self._bytes)
+
+    def _resized(self, st: Any) -> None:
+        """A storage's ``resize_`` frees or allocates its memory in place (FSDP2 frees a gathered
+        parameter's storage that way and allocates it again for the next all-gather)."""
+        entry = self._live.get(id(st))
+        if entry is None:
+            self._add(st, _NEW[self._phase])
+            return
+        ref, old, category, seq = entry
+        nbytes = int(st.nbytes())
+        self._live[id(st)] = (ref, nbytes, category, seq)
+        self._bytes[category] += nbytes - old
+        self._total += nbytes - old
+        self._grew()
+
+    @contextmanager
+    def _resizes(self) -> Iterator[None]:
+        """Count ``UntypedStorage.resize_`` calls made on the thread that runs the step."""
+        original, thread = torch.UntypedStorage.resize_, threading.get_ident()
+
+        def resize_(storage: Any, size: int) -> Any:
+            out = original(storage, size)
+            if self.error is None and threading.get_ident() == thread:
+                try:
+                    self._resized(storage)
+                except Exception as e:  # never the run's problem: stop counting, and say so at stop()
+                    self.error = e
+            return out
+
+        torch.UntypedStorage.resize_ = resize_  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            torch.UntypedStorage.resize_ = original  # type: ignore[method-assign]
 
     def _on_free(self, key: int) -> Any:
         return lambda _ref: self._free(key)
@@ -118,6 +158,8 @@ class LiveBytes(TorchDispatchMode):
                 if st is not None:
                     self._add(st, category)
         self._seq_start = self._seq
+        self._patch = self._resizes()
+        self._patch.__enter__()
         self.__enter__()
         self._entered = True
         return self
@@ -141,19 +183,22 @@ class LiveBytes(TorchDispatchMode):
             raise ValueError(f"phase={name!r} is not allowed; allowed: {', '.join(PHASES)}")
         self._phase = name
 
-    def abort(self) -> None:
-        """Stop counting without a result (the step raised)."""
+    def _leave(self) -> None:
         if self._entered:
             self._entered = False
             self.__exit__(None, None, None)
+            if self._patch is not None:
+                self._patch.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        """Stop counting without a result (the step raised)."""
+        self._leave()
         self._live.clear()
 
     def stop(self, grads: Iterable[torch.Tensor] = (), optimizer_states: Iterable[torch.Tensor] = ()) -> LivePeak:
         """Stop counting. ``grads`` and ``optimizer_states`` are those tensors after the step: the
         storages the step made that became them, and were alive at the peak, are filed as such."""
-        if self._entered:
-            self._entered = False
-            self.__exit__(None, None, None)
+        self._leave()
         if self.error is not None:
             self._live.clear()
             raise RuntimeError(f"the live-bytes count stopped: {type(self.error).__name__}: {self.error}")

@@ -8,11 +8,18 @@ from typing import Any
 import torch
 
 
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """The memory a tensor holds on this rank: a ``DTensor``'s local shard (FSDP2's parameters, their
+    gradients and optimizer states; the wrapper has no storage of its own), else the tensor itself."""
+    return getattr(tensor, "_local_tensor", tensor)
+
+
 def storage_key(tensor: torch.Tensor) -> tuple[str, int]:
     """Identity of the memory a tensor views: (device, storage address).
 
     Meta and empty tensors have no address, so they are keyed by the tensor object and never merged.
     """
+    tensor = local(tensor)
     ptr = tensor.untyped_storage().data_ptr()
     return (str(tensor.device), ptr) if ptr else (f"id:{tensor.device}", id(tensor))
 
@@ -36,7 +43,7 @@ def _count(tensors: Iterable[torch.Tensor], seen: set[tuple[str, int]]) -> int:
         key = storage_key(t)
         if key not in seen:
             seen.add(key)
-            total += t.untyped_storage().nbytes()
+            total += local(t).untyped_storage().nbytes()
     return total
 
 

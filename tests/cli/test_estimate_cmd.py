@@ -190,4 +190,4 @@ def test_model_and_precision_complete_in_the_shell():
 
     assert "llama-2-7b" in complete("llmops estimate --model llama") and "gpt2" not in complete(
         "llmops estimate --model llama")
-    assert complete("llmops estimate --precision bf16") == ["bf16", "bf16-mixed", "bf16-true"]
+    assert complete("llmops estimate --precision bf16") == ["bf16", "bf16-mixed", "bf16-true", "bf16-fsdp"]
