@@ -30,6 +30,12 @@ def postmortem_text(monitor: Any, error: BaseException, step: int, batch_shape: 
              f"- time: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
              f"- error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
              f"- step: {step}", f"- batch shape (b, s): {batch_shape}"]
+    stall = getattr(monitor, "stall", None)
+    if stall is not None and stall.last_report:
+        r = stall.last_report
+        lines.append(f"- stalled before: no step for {r['since_step_s']:.1f} s (threshold {r['threshold_s']:.1f} s; "
+                     f"{'still stalled' if stall.stalled_at is not None else 'steps resumed'}), every thread's stack "
+                     f"in stall-rank{monitor.rank}.txt")
     if device_memory is not None:
         free, total = device_memory
         lines.append(f"- device memory: {fmt_bytes(free, unit_for(total))} free of {fmt_bytes(total)}")

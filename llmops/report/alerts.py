@@ -35,7 +35,8 @@ THRESHOLDS = {  # the defaults of the rules file's `llmops-thresholds` group
 }
 FOR_S = {"LLMOpsMemoryDrift": 600.0, "LLMOpsOOMRisk": 60.0, "LLMOpsMemoryGrowth": 300.0,
          "LLMOpsCheckpointStale": 60.0, "LLMOpsCheckpointFailures": 0.0, "LLMOpsCommSlow": 600.0,
-         "LLMOpsStraggler": 600.0, "LLMOpsMonitorErrors": 0.0, "LLMOpsTargetDown": 120.0}
+         "LLMOpsStraggler": 600.0, "LLMOpsMonitorErrors": 0.0, "LLMOpsTargetDown": 120.0,
+         "LLMOpsTrainingStalled": 60.0}
 _RECORDED = {"memory_drift_ratio": "drift", "memory_growth_horizon_seconds": "growth_horizon_s",
              "checkpoint_max_age_seconds": "checkpoint_max_age_s",
              "comm_bandwidth_baseline_ratio": "comm_slow_fraction", "comm_step_time_ratio": "comm_step_time_ratio",
@@ -194,10 +195,21 @@ def _rank_alerts(r: RankLog, th: dict[str, float], fors: dict[str, float]) -> It
         errors += _increases(pts, end, f"llmops_monitor_errors_total{{{dict(labels).get('probe')}}}")
     yield AlertResult("LLMOpsMonitorErrors", r.rank, "errors caught inside the monitor", fors["LLMOpsMonitorErrors"],
                       tuple(errors))
+    stalled = r.get("llmops_train_stalled")
+    yield AlertResult("LLMOpsTrainingStalled", r.rank, "no step finished past the stall threshold "
+                      "(llmops_train_stalled = 1)", fors["LLMOpsTrainingStalled"],
+                      tuple(_held(stalled, end, lambda v: v >= 1, _stall_detail(r))), bool(stalled))
     down = [(end, math.inf, "the run died without closing: its endpoint went away")] if r.end is None else []
     yield AlertResult("LLMOpsTargetDown", r.rank, "the rank's endpoint gone while its run is recent",
                       fors["LLMOpsTargetDown"],
                       tuple(down))
+
+
+def _stall_detail(r: RankLog) -> Callable[[float], str]:
+    first = next((x for x in r.stalls if x.get("kind") == "stall"), None)
+    text = (f"no step for {first['since_step_s']:.1f} s after step {first.get('step')} (threshold "
+            f"{first['threshold_s']:.1f} s)" if first else "llmops_train_stalled = 1")
+    return _const(text)
 
 
 def _stale(r: RankLog, th: dict[str, float], fors: dict[str, float]) -> AlertResult:

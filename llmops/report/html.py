@@ -54,6 +54,7 @@ def render(run: RunLog, figures: dict[str, tuple[str, bytes | None, str]], alert
         out.append(f"<pre>{_e(r0.preflight['text'])}</pre>")
     out += ["<h2>Predicted vs measured</h2>", _comparison(run)]
     out += ["<h2>Throughput, MFU and energy</h2>", _throughput(run)]
+    out += ["<h2>Stalls</h2>", _stalls(run)]
     out += ["<h2>Alerts that would have fired</h2>", _alerts(alerts)]
     for key, (title, png, empty) in figures.items():
         out.append(f"<h2 id='{key}'>{_e(title)}</h2>")
@@ -74,6 +75,10 @@ def _stopped(run: RunLog) -> str:
         parts.append(f"<p>Where memory stood in the last samples of rank {rank}:</p><table>")
         parts += [f"<tr><th>{_e(k)}</th><td class='n'>{_e(v)}</td></tr>" for k, v in last_memory(r)]
         parts.append("</table>")
+        stall = run.path / f"stall-rank{rank}.txt"  # written by the monitor when no step finished for too long
+        if stall.exists():
+            parts.append(f"<p>Rank {rank} stalled; its stall report ({_e(stall.name)}):</p>"
+                         f"<pre>{_e(stall.read_text(encoding='utf-8', errors='replace'))}</pre>")
         postmortem = run.path / f"postmortem-rank{rank}.md"  # written by the monitor when a step raised OOM
         if postmortem.exists():
             parts.append(f"<p>The OOM post-mortem of rank {rank} ({_e(postmortem.name)}):</p>"
@@ -115,6 +120,37 @@ def _throughput(run: RunLog) -> str:
                  "between batch ends); MFU per sampling window, absent where the device's peak is unknown; energy "
                  "from NVML's counter, the GPU's only.</p>")
     return "".join(parts)
+
+
+def _stalls(run: RunLog) -> str:
+    """Each stall of each rank (from its run log's ``stall`` and ``stall_end`` records) and its stack report."""
+    rows, reports = [], []
+    for rank, r in sorted(run.ranks.items()):
+        begun: dict | None = None
+        for rec in r.stalls:
+            if rec.get("kind") == "stall":
+                begun = rec
+            elif begun is not None:
+                rows.append((rank, begun, rec))
+                begun = None
+        if begun is not None:
+            rows.append((rank, begun, None))
+        path = run.path / f"stall-rank{rank}.txt"
+        if path.exists() and r.stalls and (r.end is not None and r.end.get("status") == "ok"):
+            reports.append(f"<details><summary>rank {rank}: {_e(path.name)}</summary>"
+                           f"<pre>{_e(path.read_text(encoding='utf-8', errors='replace'))}</pre></details>")
+    if not rows:
+        return "<p class='note'>no stall: a step finished within the stall threshold all along</p>"
+    out = ["<table><tr><th>rank</th><th>after step</th><th>noticed at</th><th>no step for</th><th>threshold</th>"
+           "<th>steps resumed</th></tr>"]
+    for rank, begun, ended in rows:
+        resumed = (f"{ended['t'] - begun['t'] + begun['since_step_s']:.1f} s after the last step"
+                   if ended else "never (the log ends stalled)")
+        out.append(f"<tr><td>{rank}</td><td class='n'>{_e(begun.get('step'))}</td><td>{_e(_when(begun['t']))}</td>"
+                   f"<td class='n'>{begun['since_step_s']:.1f} s</td><td class='n'>{begun['threshold_s']:.1f} s</td>"
+                   f"<td>{_e(resumed)}</td></tr>")
+    out.append("</table>")
+    return "".join(out + reports)
 
 
 def _alerts(alerts: list[AlertResult]) -> str:

@@ -205,3 +205,17 @@ def test_a_slow_validation_is_no_stall(tmp_path):
     assert not records(tmp_path / "stall" / "rank0.jsonl", "stall")
     assert not (tmp_path / "stall" / "stall-rank0.txt").exists()
     assert monitor.monitor.state.get("llmops_train_stalled") == 0
+
+
+def test_the_oom_postmortem_says_the_rank_stalled_before():
+    from types import SimpleNamespace
+
+    import torch
+
+    from llmops.postmortem import postmortem_text
+
+    d, state = detector(min_seconds=1.0)
+    _stalled(d)
+    monitor = SimpleNamespace(run="r", rank=2, state=state, prediction={}, intro=None, stall=d)
+    text = postmortem_text(monitor, torch.OutOfMemoryError("oom"), 7, (4, 16), None)
+    assert "- stalled before: no step for 10." in text and "still stalled" in text and "stall-rank2.txt" in text

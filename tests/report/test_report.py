@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -209,3 +210,35 @@ def test_throughput_summary_from_the_logged_counters():
     assert rows["hardware FLOPs utilisation (recomputation counted), last window"] == \
         f"{0.40 * (8000 + 1024) / (6000 + 768):.2%}"
     assert rows["where the time went"].startswith("data 10.0%, forward 30.0%, backward 50.0%")
+
+
+def test_report_shows_a_stall_its_stack_and_the_alert_condition(tmp_path):
+    from tests.monitor.test_stall import SleepOnce
+
+    monitor = LLMOpsMonitor(port=0, run="stalled", run_dir=str(tmp_path), interval=0.1, stall_min_seconds=0.5)
+    trainer = pl.Trainer(max_steps=16, accelerator="cpu", callbacks=[monitor, SleepOnce(at=8, seconds=1.5)],
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.fit(make_module(pl.LightningModule, GPT(GPTConfig())), token_loader(64, 16, 4))
+    run = read_run(tmp_path / "stalled")
+    [stalled] = [a for a in evaluate(run) if a.name == "LLMOpsTrainingStalled"]
+    assert stalled.intervals and not stalled.fired  # held about a second, under the rule's for: 1m
+    assert "after step 8 (threshold 0.5 s)" in stalled.detail
+    page = write_report(tmp_path / "stalled").read_text()
+    stalls = page.split("<h2>Stalls</h2>")[1].split("<h2>")[0]
+    assert "<td>0</td><td class='n'>8</td>" in stalls and "s after the last step" in stalls
+    assert "in sleep_inside_step" in stalls  # the stack report, folded
+
+
+def test_a_run_that_died_stalled_shows_its_stack_in_the_stop_box(tmp_path):
+    run = tmp_path / "hung"
+    run.mkdir()
+    t = time.time()
+    lines = [{"kind": "start", "t": t, "run": "hung", "rank": 0, "device": "cpu"},
+             {"kind": "step", "t": t + 1, "step": 3, "seconds": 0.1},
+             {"kind": "stall", "t": t + 200, "step": 3, "since_step_s": 121.0, "threshold_s": 120.0}]
+    (run / "rank0.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (run / "stall-rank0.txt").write_text("llmops stall report\n  File \"train.py\", line 9 in load_batch\n")
+    page = write_report(run).read_text()
+    assert "The run did not finish." in page and "Rank 0 stalled; its stall report (stall-rank0.txt)" in page
+    assert "in load_batch" in page and "never (the log ends stalled)" in page
