@@ -213,23 +213,91 @@ def _batch_size(batch: Any) -> int | None:
     return batch_shape(batch)[0]
 
 
+def _batch_field(batch: Any, name: str) -> Any:
+    return batch.get(name) if isinstance(batch, dict) else getattr(batch, name, None)
+
+
+def unpadded(batch: Any) -> tuple[bool, bool]:
+    """``(no padding, no packing)`` of a real batch: no ``attention_mask`` or one of all ones; no
+    ``position_ids`` or ones that restart nowhere (one sequence per row). A fake batch carries no values:
+    taken as neither (equal-length sequences, the usual training batch)."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    def real(t: Any) -> bool:
+        return isinstance(t, torch.Tensor) and not is_fake(t)
+
+    mask, pos = _batch_field(batch, "attention_mask"), _batch_field(batch, "position_ids")
+    no_padding = not real(mask) or bool(mask.all())
+    no_packing = not real(pos) or bool((torch.diff(pos, dim=-1) == 1).all())
+    return no_padding, no_packing
+
+
+@contextmanager
+def _hf_sdpa_mask(no_padding: bool, no_packing: bool) -> Iterator[None]:
+    """Let Hugging Face skip the causal mask under fake tensors as it does on real ones. Before SDPA it
+    checks whether the mask can be left to ``is_causal`` (no padding, no packed sequences, the query as
+    long as the keys); on a fake tensor it cannot read the values, so it builds the s×s mask and each layer
+    saves a float copy: +3% to +8% of a small Llama's peak that the real step never holds. Here both checks
+    are answered from the real batch (``unpadded``), by Hugging Face's rules."""
+    masking = sys.modules.get("transformers.masking_utils")
+    ignore_mask = getattr(masking, "_ignore_causal_mask_sdpa", None)
+    find_packed = getattr(masking, "find_packed_sequence_indices", None)
+    if ignore_mask is None or find_packed is None:
+        yield
+        return
+
+    def ignore(padding_mask: Any, q_length: int, kv_length: int, q_offset: Any = 0, kv_offset: Any = 0,
+               local_attention_size: int | None = None) -> bool:
+        if local_attention_size is not None and kv_length >= local_attention_size:
+            return False  # a sliding window needs its mask
+        return (q_length == 1 or kv_length == q_length) and no_padding
+
+    def packed(position_ids: Any) -> Any:
+        return None if no_packing else find_packed(position_ids)
+
+    masking._ignore_causal_mask_sdpa, masking.find_packed_sequence_indices = ignore, packed  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        masking._ignore_causal_mask_sdpa, masking.find_packed_sequence_indices = ignore_mask, find_packed  # type: ignore[union-attr]
+
+
 def dry_run(model: nn.Module, batch: Any, *, loss: LossFn | None = None, optimizer: Any = None,
             precision: str = "fp32", timeout_s: float = DEFAULT_TIMEOUT_S,
-            fake_mode: Any = None) -> DryRun:
+            fake_mode: Any = None, fsdp_world_size: int = 1) -> DryRun:
     """Three training steps of ``model`` on ``batch`` with fake tensors; the third one measured.
 
     ``loss(model, batch)`` returns the loss (default ``default_loss``); ``optimizer`` is the run's
     optimizer (copied: class and settings), a factory ``params -> Optimizer``, or None for AdamW.
     ``precision`` is Lightning's name: ``*-mixed`` runs under autocast, ``*-true`` casts the copy.
     Pass ``fake_mode`` when ``model`` and ``batch`` were built under it (``from_factory`` does).
-    Raises ``DryRunSkipped`` past ``timeout_s`` seconds.
+    ``fsdp_world_size > 1`` shards the copy with FSDP2 over a fake process group of that size
+    (``llmops.fsdp``): the step is rank 0's. Raises ``DryRunSkipped`` past ``timeout_s`` seconds.
     """
+    from .fsdp import ShardingSkipped, fake_group, is_sharded, shard
+
+    if is_sharded(model):
+        raise DryRunSkipped("dry run skipped: the module is already sharded (DTensor parameters); "
+                            "the refined model counts FSDP2 (strategy='fsdp')")
+    if fsdp_world_size > 1:
+        try:
+            with fake_group(fsdp_world_size) as mesh:
+                return _dry_run(model, batch, loss, optimizer, precision, timeout_s, fake_mode,
+                                lambda m: shard(m, mesh, precision))
+        except ShardingSkipped as e:
+            raise DryRunSkipped(f"dry run skipped: {e}") from None
+    return _dry_run(model, batch, loss, optimizer, precision, timeout_s, fake_mode, None)
+
+
+def _dry_run(model: nn.Module, batch: Any, loss: LossFn | None, optimizer: Any, precision: str, timeout_s: float,
+             fake_mode: Any, shard: Callable[[nn.Module], nn.Module] | None) -> DryRun:
+    """``dry_run``'s step; ``shard`` wraps the fake model before the optimizer is made."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     t0 = time.perf_counter()
     mode = fake_mode or FakeTensorMode(allow_non_fake_inputs=False)
     deadline = _Deadline(timeout_s)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _hf_sdpa_mask(*unpadded(batch)):
         warnings.simplefilter("ignore")  # self.log without a trainer
         if fake_mode is None:
             model = fake_copy(model, mode)
@@ -246,6 +314,8 @@ def dry_run(model: nn.Module, batch: Any, *, loss: LossFn | None = None, optimiz
         with mode, deadline, deadline.hooks():
             if true_dtype is not None:
                 _cast(model, true_dtype)
+            if shard is not None:
+                model = shard(model)
             params = list(model.parameters())
             opt = _optimizer_factory(optimizer)([p for p in params if p.requires_grad])
             for _ in range(2):  # the first creates the optimizer states, the second a step's gradients
@@ -291,9 +361,9 @@ class Built:
     optimizer: Any
     mode: Any
 
-    def run(self, precision: str = "fp32", timeout_s: float = DEFAULT_TIMEOUT_S) -> DryRun:
+    def run(self, precision: str = "fp32", timeout_s: float = DEFAULT_TIMEOUT_S, fsdp_world_size: int = 1) -> DryRun:
         return dry_run(self.model, self.batch, loss=self.loss, optimizer=self.optimizer, precision=precision,
-                       timeout_s=timeout_s, fake_mode=self.mode)
+                       timeout_s=timeout_s, fake_mode=self.mode, fsdp_world_size=fsdp_world_size)
 
 
 def build(target: str) -> Built:

@@ -158,3 +158,22 @@ def test_cli_bad_dry_run_value_is_one_line_and_exit_2(value, says):
 def test_cli_timeout_skips_with_a_note():
     r = cli("--dry-run", "tests.test_dryrun:tiny", "--dry-run-timeout", "0.000001")
     assert r.returncode == 0 and "dry run skipped" in r.stdout and "--dry-run-timeout" in r.stdout
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_dry_run_of_a_hugging_face_sdpa_model_equals_its_real_step(padded):
+    """Under fake tensors Hugging Face cannot read the batch, so it would build the s×s causal mask that a
+    real unpadded step skips (+7% here); the dry run answers its check from the real batch. With padding
+    both build the mask."""
+    from bench.truth import real_peak
+    from bench.zoo import hf_loss
+    from tests.distributed.fsdp2_rank import llama
+
+    ids = torch.randint(0, 1000, (4, 256), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    if padded:
+        mask[1, 200:] = 0
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": ids.clone()}
+    model = llama()
+    truth = real_peak(model, batch, hf_loss, torch.optim.AdamW(model.parameters())).peak_bytes
+    assert dry_run(llama(), batch, loss=hf_loss).peak_bytes == pytest.approx(truth, rel=0.005)

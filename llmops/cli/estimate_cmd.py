@@ -181,7 +181,7 @@ def _dry_run(built: Any, spec: TrainingSpec, target: str, timeout_s: float) -> t
     from .. import dryrun
 
     try:
-        return built.run(spec.precision, timeout_s), None
+        return built.run(spec.precision, timeout_s, spec.world_size if spec.strategy == "fsdp" else 1), None
     except dryrun.DryRunSkipped as e:
         return None, str(e).replace("dry_run_timeout=", "--dry-run-timeout ")
     except (Exception, SystemExit) as e:  # the user's model or loss failed on fake tensors

@@ -33,6 +33,12 @@ def llama() -> torch.nn.Module:
     return transformers.LlamaForCausalLM(cfg).train()
 
 
+def factory() -> tuple[torch.nn.Module, dict[str, torch.Tensor], object]:
+    """The dry run's ``module:factory``: the same model and a batch of the same shape (built under fake tensors)."""
+    ids = torch.randint(0, 1000, (B, S))
+    return llama(), {"input_ids": ids, "labels": ids.clone()}, hf_loss
+
+
 def main() -> None:
     rank, world, port, precision = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from llmops.dryrun import build
 from llmops.estimate import TrainingSpec, refined
 from tests.helpers.cli import llmops, one_line_exit_2
 
@@ -54,8 +55,12 @@ def spec(precision: str) -> TrainingSpec:
 def test_refined_per_rank_peak_of_a_2_rank_fsdp2_run_within_1_percent(precision):
     ranks = run_ranks(precision)
     predicted = refined(spec(precision)).peak_bytes
+    # the dry run: rank 0's step of a 2-rank FSDP2 run, on fake tensors over a fake process group
+    dry = build("tests.distributed.fsdp2_rank:factory").run(precision, fsdp_world_size=WORLD)
     for r in ranks:
         assert abs(predicted / r["truth"] - 1) < 0.01, (predicted, r)
+        assert abs(dry.peak_bytes / r["truth"] - 1) < 0.01, (dry.peak_bytes, r)
+        assert dry.state["params"] == r["full_states"] / WORLD / 4  # rank 0's shards: 1/n of the fp32 weights
         assert r["live"] == r["truth"]  # the monitor's CPU count of a sharded step, to the byte
         assert r["states"] == r["full_states"] / WORLD  # parameters, gradients, Adam's moments: 1/n each
         assert r["read"] == (precision if precision != "fp32" else None)  # introspection, off the modules
