@@ -395,6 +395,7 @@ def spec_from_model(model: nn.Module, batch: Any, spec: TrainingSpec, keep: set[
         has_dropout,
         largest_trainable_param,
         lora_fields,
+        quant_fields,
         recompute_mode,
     )
 
@@ -403,7 +404,7 @@ def spec_from_model(model: nn.Module, batch: Any, spec: TrainingSpec, keep: set[
     found: dict[str, Any] = {**find_config(model)[0], "params": total, "trainable_params": trainable,
                              "batch_size": b, "seq_len": s, "dropout": has_dropout(model),
                              "largest_param": largest_trainable_param(model),
-                             "recompute": recompute_mode(model), **lora_fields(model)}
+                             "recompute": recompute_mode(model), **lora_fields(model), **quant_fields(model)}
     found = {k: v for k, v in found.items() if v is not None and k not in keep}
     return spec.with_(**found), sorted(found)
 

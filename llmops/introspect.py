@@ -6,6 +6,8 @@ what it cannot find it reports by name and leaves ``None`` (never guessed).
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,12 +36,34 @@ class Introspection:
 
 
 def count_parameters(module: nn.Module) -> tuple[int, int]:
-    """``(total, trainable)`` parameters, each shared tensor counted once."""
+    """``(total, trainable)`` parameters, each shared tensor counted once; a bitsandbytes 4-bit weight by
+    the shape it was quantised from (its packed storage holds two values per byte)."""
     total = trainable = 0
     for p in module.parameters():  # parameters() already yields a shared tensor once
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
+        n = param_numel(p)
+        total += n
+        trainable += n if p.requires_grad else 0
     return total, trainable
+
+
+def param_numel(p: torch.Tensor) -> int:
+    """Values a parameter stands for: ``Params4bit`` keeps the original shape in its ``quant_state``."""
+    shape = getattr(getattr(p, "quant_state", None), "shape", None)
+    return math.prod(shape) if shape is not None else p.numel()
+
+
+def quant_fields(module: nn.Module) -> dict[str, Any]:
+    """``quantize`` (and ``double_quant``) of a model with bitsandbytes layers: ``Linear4bit`` stores nf4 or
+    fp4 in the same layout (4 bits + an absmax per 64, ``compress_statistics`` quantising the absmax too),
+    counted as nf4; ``Linear8bitLt`` int8 with row scales. Else {}."""
+    for m in module.modules():
+        weight = getattr(m, "weight", None)
+        kind = type(weight).__name__
+        if kind == "Params4bit":
+            return {"quantize": "nf4", "double_quant": bool(getattr(weight, "compress_statistics", False))}
+        if kind == "Int8Params":
+            return {"quantize": "int8"}
+    return {}
 
 
 def find_config(module: nn.Module) -> tuple[dict[str, int], str | None]:
@@ -213,6 +237,7 @@ def introspect(module: nn.Module, batch: Any, *, precision: str, strategy: Any, 
     values: dict[str, Any] = dict(cfg, params=total, trainable_params=trainable,
                                   world_size=max(1, world_size), device=device, safety=safety,
                                   gpu_memory=gpu_memory, dropout=has_dropout(module), **lora_fields(module),
+                                  **quant_fields(module),
                                   largest_param=largest_trainable_param(module))
     if (mode := recompute_mode(module)) is not None:
         values["recompute"], sources["recompute"] = mode, f"module ({mode} activation checkpointing)"
