@@ -7,7 +7,6 @@ what it cannot find it reports by name and leaves ``None`` (never guessed).
 from __future__ import annotations
 
 import math
-
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -224,6 +223,16 @@ def fsdp2_precision(module: nn.Module, precision: str | None) -> str | None:
     return None
 
 
+def parallel_sizes(strategy: Any, world_size: int) -> tuple[int, int]:
+    """``(data-parallel, tensor-parallel)`` sizes: Lightning's ``ModelParallelStrategy`` sets both (its
+    ``"auto"`` resolved at setup: nodes × devices per node); every other strategy is data-parallel only."""
+    tp = getattr(strategy, "_tensor_parallel_size", None)
+    dp = getattr(strategy, "_data_parallel_size", None)
+    if type(strategy).__name__.startswith("ModelParallel") and isinstance(tp, int) and isinstance(dp, int) and tp > 1:
+        return dp, tp
+    return max(1, world_size), 1
+
+
 def introspect(module: nn.Module, batch: Any, *, precision: str, strategy: Any, world_size: int,
                accumulate: int, optimizers: list[torch.optim.Optimizer], device: str,
                gpu_memory: int | None, safety: float, override: Mapping[str, Any] | None = None) -> Introspection:
@@ -248,6 +257,11 @@ def introspect(module: nn.Module, batch: Any, *, precision: str, strategy: Any, 
         values["seq_len"], sources["seq_len"] = s, "first batch"
     values["precision"] = LIGHTNING_PRECISION.get(str(precision))
     values["strategy"] = strategy_name(strategy)
+    dp, tp = parallel_sizes(strategy, world_size)
+    if tp > 1:  # ModelParallelStrategy: the world is data-parallel × tensor-parallel ranks
+        values["world_size"], values["tensor_parallel"] = dp, tp
+        values["global_batch"] = b * dp * max(1, accumulate) if b else None
+        sources["tensor_parallel"] = sources["world_size"] = f"trainer ({type(strategy).__name__})"
     if values["strategy"] == "fsdp" and (mixed := fsdp2_precision(module, values["precision"])):
         values["precision"] = mixed  # FSDP2's MixedPrecisionPolicy, read off the sharded modules
     values["optimizer"] = optimizer_name(optimizers)
