@@ -244,7 +244,7 @@ class MonitorCallback:
             self._preflight(trainer, pl_module, batch)  # may raise OOMRiskError, by design
         m = self.monitor
         self._batch_shape = batch_shape(batch)
-        m.step_start(trainer.global_step, batch)
+        m.step_start(trainer.global_step, batch, self._batch_shape)
         # The micro-batch that ends with the optimizer step: a training step is timed to its end, and
         # memory is measured on it (once per step, optimizer states included, under accumulation).
         self._stepping = ((batch_idx + 1) % trainer.accumulate_grad_batches == 0
@@ -255,8 +255,9 @@ class MonitorCallback:
 
     def _batch_end(self, trainer: Any, pl_module: Any, batch: Any) -> None:
         m = self.monitor
-        with m.guard("activations"):
-            m.end_measure(pl_module, trainer.optimizers)
+        if m.measuring:
+            with m.guard("activations"):
+                m.end_measure(pl_module, trainer.optimizers)
         with m.guard("step"):
             m.step_end(trainer.global_step, self._batch_shape[0], stepped=self._stepping)
         if self._logger_metrics is not None or self.progress_bar:
@@ -271,6 +272,7 @@ class MonitorCallback:
         if self._logger_metrics is not None and step != self._last_logged_step \
                 and step % max(1, trainer.log_every_n_steps) == 0:
             self._last_logged_step = step
+            self.monitor.count_steps()  # what the sampler thread has not counted yet
             metrics = self._logger_metrics.collect()
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=step - 1)

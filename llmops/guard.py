@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .exporter import MetricState
@@ -70,15 +69,15 @@ class Guard:
     def __init__(self, state: MetricState) -> None:
         self._state = state
         self._seen: set[str] = set()
+        self._scopes: dict[str, _Scope] = {}
 
-    @contextmanager
-    def __call__(self, probe: str) -> Iterator[None]:
-        try:
-            yield
-        except (OOMRiskError, OOMRiskWarning):
-            raise
-        except Exception as e:  # noqa: BLE001 - the monitor never kills the run
-            self.record(probe, e)
+    def __call__(self, probe: str) -> _Scope:
+        # One reusable scope per probe: the hooks enter one every step, and a generator-based context
+        # manager costs a generator and a wrapper object each time.
+        scope = self._scopes.get(probe)
+        if scope is None:
+            scope = self._scopes[probe] = _Scope(self, probe)
+        return scope
 
     def record(self, probe: str, error: BaseException) -> None:
         """Count an error and log it the first time this probe fails."""
@@ -90,3 +89,21 @@ class Guard:
             self._seen.add(probe)
             log.warning("llmops: %s failed (%s: %s); the run goes on, further errors are counted in "
                         "llmops_monitor_errors_total{probe=%r}", probe, type(error).__name__, error, probe)
+
+
+class _Scope:
+    """``with guard(probe):`` — swallows and counts what the block raises (but the OOM verdict)."""
+
+    __slots__ = ("_guard", "_probe")
+
+    def __init__(self, guard: Guard, probe: str) -> None:
+        self._guard, self._probe = guard, probe
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: Any) -> bool:
+        if error is None or not isinstance(error, Exception) or isinstance(error, (OOMRiskError, OOMRiskWarning)):
+            return False
+        self._guard.record(self._probe, error)  # the monitor never kills the run
+        return True

@@ -68,6 +68,8 @@ class Monitor:
         self._meter: ActivationMeter | None = None
         self._live: LiveBytes | None = None  # the CPU's real peak, on sampled steps
         self._t0: float | None = None  # when the optimizer step in progress began (its first micro-batch)
+        # (step, samples, seconds or None) per micro-batch, for the sampler thread: the hooks only append
+        self._done: deque[tuple[int, int | None, float | None]] = deque()
         self.step = 0
         self.measured: dict[str, int] = {}
         self.peak_phase = ""  # where the last measured CPU peak fell: forward, backward, optimizer
@@ -345,32 +347,43 @@ class Monitor:
                 probe_allreduce(self.state, grad_bytes, device, world_size)
 
     # -- the training thread -----------------------------------------------------------------
-    def step_start(self, step: int, batch: Any = None) -> None:
-        """A micro-batch begins; the first of an optimizer step starts its clock."""
+    def step_start(self, step: int, batch: Any = None, shape: tuple[Any, ...] | None = None) -> None:
+        """A micro-batch begins; the first of an optimizer step starts its clock. ``shape``: the batch's
+        ``batch_shape`` when the caller has it."""
         self.step = step
         if self._t0 is None:
             self._t0 = time.perf_counter()
         with self.guard("steps"):
-            self.steps.batch_start(batch)
+            self.steps.batch_start(batch, shape)
 
     def step_end(self, step: int, samples: int | None, stepped: bool = True) -> None:
         """A micro-batch ends; ``stepped``: it ended with the optimizer step, so a training step is timed
-        (all its micro-batches under gradient accumulation, one observation per optimizer step)."""
-        s = self.state
-        if samples:
-            s.inc("llmops_samples_total", samples)
+        (all its micro-batches under gradient accumulation, one observation per optimizer step). The
+        counters and the histogram are updated on the sampler thread (``count_steps``)."""
         with self.guard("steps"):
             self.steps.batch_end(stepped)
         if not stepped or self._t0 is None:
+            self._done.append((step, samples, None))
             return
         now = time.perf_counter()
         seconds = now - self._t0
         self._t0 = None
         self.stall.step_done(now, seconds)
-        s.observe("llmops_step_duration_seconds", seconds)
-        s.set("llmops_train_step", step)
+        self._done.append((step, samples, seconds))
         if self.runlog is not None:  # a deque append; the run log's thread writes it
             self.runlog.step(step, seconds)
+
+    def count_steps(self) -> None:
+        """The samples, step times and step numbers the training thread queued, into the metrics: on the
+        sampler thread, and before the loggers read them (either thread; each entry is taken once)."""
+        s, done = self.state, self._done
+        while done:
+            step, samples, seconds = done.popleft()
+            if samples:
+                s.inc("llmops_samples_total", samples)
+            if seconds is not None:
+                s.observe("llmops_step_duration_seconds", seconds)
+                s.set("llmops_train_step", step)
 
     def should_measure(self, step: int) -> bool:
         """Memory is measured on the first two steps (the second is the first with the previous
@@ -398,6 +411,11 @@ class Monitor:
         self.steps.optimizer_start()
         if self._live is not None:
             self._live.phase("optimizer")
+
+    @property
+    def measuring(self) -> bool:
+        """A memory measurement is open (``begin_measure`` ran on this micro-batch)."""
+        return self._meter is not None
 
     def end_measure(self, module: torch.nn.Module, optimizers: list[torch.optim.Optimizer]) -> None:
         """Components of the step's memory. CPU: what the live-bytes count held at the step's peak, by
@@ -446,6 +464,8 @@ class Monitor:
         """Read NVML, the CUDA allocator and the step timer's completed marks once (the background thread
         calls this)."""
         s = self.state
+        with self.guard("step"):
+            self.count_steps()
         with self.guard("stall"):
             self._check_stall()
         with self.guard("steps"):

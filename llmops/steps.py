@@ -48,10 +48,11 @@ class MicroBatch:
     comm: list[list[Any]] | None = None  # the optimizer step's all-reduce buckets (CommTimer.take_step)
 
 
-def batch_tokens(batch: Any) -> tuple[int | None, int | None, Any]:
+def batch_tokens(batch: Any, shape: tuple[Any, ...] | None = None) -> tuple[int | None, int | None, Any]:
     """``(b × s, s, attention_mask)`` of a batch without reading its data; the mask only when the batch is
-    a mapping with a 2-D ``attention_mask`` (padding tokens are its zeros)."""
-    b, s = batch_shape(batch)
+    a mapping with a 2-D ``attention_mask`` (padding tokens are its zeros). ``shape``: its ``batch_shape``,
+    when known."""
+    b, s = shape if shape is not None else batch_shape(batch)
     mask = batch.get("attention_mask") if isinstance(batch, Mapping) else None
     if mask is not None and getattr(mask, "dim", lambda: 0)() != 2:
         mask = None
@@ -93,8 +94,8 @@ class StepTimer:
             state.inc("llmops_step_phase_seconds_total", 0, phase=phase)
 
     # -- the training thread: a mark each ----------------------------------------------------
-    def batch_start(self, batch: Any) -> None:
-        tokens, seq_len, mask = batch_tokens(batch)
+    def batch_start(self, batch: Any, shape: tuple[Any, ...] | None = None) -> None:
+        tokens, seq_len, mask = batch_tokens(batch, shape)
         self._current = MicroBatch(self._last_end, self.clock.mark(), tokens, mask, seq_len)
 
     def backward_start(self) -> None:

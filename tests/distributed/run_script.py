@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--stall-at", type=int, default=5)
     ap.add_argument("--stall-sleep", type=float, default=0.0)
     ap.add_argument("--stall-min-seconds", type=float, default=120.0)
+    ap.add_argument("--stall-factor", type=float, default=5.0)
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--no-monitor", action="store_true", help="the same run without llmops, for comparison")
     ap.add_argument("--torch-hook", action="store_true",
@@ -93,7 +94,8 @@ def main() -> None:
 
     pl.seed_everything(0)
     monitor = None if args.no_monitor else LLMOpsMonitor(port=args.port, run="dist-test", interval=args.interval,
-                                                         stall_min_seconds=args.stall_min_seconds)
+                                                         stall_min_seconds=args.stall_min_seconds,
+                                                         stall_factor=args.stall_factor)
     record = Record(monitor, args.sleep, args.die_rank, args.die_at, args.torch_hook,
                     (args.stall_rank, args.stall_at, args.stall_sleep))
     callbacks = [c for c in (monitor, record) if c is not None]

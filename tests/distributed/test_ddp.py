@@ -160,11 +160,13 @@ def test_sigkill_and_resume_same_port(tmp_path):
 
 def test_a_rank_sleeping_inside_a_step_stalls_both_ranks_with_their_stacks_and_both_clear(tmp_path):
     """Rank 1 sleeps 5 s inside step 5; rank 0 waits for it in the gradient all-reduce. Both report the stall
-    (threshold: the 1 s floor; the steps take milliseconds) within a sampling interval of it, rank 1's stack
-    shows the sleep, rank 0's its backward waiting for the all-reduce, and both clear when the steps resume."""
+    (threshold: the 1 s floor, or 1.5 × p99 where a loaded machine slowed a step) within a sampling interval of
+    it, rank 1's stack shows the sleep, rank 0's its backward waiting for the all-reduce, and both clear when
+    the steps resume."""
     port, runs = free_ports(2), tmp_path / "runs"
     proc = launch(tmp_path, "--devices", "2", "--steps", "12", "--port", str(port), "--stall-rank", "1",
-                  "--stall-at", "5", "--stall-sleep", "5", "--stall-min-seconds", "1", "--interval", "0.2",
+                  "--stall-at", "5", "--stall-sleep", "5", "--stall-min-seconds", "1", "--stall-factor", "1.5",
+                  "--interval", "0.2",
                   env={"LLMOPS_RUN_DIR": str(runs)})
     try:
         def both_stalled() -> bool:  # what Prometheus would scrape during the stall
@@ -186,8 +188,9 @@ def test_a_rank_sleeping_inside_a_step_stalls_both_ranks_with_their_stacks_and_b
         log = [json.loads(line) for line in (runs / "dist-test" / f"rank{rank}.jsonl").read_text().splitlines()]
         [stall] = [x for x in log if x["kind"] == "stall"]
         [end] = [x for x in log if x["kind"] == "stall_end"]
-        assert stall["threshold_s"] == 1.0
-        assert 1.0 <= stall["since_step_s"] <= 1.0 + 0.2 + 0.8, stall  # a sampling interval, and a loaded CPU
+        assert 1.0 <= stall["threshold_s"] < 5.0
+        # within a sampling interval of the threshold, plus a loaded CPU's scheduling
+        assert stall["threshold_s"] <= stall["since_step_s"] <= stall["threshold_s"] + 0.2 + 0.8, stall
         assert end["t"] > stall["t"]
         text = (runs / "dist-test" / f"stall-rank{rank}.txt").read_text()
         assert "backend gloo: no NCCL Flight Recorder" in text

@@ -161,7 +161,9 @@ class SleepOnce(pl.Callback):
 
 
 def fit(tmp_path: Path, callback: pl.Callback, steps: int = 30, **kw) -> LLMOpsMonitor:
-    monitor = LLMOpsMonitor(port=0, run="stall", run_dir=str(tmp_path), interval=0.1, stall_min_seconds=0.6)
+    # factor 1.5: a step slowed by the shared machine (up to 2 s × 1/1.5) stays under the 3 s sleep's threshold
+    monitor = LLMOpsMonitor(port=0, run="stall", run_dir=str(tmp_path), interval=0.1, stall_min_seconds=0.6,
+                            stall_factor=1.5)
     trainer = pl.Trainer(max_steps=steps, accelerator="cpu", devices=1, callbacks=[monitor, callback], logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          num_sanity_val_steps=0, **kw)
@@ -180,15 +182,16 @@ def records(path: Path, kind: str) -> list[dict]:
 
 
 def test_a_step_that_sleeps_is_reported_with_its_stack_and_cleared(tmp_path):
-    monitor = fit(tmp_path, SleepOnce(at=10, seconds=2.0))
+    monitor = fit(tmp_path, SleepOnce(at=10, seconds=3.0))
     s = monitor.monitor.state
     assert s.get("llmops_train_stalled") == 0  # cleared: the run went on and finished
     assert s.get("llmops_train_step") == 30
     log = tmp_path / "stall" / "rank0.jsonl"
     [stall], [end] = records(log, "stall"), records(log, "stall_end")
-    # noticed past the threshold, within one sampling interval of it (plus a loaded machine's scheduling)
-    assert stall["threshold_s"] == pytest.approx(0.6)
-    assert 0.6 <= stall["since_step_s"] <= 0.6 + 0.1 + 0.4, stall
+    # noticed past the threshold (the 0.6 s floor, or 1.5 × p99 where the loaded machine made a step slow),
+    # within one sampling interval of it (plus a loaded machine's scheduling)
+    assert stall["threshold_s"] >= 0.6
+    assert stall["threshold_s"] <= stall["since_step_s"] <= stall["threshold_s"] + 0.1 + 0.4, stall
     assert stall["step"] == 10 and end["t"] > stall["t"]
     stalled = [v for name, _, v in (x for r in records(log, "metrics") for x in r["values"])
                if name == "llmops_train_stalled"]
