@@ -79,15 +79,14 @@ def _h(name: str, help: str, buckets: tuple[float, ...]) -> MetricSpec:
     return MetricSpec(name, "histogram", "seconds", (), help, buckets)
 
 
-# 1 ms .. 10 min, roughly 1-2.5-5 per decade: a step or an all-reduce at any model scale.
-DURATION_BUCKETS: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-)
-# 0.1 s .. 1 h: from a small model on local disk to a sharded 100B checkpoint on network storage.
-CHECKPOINT_BUCKETS: tuple[float, ...] = (
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
-)
+# Few, LLM-scale buckets (the series budget: README "Series per rank"): each finite bucket is one series per
+# rank. The shipped rules and dashboards read only `_sum` and `_count`; the buckets serve histogram_quantile.
+# A training step: 0.1 s (a small fine-tune) .. a minute (a large model's global batch), ×4-6 apart.
+STEP_BUCKETS: tuple[float, ...] = (0.1, 0.5, 2.5, 10.0, 60.0)
+# One DDP bucket's all-reduce (25 MB by default): 5 ms on NVLink .. half a second on a slow network.
+ALLREDUCE_BUCKETS: tuple[float, ...] = (0.005, 0.05, 0.5)
+# A checkpoint write: a small model on local disk .. a sharded 100B checkpoint on network storage.
+CHECKPOINT_BUCKETS: tuple[float, ...] = (10.0, 60.0, 600.0)
 
 _GPU = ("gpu", "UUID")  # UUID spelled as dcgm-exporter spells it, for joins on(UUID)
 
@@ -126,12 +125,12 @@ ACTUAL = (
 )
 PROGRESS = (
     _g("llmops_train_step", "count", "Global step."),
-    _h("llmops_step_duration_seconds", "Wall time of one training step on this rank.", DURATION_BUCKETS),
+    _h("llmops_step_duration_seconds", "Wall time of one training step on this rank.", STEP_BUCKETS),
     _c("llmops_samples_total", "count", "Samples processed by this rank."),
 )
 COMMUNICATION = (
     _h("llmops_comm_allreduce_duration_seconds",
-       "Time of each gradient all-reduce (per DDP bucket).", DURATION_BUCKETS),
+       "Time of each gradient all-reduce (per DDP bucket).", ALLREDUCE_BUCKETS),
     _c("llmops_comm_allreduce_bytes_total", "bytes", "Bytes all-reduced by this rank."),
     _g("llmops_comm_bus_bandwidth_bytes_per_second", "bytes_per_second",
        "All-reduce bus bandwidth over the last window (nccl-tests definition)."),
@@ -212,4 +211,29 @@ LABELS: dict[str, str] = {
     "strategy": "the Lightning strategy's class name", "precision": "the Trainer's precision",
 }
 
+# Run-level series: every rank of a run computes the same figure (the prediction, the run's settings), so only
+# global rank 0 exports them; dashboards join them to any rank's series on(run). Metric -> the label values
+# that make one of its series run-level (empty: all of them).
+RUN_LEVEL: dict[str, dict[str, str]] = {
+    "llmops_memory_predicted_bytes": {},
+    "llmops_gpus_predicted": {},
+    "llmops_batch_size": {},
+    "llmops_memory_safety_ratio": {},
+    "llmops_batch_size_max_safe": {},
+    "llmops_batch_accumulate_predicted": {},
+    "llmops_oom_risk": {"source": "prediction"},
+    "llmops_comm_allreduce_predicted_bytes": {},
+    "llmops_train_accumulate_grad_batches": {},
+}
+# Counters absent until they count something: a zero on every rank costs a series each and says nothing
+# (no alert reads them; a dashboard shows them with `or 0 * ...`).
+ABSENT_AT_ZERO: tuple[str, ...] = (
+    "llmops_cuda_ooms_total", "llmops_cuda_alloc_retries_total", "llmops_checkpoint_restores_total",
+)
+# The series budget of one rank in the default configuration (tests/exporter/test_series_budget.py, and the
+# 2-rank DDP run in tests/distributed/test_series_budget.py count it): what every rank exports, rank 0's
+# run-level series aside.
+SERIES_PER_RANK_BUDGET = 50
+
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
+

@@ -1,7 +1,8 @@
 """The "LLMOps / Training run" dashboard: one run's memory, GPUs, steps, where the time goes (phases,
 tokens/s, MFU, power), communication, checkpoints.
 
-Every query filters on the ``run`` and ``rank`` variables (``gpu`` on device series); the drift,
+Every query filters on the ``run`` and ``rank`` variables (``gpu`` on device series), except on the
+run-level series (``llmops.metrics.RUN_LEVEL``: the prediction, which rank 0 alone exports); the drift,
 communication and checkpoint panels also draw the alert thresholds from the rules file's
 ``llmops:threshold:*`` series, so the lines move when a user tunes them.
 """
@@ -59,15 +60,15 @@ def memory_row() -> list:
               "Refined prediction (set before the first step) against what the run holds, per component and rank. "
               "Actual params, grads and optimizer states are counted from the tensors; activations are measured "
               "on sampled steps.",
-              query(f'llmops_memory_predicted_bytes{{{S}, model="refined", component!="peak"}}',
-                    "predicted {{component}} (rank {{rank}})"),
+              query(f'llmops_memory_predicted_bytes{{{RUN}, model="refined", component!="peak"}}',
+                    "predicted {{component}} (every rank)"),
               query(f'llmops_memory_actual_bytes{{{S}, component!="peak"}}', "actual {{component}} (rank {{rank}})"),
               min_value=0),
         graph("Predicted vs measured peak per rank", BYTES,
               "Predicted peak per model (document = formulas.md; refined = llmops' best) against the measured peak "
               "(allocator peak over the last window on CUDA; tensors on the CPU).",
-              query(f'llmops_memory_predicted_bytes{{{S}, component="peak"}}',
-                    "predicted peak, {{model}} (rank {{rank}})"),
+              query(f'llmops_memory_predicted_bytes{{{RUN}, component="peak"}}',
+                    "predicted peak, {{model}} (every rank)"),
               query(f'llmops_memory_actual_bytes{{{S}, component="peak"}}', "measured peak (rank {{rank}})"),
               min_value=0),
         graph("Drift ratio (measured / predicted peak)", RATIO,
@@ -84,15 +85,15 @@ def memory_row() -> list:
                query(f"max by (run, rank, source) (llmops_oom_risk{{{S}}})", "{{source}} (rank {{rank}})")),
         graph("Headroom to the budget", BYTES,
               "Safety × budget minus the measured peak (what the run may still grow), and free device memory per GPU.",
-              query(f"llmops_memory_budget_bytes{{{S}}} * llmops_memory_safety_ratio{{{S}}}"
+              query(f"llmops_memory_budget_bytes{{{S}}} * on(run) group_left() llmops_memory_safety_ratio{{{RUN}}}"
                     f' - ignoring(component) llmops_memory_actual_bytes{{{S}, component="peak"}}',
                     "under safety × budget (rank {{rank}})"),
               query(f"llmops_gpu_memory_total_bytes{{{G}}} - llmops_gpu_memory_used_bytes{{{G}}}",
                     "GPU {{gpu}} free (rank {{rank}})")),
         graph("Batch size vs largest safe batch", COUNT,
               "Micro-batch in use and the largest one predicted to fit under safety × budget.",
-              query(f"llmops_batch_size{{{S}}}", "in use (rank {{rank}})"),
-              query(f"llmops_batch_size_max_safe{{{S}}}", "largest safe, {{model}} (rank {{rank}})"),
+              query(f"llmops_batch_size{{{RUN}}}", "in use (every rank)"),
+              query(f"llmops_batch_size_max_safe{{{RUN}}}", "largest safe, {{model}} (every rank)"),
               min_value=0),
     ]
 

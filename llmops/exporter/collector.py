@@ -12,21 +12,24 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.utils import floatToGoString
 
-from llmops.exporter.state import HistogramValue, MetricState
-from llmops.metrics import COMMON_LABELS, SUFFIX_UNITS, MetricSpec
+from llmops.exporter.state import HistogramValue, MetricState, Series
+from llmops.metrics import ABSENT_AT_ZERO, COMMON_LABELS, RUN_LEVEL, SUFFIX_UNITS, MetricSpec
 
 
 class LLMOpsCollector:
     """Exposes the latest values in ``state``; every series gets the ``run`` and ``rank`` labels.
 
     Register it on a registry of your own: ``registry.register(LLMOpsCollector(state, run, rank))``.
-    Metrics without any series are left out, so an unavailable reading is absent, never 0.
+    Metrics without any series are left out, so an unavailable reading is absent, never 0. The series
+    budget: run-level series (``llmops.metrics.RUN_LEVEL``, the same on every rank) are exported by rank 0
+    only unless ``run_level_on_every_rank``, and the ``ABSENT_AT_ZERO`` counters only once non-zero.
     """
 
-    def __init__(self, state: MetricState, run: str, rank: int) -> None:
+    def __init__(self, state: MetricState, run: str, rank: int, run_level_on_every_rank: bool = False) -> None:
         self.state = state
         self.run = str(run)
         self.rank = int(rank)
+        self.run_level_on_every_rank = bool(run_level_on_every_rank)
 
     def describe(self) -> list[Metric]:
         """Nothing up front: the metrics present depend on what has been measured."""
@@ -40,6 +43,9 @@ class LLMOpsCollector:
             series = snapshot.get(name)
             if not series:
                 continue
+            series = [s for s in series if self._exported(spec, s)]
+            if not series:
+                continue
             family = _family(spec)
             for one in series:
                 labels = [*common, *one.labels]
@@ -50,6 +56,16 @@ class LLMOpsCollector:
                 elif not isinstance(family, HistogramMetricFamily) and not isinstance(value, HistogramValue):
                     family.add_metric(labels, value)
             yield family
+
+
+    def _exported(self, spec: MetricSpec, one: Series) -> bool:
+        if spec.name in ABSENT_AT_ZERO and one.value == 0:
+            return False
+        match = RUN_LEVEL.get(spec.name)
+        if match is None or self.rank == 0 or self.run_level_on_every_rank:
+            return True
+        labels = dict(zip(spec.labels, one.labels, strict=True))
+        return not all(labels.get(k) == v for k, v in match.items())
 
 
 def _family(spec: MetricSpec) -> GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily:

@@ -26,10 +26,10 @@ def registry(state: MetricState) -> CollectorRegistry:
 
 
 def test_gauge_with_labels(state: MetricState, registry: CollectorRegistry) -> None:
-    state.set("llmops_memory_predicted_bytes", 12e9, component="peak", model="refined")
-    labels = {**RUN, "component": "peak", "model": "refined"}
-    assert registry.get_sample_value("llmops_memory_predicted_bytes", labels) == 12e9
-    assert registry.get_sample_value("llmops_memory_predicted_bytes", {**labels, "model": "document"}) is None
+    state.set("llmops_memory_drift_ratio", 1.5, model="refined")
+    labels = {**RUN, "model": "refined"}
+    assert registry.get_sample_value("llmops_memory_drift_ratio", labels) == 1.5
+    assert registry.get_sample_value("llmops_memory_drift_ratio", {**labels, "model": "document"}) is None
 
 
 def test_values_are_read_at_scrape_time(state: MetricState, registry: CollectorRegistry) -> None:
@@ -65,14 +65,16 @@ def test_histogram_series(state: MetricState, registry: CollectorRegistry) -> No
     name = "llmops_step_duration_seconds"
     assert registry.get_sample_value(f"{name}_count", RUN) == 4
     assert registry.get_sample_value(f"{name}_sum", RUN) == pytest.approx(45.403)
-    assert registry.get_sample_value(f"{name}_bucket", {**RUN, "le": "0.005"}) == 1
-    assert registry.get_sample_value(f"{name}_bucket", {**RUN, "le": "0.25"}) == 3
-    assert registry.get_sample_value(f"{name}_bucket", {**RUN, "le": "30.0"}) == 3
+    assert registry.get_sample_value(f"{name}_bucket", {**RUN, "le": "0.1"}) == 1
+    assert registry.get_sample_value(f"{name}_bucket", {**RUN, "le": "0.5"}) == 3
+    assert registry.get_sample_value(f"{name}_bucket", {**RUN, "le": "10.0"}) == 3
     assert registry.get_sample_value(f"{name}_bucket", {**RUN, "le": "60.0"}) == 4
     assert registry.get_sample_value(f"{name}_bucket", {**RUN, "le": "+Inf"}) == 4
 
 
-def test_every_metric_round_trips_with_run_and_rank(state: MetricState, registry: CollectorRegistry) -> None:
+def test_every_metric_round_trips_with_run_and_rank(state: MetricState) -> None:
+    registry = CollectorRegistry()
+    registry.register(LLMOpsCollector(state, run="gpt-test", rank=3, run_level_on_every_rank=True))
     write = {"gauge": state.set, "counter": state.inc, "histogram": state.observe}
     for spec in BY_NAME.values():
         write[spec.type](spec.name, 1, **{label: f"v-{label}" for label in spec.labels})
@@ -92,10 +94,10 @@ def test_every_metric_round_trips_with_run_and_rank(state: MetricState, registry
 
 def test_openmetrics_exposition_carries_units(state: MetricState, registry: CollectorRegistry) -> None:
     state.set("llmops_comm_bus_bandwidth_bytes_per_second", 1e11)
-    state.set("llmops_gpus_predicted", 8, method="formula", phase="training")
+    state.set("llmops_train_step", 8)
     text = generate_openmetrics(registry).decode()
     assert "# UNIT llmops_comm_bus_bandwidth_bytes_per_second bytes_per_second" in text
-    assert "llmops_gpus_predicted{" in text and "llmops_gpus_predicted_count" not in text
+    assert "llmops_train_step{" in text and "llmops_train_step_count" not in text
 
 
 def test_describe_is_empty_and_the_registry_is_our_own() -> None:
@@ -107,3 +109,33 @@ def test_describe_is_empty_and_the_registry_is_our_own() -> None:
     state.set("llmops_batch_size", 4)
     assert registry.get_sample_value("llmops_batch_size", {"run": "a", "rank": "0"}) == 4
     assert REGISTRY.get_sample_value("llmops_batch_size", {"run": "a", "rank": "0"}) is None
+
+
+def test_run_level_series_only_on_rank_zero(state: MetricState, registry: CollectorRegistry) -> None:
+    """The series budget: a prediction every rank makes alike is exported once, by rank 0, with its run label."""
+    state.set("llmops_memory_predicted_bytes", 12e9, component="peak", model="refined")
+    state.set("llmops_oom_risk", 1, source="prediction")
+    state.set("llmops_oom_risk", 0, source="measured")
+    rank0 = CollectorRegistry()
+    rank0.register(LLMOpsCollector(state, run="gpt-test", rank=0))
+    peak = {"component": "peak", "model": "refined"}
+    assert rank0.get_sample_value("llmops_memory_predicted_bytes", {"run": "gpt-test", "rank": "0", **peak}) == 12e9
+    assert registry.get_sample_value("llmops_memory_predicted_bytes", {**RUN, **peak}) is None
+    # only the prediction's source is run-level: a rank's measured risk is its own
+    assert registry.get_sample_value("llmops_oom_risk", {**RUN, "source": "prediction"}) is None
+    assert registry.get_sample_value("llmops_oom_risk", {**RUN, "source": "measured"}) == 0
+    assert rank0.get_sample_value("llmops_oom_risk", {"run": "gpt-test", "rank": "0", "source": "prediction"}) == 1
+    every = CollectorRegistry()
+    every.register(LLMOpsCollector(state, run="gpt-test", rank=3, run_level_on_every_rank=True))
+    assert every.get_sample_value("llmops_memory_predicted_bytes", {**RUN, **peak}) == 12e9
+
+
+def test_counters_absent_until_they_count(state: MetricState, registry: CollectorRegistry) -> None:
+    state.inc("llmops_checkpoint_restores_total", 0)
+    state.inc("llmops_cuda_ooms_total", 0)
+    state.inc("llmops_checkpoint_failures_total", 0)  # not in ABSENT_AT_ZERO: the alert reads it from 0
+    assert registry.get_sample_value("llmops_checkpoint_restores_total", RUN) is None
+    assert registry.get_sample_value("llmops_cuda_ooms_total", RUN) is None
+    assert registry.get_sample_value("llmops_checkpoint_failures_total", RUN) == 0
+    state.inc("llmops_checkpoint_restores_total", 1)
+    assert registry.get_sample_value("llmops_checkpoint_restores_total", RUN) == 1

@@ -96,19 +96,18 @@ def test_histogram_buckets_are_cumulative_with_le_semantics() -> None:
     spec = BY_NAME["llmops_step_duration_seconds"]
     assert spec.buckets is not None
     state = MetricState()
-    for value in (0.001, 0.002, 1.0, 1e6):  # on a bound, between bounds, on a bound, past the last
+    for value in (0.1, 0.2, 2.5, 1e6):  # on a bound, between bounds, on a bound, past the last
         state.observe(spec.name, value)
     hist = state.get(spec.name)
     assert isinstance(hist, HistogramValue)
     bounds = dict(hist.buckets)
     assert list(bounds) == [*spec.buckets, math.inf]
-    assert bounds[0.001] == 1  # le is inclusive
-    assert bounds[0.0025] == 2
+    assert bounds[0.1] == 1  # le is inclusive
     assert bounds[0.5] == 2
-    assert bounds[1.0] == 3
-    assert bounds[600.0] == 3
+    assert bounds[2.5] == 3
+    assert bounds[60.0] == 3
     assert bounds[math.inf] == 4 == hist.count
-    assert hist.sum == pytest.approx(1e6 + 1.003)
+    assert hist.sum == pytest.approx(1e6 + 2.8)
 
 
 def test_remove_and_clear() -> None:
