@@ -65,10 +65,20 @@ def architecture(cfg: Any) -> dict[str, Any]:
     if found.get("experts", 1) < 2:
         found.pop("experts", None)
         found.pop("experts_active", None)
+    d, h, a = get(cfg, "head_dim"), found.get("hidden"), found.get("heads")
+    if isinstance(d, int) and d > 0 and h and a and d * a != h:
+        found["head_dim"] = d  # Gemma 2: heads × head_dim is not hidden
+    if block_norms(cfg) != 2:
+        found["block_norms"] = block_norms(cfg)
     impl = str(get(cfg, "_attn_implementation", "attn_implementation") or "")
     if impl in ("sdpa", "flash_attention_2", "flash_attention_3"):
         found["attention"] = "sdpa"
     return found
+
+
+def block_norms(cfg: Any) -> int:
+    """Norms per block: Gemma 2 adds one after the attention and one after the MLP to the two before them."""
+    return 4 if get(cfg, "model_type") == "gemma2" else 2
 
 
 def _head_dim(cfg: Any, h: int, a: int) -> int:
@@ -97,7 +107,7 @@ def param_count(cfg: Any) -> tuple[int, int]:
     mlp_bias = f + h if gpt2 or get(cfg, "mlp_bias") else 0
     mlp = (3 if arch.get("gated_mlp") else 2) * h * f + mlp_bias
     norm = h if arch.get("norm") == "rmsnorm" else 2 * h
-    norms = (4 if model_type == "gemma2" else 2) * norm
+    norms = block_norms(cfg) * norm
     E, k = arch.get("experts", 1), arch.get("experts_active", 1)
     if E > 1:
         expert = 3 * h * arch.get("expert_ffn_hidden", f)

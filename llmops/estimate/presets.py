@@ -46,9 +46,6 @@ def _gpt2(h: int, L: int, a: int) -> dict[str, object]:
 
 
 _GEMMA = {"hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh"}
-# Gemma 2's head_dim is not hidden / heads: its parameters are counted with it, its attention
-# activations with hidden (the estimator's h = a·d), a few percent of its activations.
-_HEAD_DIM_NOTE = "; activations count attention at hidden, not heads × head_dim"
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     _hf("gpt2-small", "Radford et al. 2019; HF gpt2 config.json", 1024, _gpt2(768, 12, 12)),
@@ -94,11 +91,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         _llama("qwen2", 5120, 64, 40, 8, 27648, 152064, False, rms_norm_eps=1e-6)),
     _hf("qwen2.5-72b", "HF Qwen2.5-72B config.json", 8192,
         _llama("qwen2", 8192, 80, 64, 8, 29568, 152064, False, rms_norm_eps=1e-6)),
-    _hf("gemma-2-2b", "HF gemma-2-2b config.json (head_dim 256)" + _HEAD_DIM_NOTE, 8192,
+    _hf("gemma-2-2b", "HF gemma-2-2b config.json (head_dim 256)", 8192,
         _llama("gemma2", 2304, 26, 8, 4, 9216, 256000, True, head_dim=256, rms_norm_eps=1e-6, **_GEMMA)),
-    _hf("gemma-2-9b", "HF gemma-2-9b config.json (head_dim 256)" + _HEAD_DIM_NOTE, 8192,
+    _hf("gemma-2-9b", "HF gemma-2-9b config.json (head_dim 256)", 8192,
         _llama("gemma2", 3584, 42, 16, 8, 14336, 256000, True, head_dim=256, rms_norm_eps=1e-6, **_GEMMA)),
-    _hf("gemma-2-27b", "HF gemma-2-27b config.json (head_dim 128)" + _HEAD_DIM_NOTE, 8192,
+    _hf("gemma-2-27b", "HF gemma-2-27b config.json (head_dim 128)", 8192,
         _llama("gemma2", 4608, 46, 32, 16, 36864, 256000, True, head_dim=128, rms_norm_eps=1e-6, **_GEMMA)),
     _hf("phi-3-mini", "HF Phi-3-mini-4k-instruct config.json", 4096,
         _llama("phi3", 3072, 32, 32, 32, 8192, 32064, False)),

@@ -74,7 +74,7 @@ def layer_activation_bytes(spec: TrainingSpec, b: int, with_scores: bool) -> Fra
     cuda = spec.device == "cuda"
     r = _residual_bytes(spec)  # residual stream: layer-norm inputs
     drop = 1 if spec.dropout else 0
-    h_kv = Fraction(h * (spec.kv_heads or a), a)
+    h_q, h_kv = spec.attention_widths()
     f = spec.ffn_hidden or 4 * h
     # SDPA with dropout has no fused CPU kernel: PyTorch runs its math path, which keeps the
     # s×s scores as plain attention does, and upcasts 2-byte inputs to fp32 to do so.
@@ -83,8 +83,9 @@ def layer_activation_bytes(spec: TrainingSpec, b: int, with_scores: bool) -> Fra
     # The Q/K/V projections' input, saved where one of them trains; the output projection's input,
     # which fused attention keeps as its output anyway.
     kept_by_attention = 1 if spec.attention == "sdpa" or math_sdpa else 0
-    attn = p * s * b * h * (_saves_input(spec, ("q", "k", "v")) + max(kept_by_attention, _saves_input(spec, ("o",))))
-    attn += q * s * b * (h + 2 * h_kv)  # Q, K, V
+    attn = p * s * b * h * _saves_input(spec, ("q", "k", "v"))
+    attn += p * s * b * h_q * max(kept_by_attention, _saves_input(spec, ("o",)))
+    attn += q * s * b * (h_q + 2 * h_kv)  # Q, K, V
     attn += drop * _mask(spec, p) * s * b * h  # attention output dropout mask
     if spec.attention == "plain" or math_sdpa:
         if with_scores:
@@ -94,7 +95,9 @@ def layer_activation_bytes(spec: TrainingSpec, b: int, with_scores: bool) -> Fra
     mlp = p * s * b * (spec.experts_active * _mlp_width(spec, spec.expert_ffn() if spec.experts > 1 else f)
                        + (_mlp_width(spec, spec.shared_expert_ffn_hidden) if spec.shared_expert_ffn_hidden else 0))
     mlp += drop * _mask(spec, p) * s * b * h
-    norms = 2 * norm_bytes(spec, r) * s * b
+    # the norms before the attention and the MLP read the residual stream; Gemma 2's after them, the sublayers'
+    # outputs (the compute dtype)
+    norms = (2 * norm_bytes(spec, r) + (spec.block_norms - 2) * norm_bytes(spec, p)) * s * b
     return (attn + mlp + norms + adapter_activation_bytes(spec, b)) / spec.tensor_parallel
 
 
@@ -258,7 +261,7 @@ def checkpointed_layer_bytes(spec: TrainingSpec, b: int) -> Fraction:
     math_sdpa = spec.attention == "sdpa" and spec.dropout and spec.device == "cpu"
     kept = _residual_bytes(spec) * h + p * sum(matmul_outputs(spec)[::2])
     if spec.attention == "sdpa" and not math_sdpa:
-        kept += p * h + LOGSUMEXP_BYTES * a
+        kept += p * spec.attention_widths()[0] + LOGSUMEXP_BYTES * a
     return kept * s * b / spec.tensor_parallel
 
 

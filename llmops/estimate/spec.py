@@ -61,6 +61,7 @@ class TrainingSpec:
     heads: int | None = None  # a
     hidden: int | None = None  # h
     kv_heads: int | None = None  # grouped-query attention; None = heads
+    head_dim: int | None = None  # values per head; None = hidden / heads (Gemma 2's is not)
     ffn_hidden: int | None = None  # MLP width; None = 4h, as formulas.md assumes
     gated_mlp: bool = False  # SwiGLU-style MLP (gate and up projections)
     experts_active: int = 1  # experts each token passes through (Mixtral's num_experts_per_tok)
@@ -69,6 +70,7 @@ class TrainingSpec:
     shared_expert_ffn_hidden: int | None = None  # an always-on shared expert's width (Qwen2-MoE)
     activation: str = "gelu"  # the MLP's activation function, by how much it saves (ACTIVATIONS)
     norm: str = "layernorm"  # "rmsnorm" upcasts to fp32 inside and keeps its normalised output
+    block_norms: int = 2  # norms per block: before the attention and the MLP (Gemma 2 adds two after them)
     loss_upcast: bool = True  # the loss upcasts the logits to fp32 (Hugging Face's logits.float())
     largest_param: int | None = None  # elements of the largest trainable tensor (Adam's CPU temporaries)
     vocab: int | None = None  # V
@@ -94,6 +96,12 @@ class TrainingSpec:
     quantize: str | None = None  # the frozen base's block linears in nf4 or int8; compute stays in precision
     double_quant: bool = False  # nf4's block constants quantised too (QLoRA's double quantisation)
 
+    def attention_widths(self) -> tuple[int, int]:
+        """``(a·d, kv·d)``: the widths of Q (and the attention's output) and of K and V, d the head size."""
+        a = self.heads or 1
+        d = self.head_dim or (self.hidden or 0) // a
+        return a * d, (self.kv_heads or a) * d
+
     def expert_ffn(self) -> int:
         """An expert's MLP width (the dense width when not set)."""
         return self.expert_ffn_hidden or self.ffn_hidden or 4 * (self.hidden or 0)
@@ -118,11 +126,11 @@ class TrainingSpec:
 def block_linears(spec: TrainingSpec, experts: int) -> dict[str, tuple[int, int, int]]:
     """``name → (in, out, copies)`` of one transformer block's linear layers: Q, K, V, O, and the MLP's
     gate (gated MLPs only), up and down, ``experts`` copies of each (an expert's width under experts)."""
-    h, a = spec.hidden or 0, spec.heads or 1
-    kv = (spec.kv_heads or a) * h // a  # exact: heads divide hidden (validate)
+    h = spec.hidden or 0
+    q, kv = spec.attention_widths()  # exact: heads divide hidden unless head_dim is set (validate)
     f = spec.expert_ffn() if spec.experts > 1 else spec.ffn_hidden or 4 * h
     mlp = {"gate": (h, f, experts)} if spec.gated_mlp else {}
-    return {"q": (h, h, 1), "k": (h, kv, 1), "v": (h, kv, 1), "o": (h, h, 1), **mlp,
+    return {"q": (h, q, 1), "k": (h, kv, 1), "v": (h, kv, 1), "o": (q, h, 1), **mlp,
             "up": (h, f, experts), "down": (f, h, experts)}
 
 
@@ -138,7 +146,7 @@ def _bound(top: int) -> str:
 def validate(spec: TrainingSpec) -> TrainingSpec:
     """Raise ``ValueError`` naming the field, its value and what is allowed."""
     for name in ("params", "trainable_params", "active_params", "layers", "heads", "hidden",
-                 "kv_heads", "ffn_hidden", "vocab", "seq_len", "batch_size", "global_batch",
+                 "kv_heads", "head_dim", "ffn_hidden", "vocab", "seq_len", "batch_size", "global_batch",
                  "gpu_memory", "expert_ffn_hidden", "shared_expert_ffn_hidden", "largest_param"):
         value = getattr(spec, name)
         top = (MAX_BYTES if name == "gpu_memory" else MAX_COUNT if name.endswith(("params", "param"))
@@ -150,7 +158,7 @@ def validate(spec: TrainingSpec) -> TrainingSpec:
             whole = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if not whole or not 0 < value <= top:
             raise _allowed(name, value, f"it must be a positive whole number, at most {_bound(top)}")
-    for name in ("world_size", "tensor_parallel", "experts_active", "experts"):
+    for name in ("world_size", "tensor_parallel", "experts_active", "experts", "block_norms"):
         value = getattr(spec, name)
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_DIMENSION:
             raise _allowed(name, value, f"it must be a whole number from 1 to {_bound(MAX_DIMENSION)}")
@@ -179,7 +187,7 @@ def validate(spec: TrainingSpec) -> TrainingSpec:
                           ("activation", tuple(ACTIVATIONS)), ("norm", NORMS)):
         if getattr(spec, name) not in choices:
             raise _allowed(name, getattr(spec, name), f"allowed: {', '.join(choices)}")
-    if spec.heads and spec.hidden and spec.hidden % spec.heads:
+    if spec.heads and spec.hidden and spec.hidden % spec.heads and spec.head_dim is None:
         raise _allowed("heads", spec.heads, f"it must divide hidden={spec.hidden}")
     if spec.heads and spec.kv_heads and spec.heads % spec.kv_heads:
         raise _allowed("kv_heads", spec.kv_heads, f"it must divide heads={spec.heads}")
