@@ -81,8 +81,8 @@ def _h(name: str, help: str, buckets: tuple[float, ...]) -> MetricSpec:
 
 # Few, LLM-scale buckets (the series budget: README "Series per rank"): each finite bucket is one series per
 # rank. The shipped rules and dashboards read only `_sum` and `_count`; the buckets serve histogram_quantile.
-# A training step: 0.1 s (a small fine-tune) .. a minute (a large model's global batch), ×4-6 apart.
-STEP_BUCKETS: tuple[float, ...] = (0.1, 0.5, 2.5, 10.0, 60.0)
+# A training step: 0.1 s (a small fine-tune) .. 15 s (a large model's global batch), ×5-6 apart.
+STEP_BUCKETS: tuple[float, ...] = (0.1, 0.5, 2.5, 15.0)
 # One DDP bucket's all-reduce (25 MB by default): 5 ms on NVLink .. half a second on a slow network.
 ALLREDUCE_BUCKETS: tuple[float, ...] = (0.005, 0.05, 0.5)
 # A checkpoint write: a small model on local disk .. a sharded 100B checkpoint on network storage.
@@ -224,6 +224,7 @@ RUN_LEVEL: dict[str, dict[str, str]] = {
     "llmops_oom_risk": {"source": "prediction"},
     "llmops_comm_allreduce_predicted_bytes": {},
     "llmops_train_accumulate_grad_batches": {},
+    "llmops_build_info": {},
 }
 # Counters absent until they count something: a zero on every rank costs a series each and says nothing
 # (no alert reads them; a dashboard shows them with `or 0 * ...`).

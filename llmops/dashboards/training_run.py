@@ -117,8 +117,24 @@ def training_row() -> list:
               "Mean wall time of a training step per rank, and the run's median; LLMOpsStraggler fires for a rank "
               "over the median by more than llmops:threshold:straggler_ratio.",
               query(_mean("llmops_step_duration_seconds"), "rank {{rank}}"),
-              query(f'quantile by (run) (0.5, {_mean("llmops_step_duration_seconds", RUN)})',
-                    "median of run {{run}}"),
+              query(f"llmops:run_step_duration_seconds:median5m{{{RUN}}}", "median of run {{run}}"),
+              min_value=0),
+        graph("Step time across ranks", SECONDS,
+              "The run's fastest, median and slowest rank by mean step time over 5 minutes, and which rank is the "
+              "slowest: recorded per run (group llmops-ranks), so the panel reads three series however many ranks "
+              "the run has. LLMOpsStraggler compares each rank with the median.",
+              query(f"llmops:run_step_duration_seconds:min5m{{{RUN}}}", "fastest rank"),
+              query(f"llmops:run_step_duration_seconds:median5m{{{RUN}}}", "median"),
+              query(f"llmops:run_step_duration_seconds:max5m{{{RUN}}}", "slowest rank"),
+              query(f"llmops:run_slowest_rank_step_duration_seconds:mean5m{{{RUN}}}", "slowest: rank {{rank}}"),
+              min_value=0),
+        graph("Peak memory across ranks", BYTES,
+              "The run's smallest, median and largest measured peak per device, and the rank with the largest "
+              "(recorded per run, group llmops-ranks).",
+              query(f"llmops:run_memory_peak_bytes:min{{{RUN}}}", "smallest"),
+              query(f"llmops:run_memory_peak_bytes:median{{{RUN}}}", "median"),
+              query(f"llmops:run_memory_peak_bytes:max{{{RUN}}}", "largest"),
+              query(f"llmops:run_memory_peak_bytes:max_rank{{{RUN}}}", "largest: rank {{rank}}"),
               min_value=0),
         graph("Throughput", "suffix: samples/s", "Samples per second, summed over the selected ranks.",
               query(f"sum by (run) (rate(llmops_samples_total{{{S}}}[{RATE}]))", "{{run}}"), min_value=0),
@@ -209,7 +225,8 @@ def checkpoint_row() -> list:
               # the failures counter appears at the first failure: until then, 0 for each rank that saves
               query(f"llmops_checkpoint_failures_total{{{S}}} or 0 * llmops_checkpoint_saves_total{{{S}}}",
                     "failures (rank {{rank}})"),
-              query(f"llmops_checkpoint_restores_total{{{S}}}", "restores (rank {{rank}})"),
+              query(f"llmops_checkpoint_restores_total{{{S}}} or 0 * llmops_train_step{{{S}}}",
+                    "restores (rank {{rank}})"),
               min_value=0),
     ]
 
@@ -220,8 +237,8 @@ def monitor_row() -> list:
               "Errors caught inside the monitor (the run went on); a probe's series may be stale meanwhile.",
               query(f"sum by (run, rank, probe) (llmops_monitor_errors_total{{{S}}})", "{{probe}} (rank {{rank}})"),
               min_value=0),
-        info_table("Build", "Versions and settings of each rank (llmops_build_info).",
-                   query(f"llmops_build_info{{{S}}}", instant=True, table_format=True), width=12, height=8),
+        info_table("Build", "Versions and settings of the run (llmops_build_info, from rank 0).",
+                   query(f"llmops_build_info{{{RUN}}}", instant=True, table_format=True), width=12, height=8),
     ]
 
 
@@ -257,7 +274,9 @@ def build() -> dashboard.Dashboard:
                .tooltip("What each llmops alert means and what to do").target_blank(True))
          .with_variable(dashboard.DatasourceVariable("datasource").label("Datasource").type("prometheus"))
          .with_variable(label_variable("run", "Run", "llmops_build_info", all_ranks=False))
-         .with_variable(label_variable("rank", "Rank", 'llmops_build_info{run=~"$run"}', all_ranks=True))
+         # every rank sets its start time (llmops_build_info is run-level: rank 0's alone)
+         .with_variable(label_variable("rank", "Rank", 'llmops_run_start_timestamp_seconds{run=~"$run"}',
+                                       all_ranks=True))
          .with_variable(label_variable("gpu", "GPU", 'llmops_gpu_memory_total_bytes{run=~"$run", rank=~"$rank"}',
                                        all_ranks=True)))
     next_id = 1

@@ -90,8 +90,8 @@ def test_units_follow_the_metrics(title, unit):
 
 def test_every_llmops_query_filters_on_run_and_rank():
     for title, expr in panel_queries(load()):
-        if "llmops_" not in expr:
-            continue  # thresholds from the rules file
+        if "llmops_" not in expr and "llmops:run_" not in expr:
+            continue  # thresholds from the rules file; its per-run recordings (llmops:run_*) filter on run
         assert 'run=~"$run"' in expr, title
         # The run's median spans every rank; run-level series (the prediction) come from rank 0 alone.
         unfiltered = {m.group(1) for m in re.finditer(r"(llmops_\w+)\{([^}]*)\}", expr) if "rank=" not in m.group(2)}

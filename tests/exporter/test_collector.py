@@ -67,8 +67,8 @@ def test_histogram_series(state: MetricState, registry: CollectorRegistry) -> No
     assert registry.get_sample_value(f"{name}_sum", RUN) == pytest.approx(45.403)
     assert registry.get_sample_value(f"{name}_bucket", {**RUN, "le": "0.1"}) == 1
     assert registry.get_sample_value(f"{name}_bucket", {**RUN, "le": "0.5"}) == 3
-    assert registry.get_sample_value(f"{name}_bucket", {**RUN, "le": "10.0"}) == 3
-    assert registry.get_sample_value(f"{name}_bucket", {**RUN, "le": "60.0"}) == 4
+    assert registry.get_sample_value(f"{name}_bucket", {**RUN, "le": "2.5"}) == 3
+    assert registry.get_sample_value(f"{name}_bucket", {**RUN, "le": "15.0"}) == 3
     assert registry.get_sample_value(f"{name}_bucket", {**RUN, "le": "+Inf"}) == 4
 
 
