@@ -38,6 +38,7 @@ def test_single_cpu_rank_stays_within_the_budget_with_everything_it_measures():
                  "llmops_step_time_median_ratio", "llmops_memory_actual_bytes", "llmops_memory_predicted_bytes"):
         assert name in names, name
     per_rank, run_level = split(grab.samples)
+    print(f"series: {per_rank} per-rank + {run_level} run-level")
     # rank 0 of a one-rank run: its run-level prediction counts against the same budget
     assert per_rank + run_level <= SERIES_PER_RANK_BUDGET, (per_rank, run_level)
     assert run_level > 0
