@@ -103,7 +103,8 @@ def test_drift_alert_reaches_webhook_and_every_panel_has_data(tmp_path, record_p
     port = free_port()
     client = fake_gpu_client()
     monitor = LLMOpsMonitor(port=port, run=RUN, spec=TrainingSpec(seq_len=1024), memory_budget="1GB",
-                            interval=0.2, activation_interval=1, nvml=True, _nvml_client=client)
+                            interval=0.2, activation_interval=1, nvml=True, _nvml_client=client,
+                            peak_flops=2e11)  # a CPU run: MFU needs the peak given (absent otherwise)
     host = receiver.url.removeprefix("http://")
     stack = Stack(tmp_path / "stack", prometheus_port=0, alertmanager_port=0, targets=[f"127.0.0.1:{port}"],
                   rule_files=[rules_with_short_drift_for(tmp_path / "rules.yml")],

@@ -61,7 +61,7 @@ def test_stack_serves_rules_on_loopback_and_stops(tmp_path):
     with Stack(tmp_path, prometheus_port=0, alertmanager_port=0, targets=["127.0.0.1:1"]) as stack:
         with urllib.request.urlopen(f"{stack.prometheus_url}/api/v1/rules", timeout=10) as r:
             groups = json.loads(r.read())["data"]["groups"]
-        assert {g["name"] for g in groups} == {"llmops-thresholds", "llmops-recording", "llmops-alerts"}
+        assert {g["name"] for g in groups} == {"llmops-thresholds", "llmops-recording", "llmops-ranks", "llmops-alerts"}
         with urllib.request.urlopen(f"{stack.alertmanager_url}/api/v2/status", timeout=10) as r:
             assert json.loads(r.read())["cluster"]["status"] == "disabled"  # no gossip on 0.0.0.0:9094
         procs = list(stack.processes.values())
