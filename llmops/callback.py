@@ -78,6 +78,10 @@ class MonitorCallback:
 
     Args:
         port: the first rank's port; each process serves on ``port + local_rank``; 0 takes a free port.
+        endpoint: ``"rank"`` (default: one endpoint per process, as ``port`` says) or ``"node"``: one per node,
+            on local rank 0 at ``port``, serving every local rank's series, each under its own ``rank``; the
+            other local ranks' sampler threads hand their state to it over a Unix socket (never the training
+            thread), and a rank not heard from for 5 intervals (at least 10 s) is dropped until it is again.
         addr: address to listen on (``"0.0.0.0"`` for a cluster's Prometheus).
         run: the run's name; default one unique per run, the same on every rank and kept across a resume
             from a checkpoint: the logger's name and version, then the start time and a short id
@@ -131,6 +135,7 @@ class MonitorCallback:
                  log_to_loggers: bool | None = None, log_all_ranks: bool = False, progress_bar: bool = False,
                  record_memory_history: bool = False, dry_run: bool = False, dry_run_timeout: float = 120.0,
                  peak_flops: float | None = None, stall_factor: float = 5.0, stall_min_seconds: float = 120.0,
+                 endpoint: Literal["rank", "node"] = "rank",
                  _registry: CollectorRegistry | None = None,
                  _nvml_client: Any = None, _step_clock: Any = None) -> None:
         super().__init__()
@@ -140,7 +145,7 @@ class MonitorCallback:
             nvml=nvml, certfile=certfile, keyfile=keyfile, basic_auth=basic_auth, linger=linger,
             pushgateway_url=pushgateway_url, serve=serve, runlog=runlog, run_dir=run_dir, dry_run=dry_run,
             dry_run_timeout=dry_run_timeout, peak_flops=peak_flops, stall_factor=stall_factor,
-            stall_min_seconds=stall_min_seconds)
+            stall_min_seconds=stall_min_seconds, endpoint=endpoint)
         self.monitor = Monitor(self.config, registry=_registry, nvml_client=_nvml_client,  # test hooks: private
                                step_clock=_step_clock)
         self._needs_preflight = True

@@ -16,6 +16,7 @@ from .estimate.spec import validate_input
 from .estimate.units import parse_size
 
 ON_OOM_RISK = ("warn", "raise")
+ENDPOINTS = ("rank", "node")  # one endpoint per process (the default), or one per node on local rank 0
 MAX_SECONDS = 7 * 24 * 3600.0  # a week: past it a setting in seconds is a typo, not a plan
 MAX_PEAK_FLOPS = 1e18  # FLOP/s per device: an exaFLOP/s, far past any device
 MIN_STALL_FACTOR, MAX_STALL_FACTOR = 1.5, 1000.0  # under 1.5 × p99 ordinary jitter would count as a stall
@@ -27,6 +28,7 @@ class MonitorConfig:
 
     port: int = 9445
     addr: str = "127.0.0.1"
+    endpoint: str = "rank"  # "rank": each process serves port + local_rank; "node": local rank 0 serves the node
     run: str | None = None
     spec: TrainingSpec | Mapping[str, Any] | None = None
     memory_budget: int | None = None  # bytes; parsed from "8GB" by ``from_args``
@@ -71,6 +73,9 @@ class MonitorConfig:
     def check(self) -> None:
         if not isinstance(self.port, int) or isinstance(self.port, bool) or not 0 <= self.port <= 65535:
             raise _bad("port", self.port, "a whole number in 0..65535 (0 takes a free port)")
+        if self.endpoint not in ENDPOINTS:
+            raise _bad("endpoint", self.endpoint, "'rank' (each process serves port + local_rank) or 'node' "
+                       "(local rank 0 serves every local rank's series on port)")
         if not _address(self.addr):
             raise _bad("addr", self.addr, "an IP address or host name to listen on, e.g. '127.0.0.1' or '0.0.0.0'")
         if self.run is not None and (not isinstance(self.run, str) or not self.run.strip()):

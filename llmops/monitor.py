@@ -25,7 +25,7 @@ from .drift import drift_ratio, trend_risk
 from .estimate import Estimate, document, refined
 from .estimate.units import fmt_bytes, unit_for
 from .estimate.whatif import what_if
-from .exporter import LLMOpsCollector, MetricState, push_final, start_exporter
+from .exporter import LLMOpsCollector, MetricState, NodeReceiver, NodeSender, node_address, push_final, start_exporter
 from .flops import model_flops_per_token
 from .guard import Guard, OOMRiskError, ProbeHung, bounded, warn_oom
 from .introspect import Introspection
@@ -41,6 +41,8 @@ from .tables import estimate_table, to_text, whatif_table
 log = logging.getLogger("llmops")
 FINAL_SCRAPE_MAX_S = 60.0  # at exit, the longest wait for Prometheus to read the end marker
 PROBE_TIMEOUT_S = 5.0  # the longest the training thread waits on a probe (open, close, the sampler's last read)
+# endpoint="node": a local rank not heard from for this many sampling intervals, and at least this long, is stale
+NODE_STALE_INTERVALS, NODE_STALE_MIN_S = 5, 10.0
 
 
 class Monitor:
@@ -53,6 +55,7 @@ class Monitor:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
         self.guard = Guard(self.state)
         self.exporter: Any = None
+        self.node: NodeReceiver | NodeSender | None = None  # endpoint="node": local rank 0 receives, the others send
         self.prediction: dict[str, Estimate] = {}
         self.intro: Introspection | None = None
         self.preflight_text = ""
@@ -108,14 +111,17 @@ class Monitor:
                 self.registry.register(self._collector)
         else:  # a later fit: the same endpoint, under this fit's run name
             self._collector.run, self._collector.rank = run, rank
-        if self.config.serve and self.exporter is None:
-            c = self.config
+        c = self.config
+        per_node = c.endpoint == "node" and local_world_size > 1
+        if c.serve and per_node and self.node is None:
+            self._start_node(run, rank, local_rank)
+        if c.serve and self.exporter is None and not (per_node and local_rank > 0):
             with self.guard("exporter"):
-                self.exporter = start_exporter(self.registry, port=c.port + local_rank if c.port else 0,
-                                               addr=c.addr, certfile=c.certfile, keyfile=c.keyfile,
-                                               basic_auth=c.basic_auth,
-                                               announce=_node_note(c.port, local_world_size) if local_rank == 0
-                                               else None)
+                port = c.port if per_node or not c.port else c.port + local_rank
+                self.exporter = start_exporter(self.registry, port=port, addr=c.addr, certfile=c.certfile,
+                                               keyfile=c.keyfile, basic_auth=c.basic_auth,
+                                               announce=_node_note(c.port, local_world_size, per_node)
+                                               if local_rank == 0 else None)
         self.state.set("llmops_build_info", 1, **build_labels)
         self._precision = build_labels.get("precision", "")
         with self.guard("steps"):
@@ -141,6 +147,20 @@ class Monitor:
         self._thread = threading.Thread(target=self._loop, name="llmops-sampler", daemon=True)
         self._thread.start()
 
+    def _start_node(self, run: str, rank: int, local_rank: int) -> None:
+        """endpoint="node": local rank 0 listens for the other local ranks' snapshots and serves them beside its
+        own; the others send theirs from the sampler thread (``sample``)."""
+        with self.guard("node"):
+            address = node_address(run, self.config.port)
+            if local_rank == 0:
+                stale_s = max(NODE_STALE_MIN_S, NODE_STALE_INTERVALS * self.config.interval)
+                self.node = NodeReceiver(address, stale_s, on_error=lambda e: self.guard.record("node", e),
+                                         own_rank=rank)
+                if self._collector is not None:
+                    self._collector.peers = self.node.peers
+            else:
+                self.node = NodeSender(address, on_error=lambda e: self.guard.record("node_handoff", e))
+
     def close(self) -> None:
         """Stop sampling and push the final state; the endpoint serves until the process ends. Once per
         start: a fit that failed before train start (nothing started) and a second call do nothing."""
@@ -153,6 +173,10 @@ class Monitor:
             self._thread.join(timeout=PROBE_TIMEOUT_S)  # the stop event wakes it unless a probe call blocks
             hung = self._thread.is_alive()
             self._thread = None
+        # A normal end: alerts tell a finished run from a dead one by it. Set before the last reading, so the
+        # last hand-off to the node endpoint (endpoint="node") carries it.
+        if not self._failed:
+            self.state.set("llmops_run_end_timestamp_seconds", time.time())
         if hung:  # never call the probe that blocks it from this (the training) thread: leave both behind
             self.guard.record("nvml" if self._nvml is not None else "cuda_allocator",
                               ProbeHung(f"the sampler is stuck in a probe call past {PROBE_TIMEOUT_S:g} s; "
@@ -163,8 +187,6 @@ class Monitor:
                 bounded(self.sample, PROBE_TIMEOUT_S, "sampler")
             except ProbeHung as e:
                 self.guard.record("nvml" if self._nvml is not None else "steps", e)
-        if not self._failed:  # a normal end: alerts tell a finished run from a dead one by it
-            self.state.set("llmops_run_end_timestamp_seconds", time.time())
         self._ended_at = time.time()
         if self.exporter is not None and not self._final_scrape_registered:
             self._final_scrape_registered = True
@@ -192,10 +214,12 @@ class Monitor:
         exporter.scrapes.wait_after(self._ended_at, min(FINAL_SCRAPE_MAX_S, 2 * interval + 1))
 
     def shutdown(self) -> None:
-        """Close, and stop serving the endpoint now."""
+        """Close, and stop serving the endpoint (and the node hand-off) now."""
         self.close()
         if self.exporter is not None:
             self.exporter.close()
+        if self.node is not None:
+            self.node.close()
 
     # -- the run log -------------------------------------------------------------------------
     def _open_runlog(self, run: str, rank: int, build_labels: dict[str, str]) -> None:
@@ -488,6 +512,9 @@ class Monitor:
                 self._count("llmops_cuda_ooms_total", a.num_ooms)
                 self._count("llmops_cuda_alloc_retries_total", a.num_alloc_retries)
                 self._observe_peak(float(a.peak_allocated_bytes))
+        if isinstance(self.node, NodeSender):  # a failed send is counted by the sender, once per outage
+            with self.guard("node_handoff"):
+                self.node.send(self.run, self.rank, s.snapshot())
 
     def _check_stall(self) -> None:
         """On a stall: every thread's stack to ``stall-rank<R>.txt``, the log and the run log; when steps
@@ -542,10 +569,12 @@ class Monitor:
                          f"{fmt_bytes(room, unit)}", rank_zero_only=False)
 
 
-def _node_note(port: int, local_world_size: int) -> str:
+def _node_note(port: int, local_world_size: int, per_node: bool = False) -> str:
     """What local rank 0 adds to its "serving on" line about the node's other processes."""
     if local_world_size < 2:
         return ""
+    if per_node:
+        return f" (endpoint='node': the series of all {local_world_size} local ranks)"
     others = f"local ranks 1–{local_world_size - 1}" if local_world_size > 2 else "local rank 1"
     if not port:
         return f" ({others}: a free port each, written in each rank's run log start record as `url`)"

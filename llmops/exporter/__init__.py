@@ -1,6 +1,8 @@
-"""Prometheus export: the in-memory state, a scrape-time collector, the HTTP server and a final push."""
+"""Prometheus export: the in-memory state, a scrape-time collector, the HTTP server, a final push, and the
+local ranks' hand-off to one endpoint per node."""
 
 from llmops.exporter.collector import LLMOpsCollector
+from llmops.exporter.node import NodeReceiver, NodeSender, node_address
 from llmops.exporter.push import push_final
 from llmops.exporter.server import Exporter, start_exporter
 from llmops.exporter.state import HistogramValue, MetricState, Series, Snapshot
@@ -10,8 +12,11 @@ __all__ = [
     "HistogramValue",
     "LLMOpsCollector",
     "MetricState",
+    "NodeReceiver",
+    "NodeSender",
     "Series",
     "Snapshot",
+    "node_address",
     "push_final",
     "start_exporter",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -12,7 +12,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.utils import floatToGoString
 
-from llmops.exporter.state import HistogramValue, MetricState, Series
+from llmops.exporter.state import HistogramValue, MetricState, Series, Snapshot
 from llmops.metrics import ABSENT_AT_ZERO, COMMON_LABELS, RUN_LEVEL, SUFFIX_UNITS, MetricSpec
 
 
@@ -23,13 +23,17 @@ class LLMOpsCollector:
     Metrics without any series are left out, so an unavailable reading is absent, never 0. The series
     budget: run-level series (``llmops.metrics.RUN_LEVEL``, the same on every rank) are exported by rank 0
     only unless ``run_level_on_every_rank``, and the ``ABSENT_AT_ZERO`` counters only once non-zero.
+    ``peers`` (one endpoint per node): other ranks' ``(run, rank, snapshot)``, exported beside this rank's by
+    the same rules, each under its own ``run`` and ``rank``.
     """
 
-    def __init__(self, state: MetricState, run: str, rank: int, run_level_on_every_rank: bool = False) -> None:
+    def __init__(self, state: MetricState, run: str, rank: int, run_level_on_every_rank: bool = False,
+                 peers: Callable[[], Iterable[tuple[str, int, Snapshot]]] | None = None) -> None:
         self.state = state
         self.run = str(run)
         self.rank = int(rank)
         self.run_level_on_every_rank = bool(run_level_on_every_rank)
+        self.peers = peers
 
     def describe(self) -> list[Metric]:
         """Nothing up front: the metrics present depend on what has been measured."""
@@ -37,32 +41,31 @@ class LLMOpsCollector:
 
     def collect(self) -> Iterator[Metric]:
         """One family per metric that has at least one series, in ``METRICS`` order."""
-        snapshot = self.state.snapshot()
-        common = (self.run, str(self.rank))
+        sources = [(self.run, self.rank, self.state.snapshot())]
+        if self.peers is not None:
+            sources.extend((str(run), int(rank), snap) for run, rank, snap in self.peers())
         for name, spec in self.state.specs.items():
-            series = snapshot.get(name)
-            if not series:
-                continue
-            series = [s for s in series if self._exported(spec, s)]
-            if not series:
-                continue
-            family = _family(spec)
-            for one in series:
-                labels = [*common, *one.labels]
-                value = one.value
-                if isinstance(family, HistogramMetricFamily) and isinstance(value, HistogramValue):
-                    buckets = [(floatToGoString(le), float(count)) for le, count in value.buckets]
-                    family.add_metric(labels, buckets, value.sum)
-                elif not isinstance(family, HistogramMetricFamily) and not isinstance(value, HistogramValue):
-                    family.add_metric(labels, value)
-            yield family
+            family = None
+            for run, rank, snapshot in sources:
+                for one in snapshot.get(name, ()):
+                    if len(one.labels) != len(spec.labels) or not self._exported(spec, one, rank):
+                        continue
+                    family = family or _family(spec)
+                    labels = [run, str(rank), *one.labels]
+                    value = one.value
+                    if isinstance(family, HistogramMetricFamily) and isinstance(value, HistogramValue):
+                        buckets = [(floatToGoString(le), float(count)) for le, count in value.buckets]
+                        family.add_metric(labels, buckets, value.sum)
+                    elif not isinstance(family, HistogramMetricFamily) and not isinstance(value, HistogramValue):
+                        family.add_metric(labels, value)
+            if family is not None:
+                yield family
 
-
-    def _exported(self, spec: MetricSpec, one: Series) -> bool:
+    def _exported(self, spec: MetricSpec, one: Series, rank: int) -> bool:
         if spec.name in ABSENT_AT_ZERO and one.value == 0:
             return False
         match = RUN_LEVEL.get(spec.name)
-        if match is None or self.rank == 0 or self.run_level_on_every_rank:
+        if match is None or rank == 0 or self.run_level_on_every_rank:
             return True
         labels = dict(zip(spec.labels, one.labels, strict=True))
         return not all(labels.get(k) == v for k, v in match.items())
