@@ -11,9 +11,11 @@ same training step with and without it, alternated, and that cost spread over th
 ``activation_interval``. Then the time issue's targets: the monitor (phases, tokens, FLOPs and MFU
 with ``peak_flops`` given, on top of everything above) under 0.5% of the step, and tokens/s and MFU
 against a figure computed by hand from the run's own wall clock (a callback's timestamps, not the
-monitor's), the tokens counted from the loader and N counted from the config.
+monitor's), the tokens counted from the loader and N counted from the config. Last, ``endpoint="node"``:
+what a local rank's hand-off to its node endpoint costs the training thread, with that endpoint serving,
+stopped and stalled (``bench/node_blocking.py``; the target: zero monitor-caused blocking).
 
-    .venv/bin/python bench/overhead.py [--steps 100] [--repeats 5]
+    .venv/bin/python bench/overhead.py [--steps 100] [--repeats 5] [--node-only]
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from lightning.pytorch.callbacks import Callback, DeviceStatsMonitor
 from lightning.pytorch.loggers import CSVLogger
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.node_blocking import report as node_blocking_report  # noqa: E402
 from llmops import LLMOpsMonitor  # noqa: E402
 from tests.helpers.models import GPT, GPTConfig, make_module, token_loader  # noqa: E402
 
@@ -109,9 +112,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100, help="steps timed, after 10 untimed ones")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", default="", help="comma-separated configs to run (none is always run)")
+    ap.add_argument("--node-only", action="store_true", help='only the endpoint="node" blocking measurement')
     args = ap.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("llmops").setLevel(logging.ERROR)
+    if args.node_only:
+        print(node_blocking_report())
+        return
     configs = {
         "none": lambda: [],
         # with the run log (the default), and the MFU computed (peak_flops given, as a CPU run needs)
@@ -182,6 +189,7 @@ def main() -> None:
     print(f"live-bytes count (CPU real peak): +{extra * 1e3:.1f} ms on a sampled step of {base * 1e3:.1f} ms "
           f"({extra / base:.2f}×); sampled on steps 0, 1 and every {interval}: {extra / base / interval:.3%} "
           f"of the step, amortized")
+    print(node_blocking_report())
 
 
 PEAK_FLOPS = 1e11  # FLOP/s handed to the monitor for the CPU (no table peak there)
