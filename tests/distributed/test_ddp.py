@@ -49,7 +49,8 @@ def launch(out: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def finish(proc: subprocess.Popen, timeout: float = 90) -> None:
+def finish(proc: subprocess.Popen, timeout: float = 90) -> str:
+    """Both ranks' stderr (Lightning's launcher passes its own to rank 1), once the run ends well."""
     try:
         _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -57,6 +58,7 @@ def finish(proc: subprocess.Popen, timeout: float = 90) -> None:
         proc.communicate()
         pytest.fail("the training process did not finish in time")
     assert proc.returncode == 0, err[-3000:]
+    return err
 
 
 def results(out: Path, n: int) -> list[dict]:

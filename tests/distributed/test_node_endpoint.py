@@ -3,26 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 
-import pytest
-
-from tests.distributed.test_ddp import free_ports, launch, results
+from tests.distributed.test_ddp import finish, free_ports, launch, results
 from tests.helpers.scrape import value
-
-
-def finish_with_log(proc: subprocess.Popen, timeout: float = 120) -> str:
-    """Both ranks' stderr (Lightning's launcher passes its own to rank 1), once the run ends well."""
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("the training process did not finish in time")
-    assert proc.returncode == 0, err[-3000:]
-    return err
 
 
 def as_set(samples: list) -> set[str]:
@@ -31,7 +14,7 @@ def as_set(samples: list) -> set[str]:
 
 def test_one_scrape_of_local_rank_zero_serves_both_ranks_as_measured(tmp_path):
     port = free_ports(2)
-    finish_with_log(launch(tmp_path, "--devices", "2", "--steps", "4", "--port", str(port), "--interval", "0.2",
+    finish(launch(tmp_path, "--devices", "2", "--steps", "4", "--port", str(port), "--interval", "0.2",
                            "--endpoint", "node"))
     rank0, rank1 = results(tmp_path, 2)
     assert rank0["url"] == f"http://127.0.0.1:{port}/metrics" and rank1["url"] is None  # one endpoint
@@ -52,7 +35,7 @@ def test_one_scrape_of_local_rank_zero_serves_both_ranks_as_measured(tmp_path):
 
 def test_the_node_endpoint_stopped_mid_run_stops_no_rank_and_is_counted_once(tmp_path):
     port = free_ports(2)
-    err = finish_with_log(launch(tmp_path, "--devices", "2", "--steps", "10", "--port", str(port),
+    err = finish(launch(tmp_path, "--devices", "2", "--steps", "10", "--port", str(port),
                                  "--interval", "0.1", "--sleep", "0.1", "--endpoint", "node", "--stop-node-at", "2"))
     rank0, rank1 = results(tmp_path, 2)
     assert rank0["global_step"] == rank1["global_step"] == 10  # both ranks finished fit
