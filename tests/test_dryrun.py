@@ -167,13 +167,13 @@ def test_dry_run_of_a_hugging_face_sdpa_model_equals_its_real_step(padded):
     both build the mask."""
     from bench.truth import real_peak
     from bench.zoo import hf_loss
-    from tests.distributed.fsdp2_rank import llama
+    from tests.helpers.models import small_llama
 
     ids = torch.randint(0, 1000, (4, 256), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
     if padded:
         mask[1, 200:] = 0
     batch = {"input_ids": ids, "attention_mask": mask, "labels": ids.clone()}
-    model = llama()
+    model = small_llama()
     truth = real_peak(model, batch, hf_loss, torch.optim.AdamW(model.parameters())).peak_bytes
-    assert dry_run(llama(), batch, loss=hf_loss).peak_bytes == pytest.approx(truth, rel=0.005)
+    assert dry_run(small_llama(), batch, loss=hf_loss).peak_bytes == pytest.approx(truth, rel=0.005)

@@ -65,9 +65,9 @@ def architecture(cfg: Any) -> dict[str, Any]:
     if found.get("experts", 1) < 2:
         found.pop("experts", None)
         found.pop("experts_active", None)
-    d, h, a = get(cfg, "head_dim"), found.get("hidden"), found.get("heads")
-    if isinstance(d, int) and d > 0 and h and a and d * a != h:
-        found["head_dim"] = d  # Gemma 2: heads × head_dim is not hidden
+    h, a = found.get("hidden"), found.get("heads")
+    if h and a and get(cfg, "head_dim") and _head_dim(cfg, h, a) * a != h:
+        found["head_dim"] = _head_dim(cfg, h, a)  # Gemma 2: heads × head_dim is not hidden
     if block_norms(cfg) != 2:
         found["block_norms"] = block_norms(cfg)
     impl = str(get(cfg, "_attn_implementation", "attn_implementation") or "")

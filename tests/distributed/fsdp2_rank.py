@@ -19,24 +19,15 @@ from bench.truth import live_bytes, real_peak  # noqa: E402
 from bench.zoo import hf_loss  # noqa: E402
 from llmops.introspect import fsdp2_precision  # noqa: E402
 from llmops.probes.live import LiveBytes  # noqa: E402
+from tests.helpers.models import llama_batch, small_llama  # noqa: E402
 
 B, S = 4, 256
-
-
-def llama() -> torch.nn.Module:
-    import transformers
-
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-                                   num_attention_heads=8, num_key_value_heads=2, use_cache=False,
-                                   attn_implementation="sdpa")
-    return transformers.LlamaForCausalLM(cfg).train()
 
 
 def factory() -> tuple[torch.nn.Module, dict[str, torch.Tensor], object]:
     """The dry run's ``module:factory``: the same model and a batch of the same shape (built under fake tensors)."""
     ids = torch.randint(0, 1000, (B, S))
-    return llama(), {"input_ids": ids, "labels": ids.clone()}, hf_loss
+    return small_llama(), {"input_ids": ids, "labels": ids.clone()}, hf_loss
 
 
 def main() -> None:
@@ -45,15 +36,14 @@ def main() -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    model = llama()
+    model = small_llama()
     full_states = sum(p.numel() for p in model.parameters()) * 4 * 4  # fp32 params, grads, two Adam moments
     policy = {"mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)} \
         if precision == "bf16-fsdp" else {}
     for layer in model.model.layers:
         fully_shard(layer, **policy)
     fully_shard(model, **policy)
-    ids = torch.randint(0, 1000, (B, S), generator=torch.Generator().manual_seed(1 + rank))
-    batch = {"input_ids": ids, "labels": ids.clone()}
+    batch = llama_batch(B, S, seed=1 + rank)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     truth = real_peak(model, batch, hf_loss, opt)  # the profiler's allocation events, 3 steps
     params = list(model.parameters())

@@ -84,10 +84,10 @@ def test_model_parallel_strategy_is_read_as_fsdp_over_data_parallel_ranks_with_t
     from lightning.pytorch.strategies import ModelParallelStrategy
 
     from llmops.introspect import introspect
-    from tests.distributed.fsdp2_rank import llama
+    from tests.helpers.models import small_llama
 
     ids = torch.zeros(2, 16, dtype=torch.long)
     strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=4)
-    got = introspect(llama(), {"input_ids": ids, "labels": ids}, precision="bf16-true", strategy=strategy,
+    got = introspect(small_llama(), {"input_ids": ids, "labels": ids}, precision="bf16-true", strategy=strategy,
                      world_size=8, accumulate=1, optimizers=[], device="cpu", gpu_memory=None, safety=0.9).spec
     assert (got.strategy, got.world_size, got.tensor_parallel, got.global_batch) == ("fsdp", 2, 4, 4)

@@ -13,24 +13,19 @@ from llmops.dryrun import spec_from_model
 from llmops.estimate import TrainingSpec, refined
 from llmops.estimate.refined import checkpointed_layer_bytes, matmul_outputs
 from tests.helpers.cli import llmops
+from tests.helpers.models import llama_batch, small_llama
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-B, S = 4, 256
 
 
 def llama(recompute: str):
     """4 layers, a small vocabulary: the layers' activations, not the logits, decide the peak."""
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-                                   num_attention_heads=8, num_key_value_heads=2, use_cache=False,
-                                   attn_implementation="sdpa", attention_dropout=0.0)
-    model = transformers.LlamaForCausalLM(cfg).train()
+    model = small_llama()
     if recompute != "none":
         kwargs = {"use_reentrant": False, **({"context_fn": op_sac_context} if recompute == "selective" else {})}
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    ids = torch.randint(0, 1000, (B, S), generator=torch.Generator().manual_seed(1))
-    return model, {"input_ids": ids, "labels": ids.clone()}
+    return model, llama_batch()
 
 
 def measured(recompute: str, precision: str) -> tuple[int, int]:

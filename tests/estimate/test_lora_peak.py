@@ -13,22 +13,16 @@ from llmops.dryrun import spec_from_model
 from llmops.estimate import TrainingSpec, refined
 from llmops.introspect import has_dropout, lora_fields
 from tests.helpers.cli import llmops, one_line_exit_2
+from tests.helpers.models import llama_batch, small_llama
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
-B, S = 4, 256
 
 
 def lora_llama(targets, dropout: float):
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-                                   num_attention_heads=8, num_key_value_heads=2, use_cache=False,
-                                   attn_implementation="sdpa", attention_dropout=0.0)
-    model = peft.get_peft_model(transformers.LlamaForCausalLM(cfg).train(),
-                                peft.LoraConfig(r=8, target_modules=targets, lora_dropout=dropout))
-    ids = torch.randint(0, 1000, (B, S), generator=torch.Generator().manual_seed(1))
-    return model, {"input_ids": ids, "labels": ids.clone()}
+    model = peft.get_peft_model(small_llama(), peft.LoraConfig(r=8, target_modules=targets, lora_dropout=dropout))
+    return model, llama_batch()
 
 
 CASES = [(["q_proj", "v_proj"], 0.0, "fp32"), ("all-linear", 0.0, "fp32"), ("all-linear", 0.1, "fp32"),

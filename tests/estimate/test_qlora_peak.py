@@ -11,6 +11,7 @@ from bench.zoo import hf_loss
 from llmops.dryrun import spec_from_model
 from llmops.estimate import TrainingSpec, refined
 from llmops.introspect import count_parameters
+from tests.helpers.models import llama_batch, small_llama
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -20,11 +21,7 @@ bnb = pytest.importorskip("bitsandbytes")
 
 def qlora_llama(double_quant: bool):
     """A 4-layer Llama whose block linears are ``Linear4bit`` (nf4), with LoRA r=8 on q, v."""
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
-                                   num_attention_heads=8, num_key_value_heads=2, use_cache=False,
-                                   attn_implementation="sdpa")
-    model = transformers.LlamaForCausalLM(cfg).train()
+    model = small_llama(intermediate_size=768)
     full = sum(p.numel() for p in model.parameters())
     for layer in model.model.layers:
         for parent in (layer.self_attn, layer.mlp):
@@ -36,8 +33,7 @@ def qlora_llama(double_quant: bool):
                 setattr(parent, name, q.to("cpu"))  # quantised here
     model.requires_grad_(False)
     model = peft.get_peft_model(model, peft.LoraConfig(r=8, target_modules=["q_proj", "v_proj"]))
-    ids = torch.randint(0, 1000, (4, 256), generator=torch.Generator().manual_seed(1))
-    return model, {"input_ids": ids, "labels": ids.clone()}, full
+    return model, llama_batch(), full
 
 
 @pytest.mark.parametrize("double_quant", [False, True])
