@@ -14,8 +14,11 @@ against a figure computed by hand from the run's own wall clock (a callback's ti
 monitor's), the tokens counted from the loader and N counted from the config. Last, ``endpoint="node"``:
 what a local rank's hand-off to its node endpoint costs the training thread, with that endpoint serving,
 stopped and stalled (``bench/node_blocking.py``; the target: zero monitor-caused blocking).
+The monitor's background threads (sampler, run-log writer, exporter; a scrape's request thread) run
+Python and take the GIL: their CPU seconds over the same steady steps, by thread name, against the
+threads a run without the monitor has, bound what they can take from the training thread.
 
-    .venv/bin/python bench/overhead.py [--steps 100] [--repeats 5] [--node-only]
+    .venv/bin/python bench/overhead.py [--steps 100] [--repeats 5] [--node-only] [--loops]
 """
 
 from __future__ import annotations
@@ -23,10 +26,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import statistics
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
+from collections import defaultdict
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -71,12 +78,101 @@ def _time_activation_hooks() -> None:
     activations._unpack = HookClock.wrap(activations._unpack)  # type: ignore[method-assign]
 
 
+def task_cpu_seconds(tid: int) -> float | None:
+    """CPU seconds (user + system) of this process's thread ``tid``, or None once it is gone; from
+    ``schedstat`` (ns), else ``stat`` (clock ticks)."""
+    task = Path(f"/proc/self/task/{tid}")
+    try:
+        return int((task / "schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):  # gone, or a kernel without schedstat
+        pass
+    try:
+        fields = (task / "stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def thread_label(name: str) -> str:
+    """A thread's name with the counter Python numbers unnamed threads by taken out, so that runs
+    compare: ``Thread-12 (process_request_thread)`` -> ``Thread-N (process_request_thread)``."""
+    return re.sub(r"^Thread-\d+", "Thread-N", name)
+
+
+class ThreadExits:
+    """The CPU seconds of every Python thread at the end of its ``run``: what a thread that exits before
+    the window closes spent, which no CPU clock can read afterwards. ``install`` before threads start."""
+
+    cpu: dict[int, tuple[str, float]] = {}  # native id -> (name, CPU seconds at exit)
+    _installed = False
+
+    @classmethod
+    def install(cls) -> None:
+        if cls._installed:
+            return
+        cls._installed = True
+        start = threading.Thread.start
+
+        def start_recorded(thread: threading.Thread) -> None:
+            run = thread.run
+
+            def run_recorded() -> None:
+                try:
+                    run()
+                finally:
+                    cls.cpu[threading.get_native_id()] = (thread.name, time.thread_time())
+
+            thread.run = run_recorded  # type: ignore[method-assign]
+            start(thread)
+
+        threading.Thread.start = start_recorded  # type: ignore[method-assign]
+
+
+def thread_cpu_snapshot() -> dict[int, tuple[str, float]]:
+    """Native id -> (label, CPU seconds) of every thread of this process but the main (training) one;
+    threads Python does not know (torch's, native libraries') are labelled ``native:<comm>``."""
+    names = {t.native_id: thread_label(t.name) for t in threading.enumerate()}
+    main = threading.main_thread().native_id
+    out = {}
+    for entry in os.scandir("/proc/self/task"):
+        tid = int(entry.name)
+        if tid == main:
+            continue
+        cpu = task_cpu_seconds(tid)
+        if cpu is None:
+            continue
+        if tid not in names:
+            try:
+                names[tid] = "native:" + Path(entry.path, "comm").read_text().strip()
+            except OSError:
+                names[tid] = "native:?"
+        out[tid] = (names[tid], cpu)
+    return out
+
+
+class ThreadWindow:
+    """CPU seconds per thread label between ``open`` and ``close``: a thread alive at ``close`` by its
+    CPU clock, one that exited in between by ``ThreadExits``; less what each had spent at ``open``."""
+
+    def open(self) -> None:
+        self.start = thread_cpu_snapshot()
+        ThreadExits.cpu.clear()
+
+    def close(self) -> dict[str, float]:
+        end = {**{tid: (thread_label(n), c) for tid, (n, c) in ThreadExits.cpu.items()}, **thread_cpu_snapshot()}
+        by_label: dict[str, float] = defaultdict(float)
+        for tid, (label, cpu) in end.items():
+            by_label[label] += cpu - self.start.get(tid, (label, 0.0))[1]
+        return dict(by_label)
+
+
 class TrainTimer(Callback):
     """Wall and training-thread CPU time from the start of batch ``warmup`` to train end (steady
     state: the one-time preflight on the first batch is timed apart, as ``first``)."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup = warmup
+        self.window = ThreadWindow()
 
     def on_train_start(self, trainer, pl_module):
         self.t_start = time.perf_counter()
@@ -85,18 +181,22 @@ class TrainTimer(Callback):
         if batch_idx == 1:
             self.first = time.perf_counter() - self.t_start  # step 0, preflight included
         if batch_idx == self.warmup:
+            self.window.open()
             self.t0, self.c0 = time.perf_counter(), time.thread_time()
             HookClock.seconds = 0.0
 
     def on_train_end(self, trainer, pl_module):
+        # Before the monitor's teardown (which stops its threads and takes a last reading): the window
+        # is the steady steps only.
         self.seconds, self.cpu = time.perf_counter() - self.t0, time.thread_time() - self.c0
         self.in_monitor = HookClock.seconds
+        self.threads = self.window.close()
 
 
 def step_seconds(extra: list[Callback], steps: int, workdir: str,
-                 warmup: int = 10) -> tuple[float, float, float, float]:
-    """(wall, training-thread CPU, inside the monitor) seconds per step after ``warmup`` steps, and the
-    first step's seconds."""
+                 warmup: int = 10) -> tuple[float, float, float, float, dict[str, float]]:
+    """(wall, training-thread CPU, inside the monitor) seconds per step after ``warmup`` steps, the
+    first step's seconds, and the other threads' CPU seconds by label over the same steps."""
     torch.manual_seed(0)
     cfg = CFG
     timer = TrainTimer(warmup)
@@ -104,7 +204,10 @@ def step_seconds(extra: list[Callback], steps: int, workdir: str,
                          logger=CSVLogger(workdir), enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=10)
     trainer.fit(make_module(pl.LightningModule, GPT(cfg)), token_loader(256, 64, 8, n=8 * (steps + warmup)))
-    return timer.seconds / steps, timer.cpu / steps, timer.in_monitor / steps, timer.first
+    for cb in extra:  # one fit per process in real use: no endpoint of an earlier fit serves in the next run
+        if isinstance(cb, LLMOpsMonitor):
+            cb.monitor.shutdown()
+    return timer.seconds / steps, timer.cpu / steps, timer.in_monitor / steps, timer.first, timer.threads
 
 
 def main() -> None:
@@ -113,11 +216,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--only", default="", help="comma-separated configs to run (none is always run)")
     ap.add_argument("--node-only", action="store_true", help='only the endpoint="node" blocking measurement')
+    ap.add_argument("--loops", action="store_true", help="only the CPU per call of the background threads' loops")
     args = ap.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("llmops").setLevel(logging.ERROR)
     if args.node_only:
         print(node_blocking_report())
+        return
+    if args.loops:
+        print(loop_costs(args.steps))
         return
     configs = {
         "none": lambda: [],
@@ -133,6 +240,8 @@ def main() -> None:
     cpu: dict[str, list[float]] = {k: [] for k in configs}
     first: dict[str, list[float]] = {k: [] for k in configs}
     inside: dict[str, list[float]] = {k: [] for k in configs}
+    threads: dict[str, list[dict[str, float]]] = {k: [] for k in configs}
+    ThreadExits.install()
     with tempfile.TemporaryDirectory() as workdir:
         os.environ["LLMOPS_RUN_DIR"] = workdir  # the run logs go with the rest
         step_seconds([], 5, workdir)  # warm-up: imports, allocator, threads
@@ -141,7 +250,8 @@ def main() -> None:
             # Alternated, so drift in machine load hits all alike, and rotated, so no config always
             # runs first (or right after another) in its round.
             for name in names[r % len(names):] + names[:r % len(names)]:
-                wall, thread, in_monitor, step0 = step_seconds(configs[name](), args.steps, workdir)
+                wall, thread, in_monitor, step0, by_label = step_seconds(configs[name](), args.steps, workdir)
+                threads[name].append(by_label)
                 inside[name].append(in_monitor)
                 times[name].append(wall)
                 cpu[name].append(thread)
@@ -179,6 +289,14 @@ def main() -> None:
         t = statistics.median(inside["llmops"]) / base_step
         print(f"time issue target: the monitor on the training thread {t:.4%} of the step (target < 0.5%): "
               f"{'met' if t < 0.005 else 'NOT met'}")
+    background = None
+    for k in ("llmops", "llmops_no_runlog"):
+        if k in threads:
+            share = background_report(k, threads[k], threads["none"], [t * args.steps for t in times[k]])
+            background = share if k == "llmops" else background
+    scrape_s = scrape_cpu_seconds()
+    print(f"one scrape of the endpoint: {scrape_s * 1e6:.0f} µs CPU (accept and request threads); every "
+          f"{SCRAPE_INTERVAL_S:g} s (deploy/prometheus/prometheus.yml): {scrape_s / SCRAPE_INTERVAL_S:.4%} of the time")
     a = agreement()
     print(f"agreement (one window, the whole run): tokens {a['tokens']:.0f} vs {a['tokens_hand']:.0f} counted; "
           f"tokens/s {a['tokens_s']:.1f} vs {a['tokens_s_hand']:.1f} by hand "
@@ -189,6 +307,12 @@ def main() -> None:
     print(f"live-bytes count (CPU real peak): +{extra * 1e3:.1f} ms on a sampled step of {base * 1e3:.1f} ms "
           f"({extra / base:.2f}×); sampled on steps 0, 1 and every {interval}: {extra / base / interval:.3%} "
           f"of the step, amortized")
+    if "llmops" in inside and background is not None:
+        hooks, live = statistics.median(inside["llmops"]) / base_step, extra / base / interval
+        total = hooks + live + background + scrape_s / SCRAPE_INTERVAL_S
+        print(f"time issue target, all of it: hooks {hooks:.3%} + live-bytes {live:.3%} amortized + background "
+              f"threads {background:.3%} (CPU, an upper bound) + scrapes {scrape_s / SCRAPE_INTERVAL_S:.3%} = "
+              f"{total:.3%} of the step (target < 0.5%): {'met' if total < 0.005 else 'NOT met'}")
     print(node_blocking_report())
 
 
@@ -270,6 +394,98 @@ def runlog_step_ns(calls: int = 200_000) -> float:
         seconds = time.perf_counter() - t0
         writer.close()
     return seconds / calls * 1e9
+
+
+SCRAPE_INTERVAL_S = 5.0  # the shipped deploy/prometheus/prometheus.yml's scrape_interval
+
+
+def monitor_labels(label: str, without: set[str]) -> bool:
+    """A thread is the monitor's when it bears the monitor's name (``llmops-``) or a run without the
+    monitor has no thread of its label (a scrape's request thread, or anything else it brings)."""
+    return label.startswith("llmops-") or label not in without
+
+
+def background_report(config: str, runs: list[dict[str, float]], unmonitored: list[dict[str, float]],
+                      walls: list[float]) -> float:
+    """Print each thread label's CPU seconds over the steady steps (median over rounds), which of them
+    are the monitor's, and return the median over rounds of the monitor's CPU / the steps' wall time."""
+    without = {label for run in unmonitored for label in run}
+    labels = sorted({label for run in runs for label in run} | without)
+    print(f"| thread ({config} run; CPU over the timed steps) | CPU ms, median (range) | without the monitor "
+          f"(ms) | the monitor's |\n|---|---|---|---|")
+    for label in labels:
+        mine, base = [run.get(label, 0.0) for run in runs], [run.get(label, 0.0) for run in unmonitored]
+        print(f"| {label} | {statistics.median(mine) * 1e3:.2f} ({min(mine) * 1e3:.2f}–{max(mine) * 1e3:.2f}) | "
+              f"{statistics.median(base) * 1e3:.2f} | {'yes' if monitor_labels(label, without) else 'no'} |")
+    shares = [sum(c for label, c in run.items() if monitor_labels(label, without)) / wall
+              for run, wall in zip(runs, walls, strict=True)]
+    share = statistics.median(shares)
+    print(f"background threads ({config}): the monitor's {share:.4%} of the steps' wall time "
+          f"({min(shares):.4%}–{max(shares):.4%}; CPU seconds, an upper bound on the GIL they hold)")
+    return share
+
+
+def scrape_cpu_seconds(scrapes: int = 50) -> float:
+    """CPU seconds one scrape of the endpoint costs this process (the exporter's accept thread and the
+    request's own thread), the mean over ``scrapes`` scrapes after a short monitored fit."""
+    ThreadExits.install()
+    torch.manual_seed(0)
+    monitor = LLMOpsMonitor(port=0, runlog=False, peak_flops=PEAK_FLOPS)
+    trainer = pl.Trainer(max_steps=20, accelerator="cpu", devices=1, callbacks=[monitor], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(make_module(pl.LightningModule, GPT(CFG)), token_loader(256, 64, 8, n=8 * 20))
+    window = ThreadWindow()
+    window.open()  # the sampler and the run log have stopped with the fit; the endpoint serves on
+    for _ in range(scrapes):
+        with urllib.request.urlopen(monitor.metrics_url, timeout=10) as response:
+            response.read()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(t.name.endswith("(process_request_thread)")
+                                              for t in threading.enumerate()):
+        time.sleep(0.01)  # the last request's thread ends just after the response is read
+    by_label = window.close()
+    monitor.monitor.shutdown()
+    return (by_label.get("llmops-exporter", 0.0) + by_label.get("Thread-N (process_request_thread)", 0.0)) / scrapes
+
+
+def loop_costs(steps: int = 100) -> str:
+    """What one pass of each background loop costs in CPU: the sampler's ``Monitor.sample`` and its parts,
+    the run-log writer's ``_flush`` and its parts, each timed by its thread's CPU clock over a monitored
+    fit of ``steps`` steps (the calls on the training thread, at open and close, left out)."""
+    from llmops.monitor import Monitor
+    from llmops.runlog.writer import RunLogWriter
+    from llmops.steps import StepTimer
+
+    parts = [(Monitor, "sample"), (Monitor, "count_steps"), (Monitor, "_check_stall"), (StepTimer, "drain"),
+             (RunLogWriter, "_flush"), (RunLogWriter, "_drain"), (RunLogWriter, "_metrics_line"),
+             (RunLogWriter, "_reopen_if_gone")]
+    cpu: dict[str, list[float]] = defaultdict(list)
+
+    def clocked(key: str, fn):
+        def run(*args, **kwargs):
+            c0 = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if threading.current_thread() is not threading.main_thread():
+                    cpu[key].append(time.thread_time() - c0)
+        return run
+
+    originals = [(cls, name, getattr(cls, name)) for cls, name in parts]
+    for cls, name, fn in originals:
+        setattr(cls, name, clocked(f"{cls.__name__}.{name}", fn))
+    try:
+        with tempfile.TemporaryDirectory() as workdir:
+            os.environ["LLMOPS_RUN_DIR"] = workdir
+            wall, *_ = step_seconds([LLMOpsMonitor(port=0, peak_flops=PEAK_FLOPS)], steps, workdir)
+    finally:
+        for cls, name, fn in originals:
+            setattr(cls, name, fn)
+    rows = [f"| {key} | {len(cs)} | {statistics.median(cs) * 1e6:.0f} | {max(cs) * 1e6:.0f} | "
+            f"{sum(cs) / (steps + 10) * 1e6:.1f} |"
+            for key, cs in ((f"{cls.__name__}.{name}", cpu[f"{cls.__name__}.{name}"]) for cls, name in parts) if cs]
+    return (f"| background call (step {wall * 1e3:.1f} ms) | calls | CPU µs per call, median | max "
+            "| µs per training step |\n|---|---|---|---|---|\n" + "\n".join(rows))
 
 
 if __name__ == "__main__":
