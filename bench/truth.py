@@ -121,3 +121,34 @@ def real_peak(
         running += delta
         high = max(high, running)
     return Truth(peak_bytes=baseline + high, baseline_bytes=baseline, seconds=seconds)
+
+
+def real_peak_holding(
+    model: torch.nn.Module,
+    batch: Any,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    clear: Callable[[], None],
+    steps: int = 4,
+) -> Truth:
+    """``real_peak`` for a loop that holds what a step leaves (its outputs, and what their graph keeps) into
+    the next: ``clear`` drops that, and the last two steps are measured from the clean start it leaves, so
+    what the first of them leaves is counted while the second still holds it. The peak is the higher one's."""
+    if steps < 3:
+        raise ValueError("steps must be >= 3: one creates the states, two are measured")
+    for _ in range(steps - 2):
+        run_step(model, batch, loss_fn, optimizer)
+    clear()
+    gc.collect()
+    baseline = live_bytes(state_tensors(model, batch, optimizer))
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        t0 = time.perf_counter()
+        with record_function(_MARK):
+            run_step(model, batch, loss_fn, optimizer)
+            run_step(model, batch, loss_fn, optimizer)
+        seconds = (time.perf_counter() - t0) / 2
+    running = high = 0
+    for delta in _memory_deltas(prof):
+        running += delta
+        high = max(high, running)
+    return Truth(peak_bytes=baseline + high, baseline_bytes=baseline, seconds=seconds)

@@ -7,6 +7,8 @@ what it cannot find it reports by name and leaves ``None`` (never guessed).
 from __future__ import annotations
 
 import math
+import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,18 +53,48 @@ def param_numel(p: torch.Tensor) -> int:
     return math.prod(shape) if shape is not None else p.numel()
 
 
+# bitsandbytes before this version keeps each 4-bit layer's input on ctx (PR #1270 stopped it)
+BNB_KEEPS_INPUT_BEFORE = (0, 43, 2)
+
+
 def quant_fields(module: nn.Module) -> dict[str, Any]:
     """``quantize`` (and ``double_quant``) of a model with bitsandbytes layers: ``Linear4bit`` stores nf4 or
     fp4 in the same layout (4 bits + an absmax per 64, ``compress_statistics`` quantising the absmax too),
-    counted as nf4; ``Linear8bitLt`` int8 with row scales. Else {}."""
+    counted as nf4; ``Linear8bitLt`` int8 with row scales. ``quantize_head`` where the output head is one
+    of them; ``quant_keeps_input`` under a bitsandbytes older than ``BNB_KEEPS_INPUT_BEFORE``. Else {}."""
+    head = _quantized(_output_head(module))
     for m in module.modules():
-        weight = getattr(m, "weight", None)
-        kind = type(weight).__name__
-        if kind == "Params4bit":
-            return {"quantize": "nf4", "double_quant": bool(getattr(weight, "compress_statistics", False))}
-        if kind == "Int8Params":
-            return {"quantize": "int8"}
+        kind = _quantized(m)
+        if kind == "nf4":
+            weight = m.weight  # type: ignore[union-attr]
+            return {"quantize": "nf4", "double_quant": bool(getattr(weight, "compress_statistics", False)),
+                    "quantize_head": head == "nf4", "quant_keeps_input": () < bnb_version() < BNB_KEEPS_INPUT_BEFORE}
+        if kind == "int8":
+            return {"quantize": "int8", "quantize_head": head == "int8"}
     return {}
+
+
+def _quantized(m: nn.Module | None) -> str | None:
+    """``nf4`` or ``int8`` for a bitsandbytes layer (by its weight's type), else ``None``."""
+    kind = type(getattr(m, "weight", None)).__name__
+    return {"Params4bit": "nf4", "Int8Params": "int8"}.get(kind)
+
+
+def _output_head(module: nn.Module) -> nn.Module | None:
+    """The output projection: Hugging Face's ``get_output_embeddings()``, else a submodule named ``lm_head``."""
+    try:
+        head = module.get_output_embeddings()  # type: ignore[operator]
+    except (AttributeError, NotImplementedError, TypeError):
+        head = None
+    if isinstance(head, nn.Module):
+        return head
+    return next((m for name, m in module.named_modules() if name.rsplit(".", 1)[-1] == "lm_head"), None)
+
+
+def bnb_version() -> tuple[int, ...]:
+    """The loaded bitsandbytes' version as numbers, ``()`` where it is not loaded or says none."""
+    bnb = sys.modules.get("bitsandbytes")
+    return tuple(int(x) for x in re.findall(r"\d+", str(getattr(bnb, "__version__", "")))[:3])
 
 
 def find_config(module: nn.Module) -> tuple[dict[str, int], str | None]:

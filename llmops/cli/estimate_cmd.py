@@ -29,7 +29,7 @@ FIELDS = {
     "gpu_memory": "gpu_memory", "safety": "safety", "world_size": "world_size",
     "strategy": "strategy", "tensor_parallel": "tensor_parallel", "attention": "attention",
     "recompute": "recompute", "dropout": "dropout", "device": "device", "overhead": "overhead_bytes",
-    "quantize": "quantize", "double_quant": "double_quant",
+    "quantize": "quantize", "double_quant": "double_quant", "quantize_head": "quantize_head",
 }
 FLAGS = {field: "--" + flag.replace("_", "-") for flag, field in FIELDS.items()}
 EXIT_OOM = 3  # --fail-on-oom: the verdict is OOM (2 is bad input, as click's usage errors)
@@ -74,6 +74,8 @@ def _opt(*decls: str, **kw: Any) -> Any:
 @click.option("--lora-dropout", is_flag=True, help="Dropout on the adapters' input (PEFT's lora_dropout > 0).")
 @_opt("--quantize", type=Name(list(QUANTIZE)), help="The frozen base stored in nf4 (QLoRA) or int8; needs --lora-rank.")
 @_opt("--double-quant/--no-double-quant", help="nf4's block constants quantised too (QLoRA's double quantisation).")
+@_opt("--quantize-head/--no-quantize-head",
+      help="The output head quantised too (LitGPT's bnb precision; Hugging Face's keeps it). Needs --quantize.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: inputs, document, refined.")
 @click.option("--gib", is_flag=True, help="Show GiB instead of decimal GB.")
 @click.option("--what-if", "show_what_if", is_flag=True, help="Also list the changes that would make the run fit.")
@@ -113,7 +115,9 @@ def estimate(model: str | None, config_path: str | None, lora_rank: int | None, 
         shown = [t for t in targets if t != "router" or spec.experts > 1]
         how = f"base + LoRA r={lora_rank} on {','.join(shown)}"
         sources.update({"params": f"{sources.get('params', 'default')} {how}",
-                        "trainable_params": f"LoRA adapters: {adapters:,}"})
+                        "trainable_params": f"LoRA adapters: {adapters:,}", "lora_rank": "flag",
+                        "lora_targets": "flag" if lora_targets is not None else "default (q,v)",
+                        "lora_dropout": "flag" if lora_dropout else "default"})
     built = None
     if dry_run:
         from .. import dryrun  # torch only with --dry-run: the estimator alone imports none

@@ -7,12 +7,16 @@ gradient and optimizer-state bytes, A the activations the forward saved, and b·
 - ``forward``: the previous step's gradients are still alive (Lightning calls ``zero_grad``
   after ``training_step``), beside the largest tensors the forward makes and does not save: the
   logits and their fp32 copy when the loss upcasts them, or, for a small vocabulary and attention
-  that materialises its scores, the last layer's raw scores: P + G + O + A + max(logits, scores).
+  that materialises its scores, the last layer's raw scores: P + G + O + A + max(logits, scores),
+  plus, where the loop keeps the last micro-batch's outputs (``keeps_outputs``), what they hold.
 - ``backward``: ``zero_grad`` has freed G; the loss's backward holds the gradient of the
   log-probabilities and of the logits, both fp32, beside the log-probabilities themselves (in A):
   P + O + A + 2 · 4·b·s·V.
 - ``optimizer``: the activations are gone, every gradient exists, and the step makes its
   temporaries: P + G + O + T (``optimizer_temporary_bytes``).
+
+What outlives its use (``Held``) joins these: logits the loop keeps, and what old bitsandbytes keeps
+until the graph is freed (``refined.held``).
 
 Each loss tensor was read off real CPU steps of Hugging Face models (``bench/accuracy.py``
 measures the whole peak against ``torch.profiler``).
@@ -132,48 +136,64 @@ class Gathered:
     grads: Fraction = Fraction(0)
 
 
+@dataclass(frozen=True)
+class Held:
+    """What a step holds past its use: ``outputs``, the logits the loop keeps (through backward and the
+    optimizer step); ``graph``, what the step's graph keeps past backward (through the optimizer step);
+    ``previous``, what the last micro-batch left alive through this forward."""
+
+    outputs: Fraction = Fraction(0)
+    graph: Fraction = Fraction(0)
+    previous: Fraction = Fraction(0)
+
+
 def moments(spec: TrainingSpec, states: dict[str, Fraction], activations: Fraction, b: int,
             trainable: int, rebuild: Rebuild = Rebuild(), cached: Fraction = Fraction(0),
-            gathered: Gathered = Gathered()) -> list[Moment]:
+            gathered: Gathered = Gathered(), held: Held = Held()) -> list[Moment]:
     """The step's candidate moments for ``b`` samples; ``states`` are per-device P, G, O; ``cached``:
-    what the forward holds and frees at its end without saving it (autocast's weight cache)."""
+    what the forward holds and frees at its end without saving it (autocast's weight cache); ``held``:
+    what outlives its use (``refined.held``)."""
     P, G, S = (states.get(k, Fraction(0)) for k in ("params", "grads", "optimizer_states"))
     Pg, Gg = P + gathered.params, gathered.grads  # the optimizer step runs on the shards alone
     found = [
         # the forward's largest unsaved tensors: the logits at its end, or the last layer's attention scores
         Moment("forward", Pg, G, S,
-               activations + cached + max(logits_bytes(spec, b), attention_scores_bytes(spec, b)), Fraction(0)),
-        Moment("backward", Pg, Fraction(0), S, activations, loss_grad_bytes(spec, b)),
-        Moment("optimizer", P, G, S, Fraction(0), optimizer_temporary_bytes(spec, trainable)),
+               activations + cached + held.previous + max(logits_bytes(spec, b), attention_scores_bytes(spec, b)),
+               Fraction(0)),
+        Moment("backward", Pg, Fraction(0), S, activations + held.outputs, loss_grad_bytes(spec, b)),
+        Moment("optimizer", P, G, S, held.outputs + held.graph, optimizer_temporary_bytes(spec, trainable)),
     ]
     if Gg:  # the last layer's gradients, unsharded, beside every activation
-        found.append(Moment("backward", Pg, Gg, S, activations, Fraction(0)))
+        found.append(Moment("backward", Pg, Gg, S, activations + held.outputs, Fraction(0)))
     if spec.recompute in CHECKPOINTED:
         # Backward rebuilds the last layer first, beside every layer's checkpoint, and the first layer
         # last, when the later layers' gradients exist and their checkpoints are freed. Between the two
         # the held bytes change linearly, layer by layer, so these ends bound them.
         L = spec.layers or 1
-        found.append(Moment("backward", Pg, Gg, S, activations, rebuild.layer))
-        found.append(Moment("backward", Pg, G * (L - 1) / L + Gg, S, activations - rebuild.freed, rebuild.layer))
+        found.append(Moment("backward", Pg, Gg, S, activations + held.outputs, rebuild.layer))
+        found.append(Moment("backward", Pg, G * (L - 1) / L + Gg, S, activations + held.outputs - rebuild.freed,
+                            rebuild.layer))
     return found
 
 
 def peak_moment(spec: TrainingSpec, states: dict[str, Fraction], activations: Fraction, b: int,
                 trainable: int, rebuild: Rebuild = Rebuild(), cached: Fraction = Fraction(0),
-                gathered: Gathered = Gathered()) -> Moment:
+                gathered: Gathered = Gathered(), held: Held = Held()) -> Moment:
     """The largest of ``moments``: the step's peak, and what holds it."""
-    return max(moments(spec, states, activations, b, trainable, rebuild, cached, gathered), key=lambda m: m.total)
+    return max(moments(spec, states, activations, b, trainable, rebuild, cached, gathered, held),
+               key=lambda m: m.total)
 
 
 def max_batch_moments(spec: TrainingSpec, states: dict[str, Fraction], act: tuple[Fraction, Fraction],
                       trainable: int, rebuild: tuple[Rebuild, Rebuild], room: Fraction,
-                      cached: Fraction = Fraction(0), gathered: Gathered = Gathered()) -> int:
+                      cached: Fraction = Fraction(0), gathered: Gathered = Gathered(),
+                      held: tuple[Held, Held] = (Held(), Held())) -> int:
     """The largest ``b`` whose every moment fits in ``room`` (budget less overhead); each moment is
-    linear in b (``act = (fixed, per_sample)``, ``rebuild`` at b = 0 and 1), so each gives
+    linear in b (``act = (fixed, per_sample)``, ``rebuild`` and ``held`` at b = 0 and 1), so each gives
     ``floor((room − at b=0) / slope)``."""
     fixed, per_sample = act
-    at0 = moments(spec, states, fixed, 0, trainable, rebuild[0], cached, gathered)
-    at1 = moments(spec, states, fixed + per_sample, 1, trainable, rebuild[1], cached, gathered)
+    at0 = moments(spec, states, fixed, 0, trainable, rebuild[0], cached, gathered, held[0])
+    at1 = moments(spec, states, fixed + per_sample, 1, trainable, rebuild[1], cached, gathered, held[1])
     best: int | None = None
     for m0, m1 in zip(at0, at1, strict=True):
         slope = m1.total - m0.total

@@ -1,7 +1,9 @@
 """Quantised frozen base weights (QLoRA's NF4, LLM.int8()): the bytes they are stored in.
 
-bitsandbytes replaces the transformer blocks' linear layers (not the embeddings, norms or the
-output head) and computes in the ``--precision`` dtype, dequantising one layer's weight at a time:
+bitsandbytes replaces the transformer blocks' linear layers (not the embeddings or norms; the output
+head only with ``quantize_head``: Hugging Face's ``BitsAndBytesConfig`` skips it, LitGPT's
+``BitsandbytesPrecision`` replaces every ``nn.Linear``) and computes in the ``--precision`` dtype,
+dequantising one layer's weight at a time:
 
 - ``nf4``: 4 bits per weight, plus one fp32 absmax per block of 64 weights (32/64 = 0.5 bit per
   weight). Double quantisation stores those absmax in 8 bits, with one fp32 constant per 256 of
@@ -27,11 +29,17 @@ def bytes_per_weight(spec: TrainingSpec) -> Fraction:
     return Fraction(1, 2) + Fraction(FP32, NF4_BLOCK)
 
 
+def _head(spec: TrainingSpec) -> int:
+    """Weights of the output head where it is quantised (V·h), else 0."""
+    return (spec.vocab or 0) * (spec.hidden or 0) if spec.quantize_head else 0
+
+
 def quantized_weights(spec: TrainingSpec) -> int:
-    """Weights stored quantised: every block linear of every layer (0 without ``quantize``)."""
+    """Weights stored quantised: every block linear of every layer, and the head under ``quantize_head``
+    (0 without ``quantize``)."""
     if spec.quantize is None or not (spec.layers and spec.hidden and spec.heads):
         return 0
-    return spec.layers * sum(i * o * c for i, o, c in block_linears(spec, spec.experts).values())
+    return spec.layers * sum(i * o * c for i, o, c in block_linears(spec, spec.experts).values()) + _head(spec)
 
 
 def quantized_bytes(spec: TrainingSpec) -> Fraction:
@@ -41,12 +49,14 @@ def quantized_bytes(spec: TrainingSpec) -> Fraction:
         return n * bytes_per_weight(spec)
     if spec.quantize == "int8":
         rows = spec.layers * sum(o * c for _, o, c in block_linears(spec, spec.experts).values())  # type: ignore[operator]
+        rows += (spec.vocab or 0) * spec.quantize_head
         return Fraction(n + FP32 * rows)
     return Fraction(0)
 
 
 def dequantized_bytes(spec: TrainingSpec, compute_bytes: Fraction) -> Fraction:
-    """The temporary of the layer being computed: its weight dequantised to the compute dtype."""
+    """The temporary of the layer being computed: its weight dequantised to the compute dtype (the largest
+    layer's: a quantised head's V·h where it is larger)."""
     if spec.quantize is None or not (spec.layers and spec.hidden and spec.heads):
         return Fraction(0)
-    return compute_bytes * max(i * o for i, o, _ in block_linears(spec, spec.experts).values())
+    return compute_bytes * max(_head(spec), *(i * o for i, o, _ in block_linears(spec, spec.experts).values()))

@@ -19,7 +19,7 @@ from fractions import Fraction
 
 from .document import _int, gpus_rule_of_thumb
 from .lora import adapter_params
-from .peak import FP32, Gathered, Rebuild, loss_value_bytes, max_batch_moments, peak_moment
+from .peak import FP32, Gathered, Held, Rebuild, loss_value_bytes, max_batch_moments, peak_moment
 from .quant import dequantized_bytes, quantized_bytes, quantized_weights
 from .solver import accumulate_for, min_world_size
 from .spec import (
@@ -113,6 +113,42 @@ def _saves_input(spec: TrainingSpec, linears: tuple[str, ...]) -> int:
     if spec.lora_dropout or not adapted:
         return 0
     return adapted if _autocast(spec) else 1
+
+
+def quant_inputs(spec: TrainingSpec, b: int) -> tuple[Fraction, Fraction]:
+    """``(all, beyond)``: the inputs bitsandbytes before 0.43.2 keeps (``quant_keeps_input``), and those of
+    them nothing else keeps. Its ``MatMul4Bit`` stores each 4-bit linear's input on ctx whenever the input
+    needs a gradient (PR #1270 dropped it), until the graph is freed: through backward and the optimizer
+    step, not released layer by layer. Per layer, in the compute dtype: the Q/K/V projections' shared input
+    (h; not the first layer's, nothing before it trains), the output projection's (the attention's output),
+    the gate/up projections' (h, per expert a token passes through) and the down projection's (the MLP
+    width); a quantised head's (h). Kept anyway: an input an adapter keeps (LoRA without dropout), and
+    fused attention's output. Under checkpointing it is not modelled (reentrant checkpointing keeps none of
+    them, non-reentrant every layer's)."""
+    if not spec.quant_keeps_input or spec.recompute != "none":
+        return Fraction(0), Fraction(0)
+    linears = block_linears(spec, spec.experts_active)
+    mlp = (("gate", "up") if "gate" in linears else ("up",), ("down",))
+    groups = [(("q", "k", "v"), linears["q"][0], _saves_input(spec, ("q", "k", "v"))),
+              (("o",), linears["o"][0], spec.attention == "sdpa" or _saves_input(spec, ("o",)))]
+    groups += [(g, linears[g[0]][0] * linears[g[0]][2], _saves_input(spec, g)) for g in mlp]
+    first_qkv = groups[0][1]  # the first layer's Q/K/V input needs no gradient: not kept
+    L, head = spec.layers or 0, (spec.hidden or 0) * spec.quantize_head
+    every = L * sum(w for _, w, _ in groups) - first_qkv + head
+    beyond = L * sum(w for _, w, kept in groups if not kept) - (0 if groups[0][2] else first_qkv) + head
+    per_value = get_precision(spec.precision).compute_bytes * (spec.seq_len or 0) * b / spec.tensor_parallel
+    return per_value * every, per_value * beyond
+
+
+def held(spec: TrainingSpec, b: int) -> Held:
+    """What outlives its use in a step of ``b`` samples (``peak.Held``): the logits the loop keeps
+    (``keeps_outputs``, the compute dtype), the inputs old bitsandbytes keeps (``quant_inputs``), and, where
+    the loop keeps its outputs, both from the last micro-batch (taken as large as this one) through this
+    forward."""
+    p = get_precision(spec.precision).compute_bytes
+    outputs = p * b * (spec.seq_len or 0) * (spec.vocab or 0) / spec.tensor_parallel if spec.keeps_outputs else 0
+    graph = quant_inputs(spec, b)[0]
+    return Held(outputs=Fraction(outputs), graph=graph, previous=outputs + graph if spec.keeps_outputs else Fraction(0))
 
 
 def adapter_activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
@@ -226,7 +262,7 @@ def activation_parts(spec: TrainingSpec) -> tuple[Fraction, Fraction]:
     else:
         layers = L * layer_activation_bytes(spec, 1, with_scores=spec.recompute == "none")
     fixed = weight_copy_bytes(spec) + dequantized_bytes(spec, get_precision(spec.precision).compute_bytes)
-    return fixed, layers + head_activation_bytes(spec, 1)
+    return fixed, layers + head_activation_bytes(spec, 1) + quant_inputs(spec, 1)[1]
 
 
 def activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
@@ -344,13 +380,14 @@ def refined(spec: TrainingSpec) -> Estimate:
     moment = None
     if states is not None and act is not None and spec.batch_size is not None:
         moment = peak_moment(spec, per_device, act, spec.batch_size, Nt, rebuild(spec, spec.batch_size),
-                             weight_cache_bytes(spec), gathered(spec))
+                             weight_cache_bytes(spec), gathered(spec), held(spec, spec.batch_size))
     peak = moment.total + overhead if moment is not None else None
     b_max = None
     if budget is not None and states is not None and act1 is not None:
         b_max = max_batch_moments(spec, per_device, (fixed_act, act1), Nt,
                                   (rebuild(spec, 0), rebuild(spec, 1)),
-                                  budget - overhead, weight_cache_bytes(spec), gathered(spec))
+                                  budget - overhead, weight_cache_bytes(spec), gathered(spec),
+                                  (held(spec, 0), held(spec, 1)))
     if moment is not None and moment.phase != "forward":
         notes.append(f"the peak falls in the {'optimizer step' if moment.phase == 'optimizer' else 'backward'}")
     extra: dict[str, object] = {}

@@ -95,6 +95,12 @@ class TrainingSpec:
     lora_dropout: bool = False  # dropout on the adapters' input (PEFT's lora_dropout > 0)
     quantize: str | None = None  # the frozen base's block linears in nf4 or int8; compute stays in precision
     double_quant: bool = False  # nf4's block constants quantised too (QLoRA's double quantisation)
+    quantize_head: bool = False  # the output head quantised too (LitGPT's BitsandbytesPrecision: every nn.Linear)
+    # bitsandbytes before 0.43.2 (PR #1270): 4-bit layers keep their input on ctx until the graph is freed
+    quant_keeps_input: bool = False
+    # the training loop holds the last micro-batch's outputs, and so its graph, into the next forward
+    # (LitGPT's finetune scripts: ``logits`` is rebound only when the next forward returns)
+    keeps_outputs: bool = False
 
     def attention_widths(self) -> tuple[int, int]:
         """``(a·d, kv·d)``: the widths of Q (and the attention's output) and of K and V, d the head size."""
@@ -177,6 +183,10 @@ def validate(spec: TrainingSpec) -> TrainingSpec:
                        "or give trainable_params")
     if spec.double_quant and spec.quantize != "nf4":
         raise _allowed("double_quant", spec.double_quant, "it applies to quantize='nf4' only")
+    if spec.quant_keeps_input and spec.quantize != "nf4":
+        raise _allowed("quant_keeps_input", spec.quant_keeps_input, "it applies to quantize='nf4' only")
+    if spec.quantize_head and (spec.quantize is None or not spec.vocab):
+        raise _allowed("quantize_head", spec.quantize_head, "it needs quantize and vocab")
     if get_precision(spec.precision).name.endswith("-fsdp") and spec.strategy != "fsdp":
         raise _allowed("precision", spec.precision, "it is FSDP2's mixed-precision policy: needs strategy='fsdp'")
     if not 0 < spec.safety <= 1:

@@ -50,3 +50,75 @@ def test_refined_peak_of_a_qlora_step_within_5_percent(double_quant):
     assert abs(predicted / truth - 1) < 0.05, (predicted, truth)
     unquantised = refined(spec.with_(quantize=None, double_quant=False)).peak_bytes
     assert unquantised > predicted  # the 4-bit base is what makes the difference
+
+
+# --- bitsandbytes before 0.43.2, and a loop that holds its outputs ----------------------------------
+
+@pytest.fixture
+def old_bnb(monkeypatch):
+    """bitsandbytes 0.50's 4-bit matmul with PR #1270 reverted, as 0.43.1 and older ran it: ``MatMul4Bit``
+    keeps its input ``A`` on ctx (``ctx.tensors = (A, B)``) wherever it kept ``(None, B)``; the version
+    reads 0.42.0 (LitGPT's pin)."""
+    from bitsandbytes.autograd._functions import MatMul4Bit
+
+    current = MatMul4Bit.forward
+
+    def forward(ctx, A, B, out=None, bias=None, quant_state=None):
+        output = current(ctx, A, B, out, bias, quant_state)
+        if ctx.tensors[1] is not None:
+            ctx.tensors = (A, B)
+        return output
+
+    monkeypatch.setattr(MatMul4Bit, "forward", staticmethod(forward))
+    monkeypatch.setattr(bnb, "__version__", "0.42.0")
+
+
+def _holding_peak(keep_outputs: bool) -> tuple[int, TrainingSpec]:
+    """The real peak of two steps of the QLoRA Llama whose loop keeps (or not) each step's logits until the
+    next forward returns, as LitGPT's finetune scripts do; and the spec introspection reads off the model."""
+    from bench.truth import real_peak_holding
+
+    model, batch, _ = qlora_llama(False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    held: list = [None]
+
+    def loss(m, b):
+        out = m(**b)
+        held[0] = out.logits if keep_outputs else None
+        return out.loss
+
+    truth = real_peak_holding(model, batch, loss, optimizer, clear=lambda: held.__setitem__(0, None))
+    spec, _ = spec_from_model(model, batch, TrainingSpec(device="cpu", precision="fp32"), keep=set())
+    return truth.peak_bytes, spec.with_(keeps_outputs=keep_outputs)
+
+
+@pytest.mark.parametrize("keep_outputs", [False, True])
+def test_old_bitsandbytes_keeps_inputs_and_the_refined_peak_counts_them(old_bnb, keep_outputs):
+    truth, spec = _holding_peak(keep_outputs)
+    assert spec.quant_keeps_input and not spec.quantize_head  # read off the version; the head is not 4-bit
+    predicted = refined(spec).peak_bytes
+    assert abs(predicted / truth - 1) < 0.05, (predicted, truth)
+    # what the kept inputs add, against the same run without them (the current bitsandbytes' behaviour)
+    assert refined(spec.with_(quant_keeps_input=False)).peak_bytes < predicted
+
+
+def test_a_loop_that_keeps_its_outputs_holds_the_logits():
+    truth, spec = _holding_peak(True)
+    assert not spec.quant_keeps_input
+    predicted = refined(spec).peak_bytes
+    assert abs(predicted / truth - 1) < 0.05, (predicted, truth)
+    assert refined(spec.with_(keeps_outputs=False)).peak_bytes < predicted
+
+
+def test_a_quantised_head_is_read_and_stored_in_four_bits():
+    model, batch, _ = qlora_llama(False)
+    head = model.base_model.model.lm_head
+    q = bnb.nn.Linear4bit(head.in_features, head.out_features, bias=False, compute_dtype=torch.float32,
+                          quant_type="nf4")
+    q.weight = bnb.nn.Params4bit(head.weight.data.clone(), requires_grad=False, quant_type="nf4")
+    model.base_model.model.lm_head = q.to("cpu")
+    spec, _ = spec_from_model(model, batch, TrainingSpec(device="cpu", precision="fp32"), keep=set())
+    assert spec.quantize_head and not spec.quant_keeps_input  # bitsandbytes 0.50 keeps (None, B)
+    saved = refined(spec.with_(quantize_head=False)).params_bytes - refined(spec).params_bytes
+    v_h = spec.vocab * spec.hidden
+    assert saved == pytest.approx(v_h * (4 - 0.5 - 4 / 64), rel=1e-6)  # fp32 → 4 bits + an fp32 absmax per 64

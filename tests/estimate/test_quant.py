@@ -39,7 +39,8 @@ def test_refined_stores_the_rest_in_the_parameter_dtype_and_adds_one_dequantised
 
 @pytest.mark.parametrize("args,says", [(["--quantize", "nf4"], "a quantised base is frozen"),
                                        (["--quantize", "fp8", "--lora-rank", "8"], "allowed: nf4, int8"),
-                                       (["--quantize", "int8", "--double-quant", "--lora-rank", "8"], "nf4")])
+                                       (["--quantize", "int8", "--double-quant", "--lora-rank", "8"], "nf4"),
+                                       (["--quantize-head", "--lora-rank", "8"], "needs quantize")])
 def test_bad_quantize_flags_are_one_line(args, says):
     one_line_exit_2(llmops("estimate", "--model", "llama-2-7b", *args), says)
 
@@ -73,3 +74,46 @@ def test_introspection_names_bitsandbytes_optimizers_by_class():
         opt = fake_cls()
         opt.param_groups = [{}]
         assert optimizer_name([opt]) == name
+
+
+def test_a_quantised_head_by_hand():
+    head = SPEC.with_(quantize_head=True)
+    assert quantized_weights(head) == 2 * 40_960 + 100 * 64
+    assert dequantized_bytes(head, Fraction(2)) == 2 * 128 * 64  # the head (6,400) is smaller than the MLP's
+    wide = head.with_(vocab=1000)  # 64,000 weights: its dequantised copy is now the largest
+    assert dequantized_bytes(wide, Fraction(2)) == 2 * 1000 * 64
+    assert quantized_bytes(head.with_(quantize="int8")) == quantized_bytes(SPEC.with_(quantize="int8")) + 100 * (64 + 4)
+
+
+def test_old_bitsandbytes_kept_inputs_by_hand():
+    """Per layer (b·s = 64 tokens, bf16): Q/K/V's input 64 (not the first layer's), O's 64, gate/up's 64,
+    down's 128; with LoRA on q, v without dropout the adapters keep Q/K/V's input anyway, SDPA keeps O's."""
+    from llmops.estimate.refined import held, quant_inputs
+
+    spec = SPEC.with_(lora_rank=4, lora_targets=("q", "v"), quant_keeps_input=True, attention="sdpa")
+    every, beyond = quant_inputs(spec, 2)
+    tokens = 2 * 32
+    assert every == 2 * tokens * (2 * (64 + 64 + 64 + 128) - 64)
+    assert beyond == 2 * tokens * 2 * (64 + 128)  # gate/up's and down's: nothing else keeps them
+    assert quant_inputs(spec.with_(lora_dropout=True), 2)[1] == 2 * tokens * (2 * (64 + 64 + 128) - 64)
+    assert quant_inputs(spec.with_(quant_keeps_input=False), 2) == (0, 0)
+    assert quant_inputs(spec.with_(recompute="full"), 2) == (0, 0)  # not modelled under checkpointing
+    assert held(spec, 2).previous == 0  # only a loop that keeps its outputs holds them into the next forward
+    kept = held(spec.with_(keeps_outputs=True), 2)
+    assert kept.outputs == 2 * tokens * 100 and kept.previous == kept.outputs + every
+    assert refined(spec).activation_bytes - refined(spec.with_(quant_keeps_input=False)).activation_bytes == beyond
+
+
+@pytest.mark.parametrize("field,says", [("quant_keeps_input", "quantize='nf4' only"), ("quantize_head", "needs quantize")])
+def test_quantisation_fields_need_a_quantised_base(field, says):
+    with pytest.raises(ValueError, match=says):
+        refined(SPEC.with_(quantize=None, **{field: True}))
+
+
+def test_quantize_head_flag_stores_the_head_in_nf4():
+    import json
+
+    run = ["estimate", "--model", "llama-2-7b", "--lora-rank", "8", "--quantize", "nf4", "--json"]
+    kept, quantised = (json.loads(llmops(*run, *extra).stdout)["refined"]["components"]["params"]
+                       for extra in ((), ("--quantize-head",)))
+    assert kept - quantised == 32_000 * 4096 * (2 - 0.5 - 4 / 64)  # bf16 → 4 bits + an fp32 absmax per 64
