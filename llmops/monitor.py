@@ -400,14 +400,20 @@ class Monitor:
     def count_steps(self) -> None:
         """The samples, step times and step numbers the training thread queued, into the metrics: on the
         sampler thread, and before the loggers read them (either thread; each entry is taken once)."""
-        s, done = self.state, self._done
-        while done:
+        done, samples_each, step_seconds, last_step = self._done, [], [], None
+        while done:  # one inc_many, observe_many and set per call, not per step: the sampler takes the GIL
             step, samples, seconds = done.popleft()
             if samples:
-                s.inc("llmops_samples_total", samples)
+                samples_each.append(samples)
             if seconds is not None:
-                s.observe("llmops_step_duration_seconds", seconds)
-                s.set("llmops_train_step", step)
+                step_seconds.append(seconds)
+                last_step = step if step is not None else last_step  # as set() skips a None
+        s = self.state
+        if samples_each:
+            s.inc_many("llmops_samples_total", samples_each)
+        if step_seconds:
+            s.observe_many("llmops_step_duration_seconds", step_seconds)
+            s.set("llmops_train_step", last_step)
 
     def should_measure(self, step: int) -> bool:
         """Memory is measured on the first two steps (the second is the first with the previous

@@ -20,7 +20,7 @@ from __future__ import annotations
 import statistics
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .exporter import MetricState
@@ -121,14 +121,33 @@ class StepTimer:
 
     # -- the sampler thread ------------------------------------------------------------------
     def drain(self) -> None:
-        """Count every completed micro-batch, in order; then the window's MFU."""
-        while self._pending and self._ready(self._pending[0]):
-            self._account(self._pending.popleft())
+        """Count every completed micro-batch, in order; then the window's MFU. The counters take one
+        ``inc_many`` per series per drain, and the median ratio is set for the drain's last step only
+        (a gauge shows only its last value): the sampler thread's cost per step, which takes the GIL."""
+        drained = _Drained()
+        try:
+            while self._pending and self._ready(self._pending[0]):
+                self._account(self._pending.popleft(), drained)
+        finally:  # what was accounted before an error is counted, as it was one ``inc`` at a time
+            self._count(drained)
         if self._window_seconds > 0:
             mfu = utilization(self._window_flops, self._window_seconds, self.peak_flops)
             if mfu is not None and self._window_flops > 0:
                 self.state.set("llmops_mfu_ratio", mfu)
             self._window_flops = self._window_seconds = 0.0
+
+    def _count(self, drained: _Drained) -> None:
+        s = self.state
+        for phase, values in drained.phase_seconds.items():
+            s.inc_many("llmops_step_phase_seconds_total", values, phase=phase)
+        if drained.tokens:
+            s.inc_many("llmops_tokens_total", drained.tokens)
+        if drained.flops:
+            s.inc_many("llmops_model_flops_total", drained.flops)
+        if drained.busy:
+            *before, last = drained.busy
+            self._recent_busy.extend(before)
+            self._step_done(last)
 
     def _step_done(self, busy: float) -> None:
         """A straggler's own signal: this step's time less the all-reduce it waited for (another rank's
@@ -144,7 +163,7 @@ class StepTimer:
             return False
         return (not mb.comm or self.comm.ready(mb.comm)) or len(self._pending) > MAX_WAIT_FOR_COMM
 
-    def _account(self, mb: MicroBatch) -> None:
+    def _account(self, mb: MicroBatch, drained: _Drained) -> None:
         c = self.clock
         forward_end = mb.backward if mb.backward is not None else mb.optimizer if mb.optimizer is not None else mb.end
         backward_end = mb.optimizer if mb.optimizer is not None else mb.end
@@ -164,16 +183,27 @@ class StepTimer:
         self._busy += sum(seconds.values()) - seconds.get("comm_exposed", 0.0)
         if mb.optimizer is not None or mb.comm is not None:
             self._step_seconds = 0.0
-            self._step_done(self._busy)
+            drained.busy.append(self._busy)
             self._busy = 0.0
         for phase, value in seconds.items():
-            self.state.inc("llmops_step_phase_seconds_total", value, phase=phase)
+            drained.phase_seconds.setdefault(phase, []).append(value)
         tokens = c.count(mb.mask) if mb.mask is not None else mb.tokens
         self._window_seconds += sum(seconds.values())
         if tokens is None:
             return
-        self.state.inc("llmops_tokens_total", tokens)
+        drained.tokens.append(tokens)
         per_token = self.flops_per_token(mb.seq_len) if self.flops_per_token is not None else None
         if per_token is not None:
-            self.state.inc("llmops_model_flops_total", tokens * per_token)
+            drained.flops.append(tokens * per_token)
             self._window_flops += tokens * per_token
+
+
+@dataclass
+class _Drained:
+    """What one drain accounted, in order, to be counted at its end: each series' amounts, and the
+    busy seconds of each optimizer step completed (for the median ratio)."""
+
+    phase_seconds: dict[str, list[float]] = field(default_factory=dict)
+    tokens: list[int] = field(default_factory=list)
+    flops: list[float] = field(default_factory=list)
+    busy: list[float] = field(default_factory=list)

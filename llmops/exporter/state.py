@@ -58,14 +58,31 @@ class MetricState:
     def inc(self, name: str, amount: float | None = 1.0, **labels: object) -> None:
         """Add ``amount`` (>= 0) to a counter; ``inc(name, 0, ...)`` makes a zero series exist."""
         _, key = self._check(name, "counter", labels)
-        number = _number(name, amount)
+        number = _amount(name, amount)
         if number is None:
             return
-        if not 0 <= number < math.inf:
-            raise ValueError(f"counter {name!r}: amount {amount!r} not allowed, only finite >= 0")
         with self._lock:
             series = self._series[name]
             series[key] = series.get(key, 0.0) + number  # type: ignore[operator]
+
+    def inc_many(self, name: str, amounts: Iterable[float | None], **labels: object) -> None:
+        """``inc(name, a, **labels)`` for each of ``amounts`` in order, the same sums to the bit, under one
+        label check and one lock; an invalid amount raises after those before it were added, as ``inc``."""
+        _, key = self._check(name, "counter", labels)
+        numbers: list[float] = []
+        try:
+            for amount in amounts:
+                number = _amount(name, amount)
+                if number is not None:
+                    numbers.append(number)
+        finally:
+            if numbers:
+                with self._lock:
+                    series = self._series[name]
+                    total = series.get(key, 0.0)
+                    for number in numbers:  # one by one, not sum(): float addition is not associative
+                        total += number  # type: ignore[operator]
+                    series[key] = total
 
     def observe(self, name: str, value: float | None, **labels: object) -> None:
         """Record one observation in a histogram."""
@@ -81,6 +98,28 @@ class MetricState:
                 counts = self._series[name][key] = [0.0] * (len(spec.buckets) + 2)
             counts[index] += 1  # type: ignore[index]
             counts[-1] += number  # type: ignore[index]
+
+    def observe_many(self, name: str, values: Iterable[float | None], **labels: object) -> None:
+        """``observe(name, v, **labels)`` for each of ``values`` in order, under one label check and one
+        lock; a value that is not a number raises after those before it were recorded, as ``observe``."""
+        spec, key = self._check(name, "histogram", labels)
+        bounds = spec.buckets
+        assert bounds is not None
+        numbers: list[float] = []
+        try:
+            for value in values:
+                number = _number(name, value)
+                if number is not None:
+                    numbers.append(number)
+        finally:
+            if numbers:
+                with self._lock:
+                    counts = self._series[name].get(key)
+                    if counts is None:
+                        counts = self._series[name][key] = [0.0] * (len(bounds) + 2)
+                    for number in numbers:
+                        counts[bisect_left(bounds, number)] += 1  # type: ignore[index]
+                        counts[-1] += number  # type: ignore[index]
 
     def remove(self, name: str, **labels: object) -> None:
         """Drop one series (no error when it does not exist)."""
@@ -142,6 +181,14 @@ def _number(name: str, value: object) -> float | None:
     except (TypeError, ValueError):
         raise ValueError(f"metric {name!r}: value {value!r} is not a number") from None
     return None if math.isnan(number) else number
+
+
+def _amount(name: str, amount: object) -> float | None:
+    """A counter's increment: ``None`` to skip (``None``, NaN), else a finite number >= 0."""
+    number = _number(name, amount)
+    if number is not None and not 0 <= number < math.inf:
+        raise ValueError(f"counter {name!r}: amount {amount!r} not allowed, only finite >= 0")
+    return number
 
 
 def _histogram(bounds: tuple[float, ...], counts: list[float]) -> HistogramValue:
