@@ -22,7 +22,7 @@ def test_deleted_run_dir_is_reopened_and_counted(tmp_path):
                 time.sleep(0.2)  # the writer has written the first steps
                 shutil.rmtree(tmp_path / "gone")
             if batch_idx == 5:
-                time.sleep(0.3)  # and notices before the end
+                time.sleep(0.3)  # steps written after the deletion; the writer notices at its next fsync or at close
 
     trainer, _ = fit(monitor, GPT(GPTConfig()), steps=8, callbacks_extra=[DeleteAt()])
     assert trainer.global_step == 8
