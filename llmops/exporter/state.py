@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -69,20 +69,15 @@ class MetricState:
         """``inc(name, a, **labels)`` for each of ``amounts`` in order, the same sums to the bit, under one
         label check and one lock; an invalid amount raises after those before it were added, as ``inc``."""
         _, key = self._check(name, "counter", labels)
-        numbers: list[float] = []
-        try:
-            for amount in amounts:
-                number = _amount(name, amount)
-                if number is not None:
-                    numbers.append(number)
-        finally:
-            if numbers:
-                with self._lock:
-                    series = self._series[name]
-                    total = series.get(key, 0.0)
-                    for number in numbers:  # one by one, not sum(): float addition is not associative
-                        total += number  # type: ignore[operator]
-                    series[key] = total
+
+        def add(numbers: list[float]) -> None:
+            series = self._series[name]
+            total = series.get(key, 0.0)
+            for number in numbers:  # one by one, not sum(): float addition is not associative
+                total += number  # type: ignore[operator]
+            series[key] = total
+
+        self._apply_valid(name, amounts, _amount, add)
 
     def observe(self, name: str, value: float | None, **labels: object) -> None:
         """Record one observation in a histogram."""
@@ -105,21 +100,32 @@ class MetricState:
         spec, key = self._check(name, "histogram", labels)
         bounds = spec.buckets
         assert bounds is not None
+
+        def add(numbers: list[float]) -> None:
+            counts = self._series[name].get(key)
+            if counts is None:
+                counts = self._series[name][key] = [0.0] * (len(bounds) + 2)
+            for number in numbers:
+                counts[bisect_left(bounds, number)] += 1  # type: ignore[index]
+                counts[-1] += number  # type: ignore[index]
+
+        self._apply_valid(name, values, _number, add)
+
+    def _apply_valid(self, name: str, values: Iterable[float | None],
+                     convert: Callable[[str, float | None], float | None],
+                     add: Callable[[list[float]], None]) -> None:
+        """``add`` (under the lock) the values ``convert`` accepts, in order; ``None`` results are skipped,
+        and one that raises does so after those before it were added."""
         numbers: list[float] = []
         try:
             for value in values:
-                number = _number(name, value)
+                number = convert(name, value)
                 if number is not None:
                     numbers.append(number)
         finally:
             if numbers:
                 with self._lock:
-                    counts = self._series[name].get(key)
-                    if counts is None:
-                        counts = self._series[name][key] = [0.0] * (len(bounds) + 2)
-                    for number in numbers:
-                        counts[bisect_left(bounds, number)] += 1  # type: ignore[index]
-                        counts[-1] += number  # type: ignore[index]
+                    add(numbers)
 
     def remove(self, name: str, **labels: object) -> None:
         """Drop one series (no error when it does not exist)."""

@@ -104,7 +104,8 @@ def test_old_bitsandbytes_kept_inputs_by_hand():
     assert refined(spec).activation_bytes - refined(spec.with_(quant_keeps_input=False)).activation_bytes == beyond
 
 
-@pytest.mark.parametrize("field,says", [("quant_keeps_input", "quantize='nf4' only"), ("quantize_head", "needs quantize")])
+@pytest.mark.parametrize("field,says", [("quant_keeps_input", "quantize='nf4' only"),
+                                        ("quantize_head", "needs quantize")])
 def test_quantisation_fields_need_a_quantised_base(field, says):
     with pytest.raises(ValueError, match=says):
         refined(SPEC.with_(quantize=None, **{field: True}))
