@@ -95,6 +95,15 @@ def _memory_deltas(prof: profile) -> list[int]:
     return [int(e.nbytes()) for e in mem]
 
 
+def _highest(prof: profile) -> int:
+    """The highest running sum of the measured range's memory events: bytes above where it started."""
+    running = high = 0
+    for delta in _memory_deltas(prof):
+        running += delta
+        high = max(high, running)
+    return high
+
+
 def real_peak(
     model: torch.nn.Module,
     batch: Any,
@@ -116,11 +125,7 @@ def real_peak(
         with record_function(_MARK):
             run_step(model, batch, loss_fn, optimizer, autocast_dtype)
         seconds = time.perf_counter() - t0
-    running = high = 0
-    for delta in _memory_deltas(prof):
-        running += delta
-        high = max(high, running)
-    return Truth(peak_bytes=baseline + high, baseline_bytes=baseline, seconds=seconds)
+    return Truth(peak_bytes=baseline + _highest(prof), baseline_bytes=baseline, seconds=seconds)
 
 
 def real_peak_holding(
@@ -147,8 +152,4 @@ def real_peak_holding(
             run_step(model, batch, loss_fn, optimizer)
             run_step(model, batch, loss_fn, optimizer)
         seconds = (time.perf_counter() - t0) / 2
-    running = high = 0
-    for delta in _memory_deltas(prof):
-        running += delta
-        high = max(high, running)
-    return Truth(peak_bytes=baseline + high, baseline_bytes=baseline, seconds=seconds)
+    return Truth(peak_bytes=baseline + _highest(prof), baseline_bytes=baseline, seconds=seconds)

@@ -145,21 +145,17 @@ class RunLogWriter:
     def _flush(self, fsync: bool = False) -> None:
         try:
             lines = self._drain()
-            metrics = self._metrics_line()
-            if metrics:
-                lines.append(metrics)
             with self._write_lock:
                 if self._file is None:
                     return
                 now = time.monotonic()
                 # the check's stat calls once per fsync, not every write: _unchecked keeps what it replays
                 due = fsync or now - self._last_fsync >= self.fsync_interval
-                if due and self._reopen_if_gone():  # the new file gets every series, not this delta
-                    if metrics:
-                        lines.pop()
-                    metrics = self._metrics_line()
-                    if metrics:
-                        lines.append(metrics)
+                if due:
+                    self._reopen_if_gone()  # a reopened file gets every series: it clears what was last written
+                metrics = self._metrics_line()
+                if metrics:
+                    lines.append(metrics)
                 if lines:
                     text = "".join(lines)
                     self._file.write(text)
@@ -174,17 +170,17 @@ class RunLogWriter:
             else:
                 log.warning("llmops: run log %s: %s: %s", self.path, type(e).__name__, e)
 
-    def _reopen_if_gone(self) -> bool:
+    def _reopen_if_gone(self) -> None:
         """The path no longer names the open file (the run directory was deleted or moved): what is
         written would be lost. Open the path anew, start it with the start record and what was written
-        since the last check, say so once; ``True`` when it did."""
+        since the last check, say so once."""
         try:
             same = os.path.samestat(os.fstat(self._file.fileno()), os.stat(self.path))
         except FileNotFoundError:
             same = False
         if same:
             self._unchecked.clear()
-            return False
+            return
         self._file.close()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held for the run
@@ -194,13 +190,12 @@ class RunLogWriter:
                                  if not line.startswith('{"kind": "start"')))  # a start resets the reader
         self._unchecked.clear()
         self._last.clear()  # the new file gets every series again, not only what changes next
-        error = FileNotFoundError(f"run log {self.path} was removed during the run; reopened it (what was "
-                                  "written before is lost)")
+        error = FileNotFoundError(f"run log {self.path} was removed during the run; reopened it (what was written "
+                                  "before its last check is lost)")
         if self._on_error is not None:
             self._on_error(error)
         else:
             log.warning("llmops: %s", error)
-        return True
 
     def _drain(self) -> list[str]:
         lines = []
