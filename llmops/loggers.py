@@ -26,6 +26,7 @@ LOGGED: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("llmops_comm_bus_bandwidth_bytes_per_second", ()),
     ("llmops_checkpoint_save_duration_seconds", ()),
 )
+_LOGGED_NAMES = tuple(name for name, _ in LOGGED)
 HYPERPARAMS = ("llmops_memory_predicted_bytes", "llmops_batch_size_max_safe", "llmops_gpus_predicted",
                "llmops_memory_budget_bytes", "llmops_batch_size")
 
@@ -42,13 +43,17 @@ class LoggerMetrics:
     def __init__(self, state: MetricState, suffix: str = "") -> None:
         self.state, self.suffix = state, suffix
         self._last_hist: dict[str, tuple[float, int]] = {}
+        self._keys: dict[tuple[str, tuple[str, ...]], str] = {}  # (metric, label values) -> its key, made once
 
     def collect(self) -> dict[str, float]:
-        snapshot = self.state.snapshot()
+        """On the training thread every ``log_every_n_steps``: only the logged metrics are copied."""
+        snapshot = self.state.snapshot(_LOGGED_NAMES)
         out: dict[str, float] = {}
         for name, skip in LOGGED:
             for series in snapshot.get(name, ()):
-                key = _key(self.state, name, series.labels, skip) + self.suffix
+                key = self._keys.get((name, series.labels))
+                if key is None:
+                    key = self._keys[name, series.labels] = _key(self.state, name, series.labels, skip) + self.suffix
                 value = series.value
                 if isinstance(value, HistogramValue):
                     total, count = self._last_hist.get(key, (0.0, 0))
@@ -61,7 +66,7 @@ class LoggerMetrics:
 
     def hyperparams(self) -> dict[str, float]:
         """The preflight prediction, for ``logger.log_hyperparams`` (runs compared by predicted peak)."""
-        snapshot = self.state.snapshot()
+        snapshot = self.state.snapshot(HYPERPARAMS)
         return {_key(self.state, name, s.labels, ()): float(s.value)  # type: ignore[arg-type]
                 for name in HYPERPARAMS for s in snapshot.get(name, ())}
 

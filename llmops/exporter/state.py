@@ -8,6 +8,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import NamedTuple
 
 from llmops.metrics import METRICS, MetricSpec
 
@@ -21,9 +22,9 @@ class HistogramValue:
     count: int
 
 
-@dataclass(frozen=True)
-class Series:
-    """One series of a metric: its own label values (in the spec's label order) and its value."""
+class Series(NamedTuple):
+    """One series of a metric: its own label values (in the spec's label order) and its value. A named
+    tuple: a snapshot makes one per series, and a frozen dataclass costs several times more to make."""
 
     labels: tuple[str, ...]
     value: float | HistogramValue
@@ -148,13 +149,15 @@ class MetricState:
                 value = value[:]
         return _histogram(spec.buckets, value) if isinstance(value, list) else value  # type: ignore[arg-type]
 
-    def snapshot(self) -> Snapshot:
-        """An immutable copy: metric name -> its series; metrics without series are left out."""
+    def snapshot(self, names: Iterable[str] | None = None) -> Snapshot:
+        """An immutable copy: metric name -> its series; metrics without series are left out. ``names``:
+        only these metrics (a reader that needs a few does not copy and rebuild every histogram)."""
+        wanted = self._series.keys() if names is None else [self._spec(n).name for n in names]
         with self._lock:
             raw = {
                 name: [(key, v[:] if isinstance(v, list) else v) for key, v in series.items()]
-                for name, series in self._series.items()
-                if series
+                for name in wanted
+                if (series := self._series[name])
             }
         out = {}
         for name, items in raw.items():
