@@ -247,14 +247,14 @@ class MonitorCallback:
         if self._needs_preflight:
             self._needs_preflight = False
             self._preflight(trainer, pl_module, batch)  # may raise OOMRiskError, by design
-        m = self.monitor
+        m, step = self.monitor, trainer.global_step  # a Lightning property: read once per hook
         self._batch_shape = batch_shape(batch)
-        m.step_start(trainer.global_step, batch, self._batch_shape)
+        m.step_start(step, batch, self._batch_shape)
         # The micro-batch that ends with the optimizer step: a training step is timed to its end, and
         # memory is measured on it (once per step, optimizer states included, under accumulation).
         self._stepping = ((batch_idx + 1) % trainer.accumulate_grad_batches == 0
                           or batch_idx + 1 == trainer.num_training_batches)
-        if m.should_measure(trainer.global_step) and self._stepping:
+        if self._stepping and m.should_measure(step):
             with m.guard("activations"):
                 m.begin_measure(pl_module, trainer.optimizers, batch)
 
@@ -263,17 +263,17 @@ class MonitorCallback:
         if m.measuring:
             with m.guard("activations"):
                 m.end_measure(pl_module, trainer.optimizers)
+        step = trainer.global_step
         with m.guard("step"):
-            m.step_end(trainer.global_step, self._batch_shape[0], stepped=self._stepping)
+            m.step_end(step, self._batch_shape[0], stepped=self._stepping)
         if self._logger_metrics is not None or self.progress_bar:
             with m.guard("loggers"):
-                self._log(trainer, pl_module)
+                self._log(trainer, pl_module, step)
 
-    def _log(self, trainer: Any, pl_module: Any) -> None:
+    def _log(self, trainer: Any, pl_module: Any, step: int) -> None:
         """Loggers every ``log_every_n_steps`` optimizer steps, at Lightning's own step for ``self.log``
         (the optimizer steps taken before this one: 4 and 9 for the 5th and 10th); the progress bar
         every batch (cached values)."""
-        step = trainer.global_step
         if self._logger_metrics is not None and step != self._last_logged_step \
                 and step % max(1, trainer.log_every_n_steps) == 0:
             self._last_logged_step = step

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,28 +153,29 @@ def _from_torch_modules(module: nn.Module) -> tuple[dict[str, int], str | None]:
 
 
 def batch_shape(batch: Any) -> tuple[int | None, int | None]:
-    """``(b, s)`` from the first token tensor of a batch (``input_ids`` first), without reading data."""
-    tensors = list(_tensors(batch))
-    if not tensors:
+    """``(b, s)`` from the first token tensor of a batch (``input_ids`` first), without reading data. Every
+    batch, on the training thread: the first tensor is found without walking the rest."""
+    t = _first_tensor(batch)
+    if t is None:
         return None, None
-    t = tensors[0]
-    if t.dim() >= 2 and not t.is_floating_point():
-        return int(t.shape[0]), int(t.shape[1])
-    if t.dim() == 3:  # (b, s, h) embeddings, batch-first
-        return int(t.shape[0]), int(t.shape[1])
-    return int(t.shape[0]), None
+    shape = t.shape
+    if len(shape) == 3 or (len(shape) >= 2 and not t.is_floating_point()):  # tokens, or (b, s, h) embeddings
+        return int(shape[0]), int(shape[1])
+    return (int(shape[0]) if shape else None), None
 
 
-def _tensors(batch: Any) -> Iterable[torch.Tensor]:
+def _first_tensor(batch: Any) -> torch.Tensor | None:
     if isinstance(batch, torch.Tensor):
-        yield batch
+        return batch
+    if isinstance(batch, (list, tuple)):
+        for item in batch:
+            if (t := _first_tensor(item)) is not None:
+                return t
     elif isinstance(batch, Mapping):
         for key in ("input_ids", *batch.keys()):
-            if key in batch:
-                yield from _tensors(batch[key])
-    elif isinstance(batch, (list, tuple)):
-        for item in batch:
-            yield from _tensors(item)
+            if key in batch and (t := _first_tensor(batch[key])) is not None:
+                return t
+    return None
 
 
 def optimizer_name(optimizers: list[torch.optim.Optimizer]) -> str | None:
