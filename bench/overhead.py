@@ -7,8 +7,8 @@ measurement; the first step, where the preflight runs once, is printed apart.
 Prints each config's median step, its median ratio to the run without a monitor of the same round
 (and the range of those ratios: the noise of the machine), and what the run log costs the training
 thread per step. Then what the CPU's live-bytes count (the real peak, on sampled steps) costs: the
-same training step with and without it, alternated, and that cost spread over the default
-``activation_interval``. Then the time issue's targets: the monitor (phases, tokens, FLOPs and MFU
+same training step with and without it, alternated, and that cost spread over the steps the default
+schedule puts between measurements at that cost (``llmops.measure_schedule``). Then the time issue's targets: the monitor (phases, tokens, FLOPs and MFU
 with ``peak_flops`` given, on top of everything above) under 0.5% of the step, and tokens/s and MFU
 against a figure computed by hand from the run's own wall clock (a callback's timestamps, not the
 monitor's), the tokens counted from the loader and N counted from the config. Last, ``endpoint="node"``:
@@ -44,6 +44,7 @@ from lightning.pytorch.loggers import CSVLogger
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.node_blocking import report as node_blocking_report  # noqa: E402
 from llmops import LLMOpsMonitor  # noqa: E402
+from llmops.measure_schedule import DEFAULT_INTERVAL, stretch  # noqa: E402
 from tests.helpers.models import GPT, GPTConfig, make_module, token_loader  # noqa: E402
 
 
@@ -302,13 +303,14 @@ def main() -> None:
           f"tokens/s {a['tokens_s']:.1f} vs {a['tokens_s_hand']:.1f} by hand "
           f"({a['tokens_s'] / a['tokens_s_hand'] - 1:+.3%}); "
           f"MFU {a['mfu']:.5f} vs {a['mfu_hand']:.5f} by hand ({a['mfu'] / a['mfu_hand'] - 1:+.3%}); target within 1%")
-    interval = LLMOpsMonitor().config.activation_interval
     base, extra = live_bytes_cost()
+    gap = stretch(extra / base, DEFAULT_INTERVAL) * DEFAULT_INTERVAL  # where the default schedule puts them
     print(f"live-bytes count (CPU real peak): +{extra * 1e3:.1f} ms on a sampled step of {base * 1e3:.1f} ms "
-          f"({extra / base:.2f}×); sampled on steps 0, 1 and every {interval}: {extra / base / interval:.3%} "
-          f"of the step, amortized")
+          f"({extra / base:.2f}×); the default schedule measures steps 0, 1, {DEFAULT_INTERVAL} and then every "
+          f"{gap} at that cost (llmops.measure_schedule): {extra / base / gap:.3%} of the step, amortized "
+          f"({extra / base / DEFAULT_INTERVAL:.3%} at a fixed {DEFAULT_INTERVAL})")
     if "llmops" in inside and background is not None:
-        hooks, live = statistics.median(inside["llmops"]) / base_step, extra / base / interval
+        hooks, live = statistics.median(inside["llmops"]) / base_step, extra / base / gap
         total = hooks + live + background + scrape_s / SCRAPE_INTERVAL_S
         print(f"time issue target, all of it: hooks {hooks:.3%} + live-bytes {live:.3%} amortized + background "
               f"threads {background:.3%} (CPU, an upper bound) + scrapes {scrape_s / SCRAPE_INTERVAL_S:.3%} = "

@@ -95,8 +95,10 @@ class MonitorCallback:
             warning, which ``-W error`` or a pytest filter can turn into a stop), or ``"raise"`` to stop
             before the first step when the prediction does not fit.
         interval: seconds between NVML / allocator readings (background thread).
-        activation_interval: memory is measured on steps 0 and 1 and every this many steps (on the CPU each
-            sampled step runs under a live-bytes count: about a third slower, 0.35% of the run at 100).
+        activation_interval: memory is measured on steps 0 and 1 and every this many steps. Default: every
+            100, further apart (up to 1,000) where a measured step costs so much more that measuring would
+            take over 0.1% of the run: on the CPU a measured step runs under a live-bytes count, about a
+            third slower (``llmops.measure_schedule``). A number given is kept exactly.
         nvml: read NVML (default: when the run uses a CUDA device).
         certfile, keyfile: PEM files for TLS; basic_auth: ``(user, password)``.
         linger: seconds to keep the process at the end of fit so a last scrape sees the final state.
@@ -127,7 +129,7 @@ class MonitorCallback:
     def __init__(self, port: int = 9445, addr: str = "127.0.0.1", run: str | None = None,
                  spec: TrainingSpec | dict[str, Any] | None = None, memory_budget: int | float | str | None = None,
                  safety: float = 0.9, on_oom_risk: Literal["warn", "raise"] = "warn", interval: float = 1.0, *,
-                 activation_interval: int = 100, nvml: bool | None = None,
+                 activation_interval: int | None = None, nvml: bool | None = None,
                  certfile: str | None = None, keyfile: str | None = None,
                  basic_auth: tuple[str, str] | None = None, linger: float = 0.0,
                  pushgateway_url: str | None = None, serve: bool | None = None,

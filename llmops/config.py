@@ -35,7 +35,7 @@ class MonitorConfig:
     safety: float = 0.9
     on_oom_risk: str = "warn"
     interval: float = 1.0
-    activation_interval: int = 100
+    activation_interval: int | None = None  # None: llmops.measure_schedule's default, stretched to its budget
     trend_window: int = 20
     trend_horizon_steps: int = 1000
     nvml: bool | None = None
@@ -102,8 +102,11 @@ class MonitorConfig:
                 raise _bad(name, value, f"seconds {'≥' if zero_ok else '>'} 0 and at most {MAX_SECONDS:g} (a week)")
         for name in ("activation_interval", "trend_window", "trend_horizon_steps"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise _bad(name, value, "a whole number ≥ 1")
+            if (value is not None or name != "activation_interval") and (
+                    not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise _bad(name, value, "a whole number ≥ 1" + (", or None (every 100 steps, further apart where "
+                                                                 "measuring costs over 0.1%)"
+                                                                 if name == "activation_interval" else ""))
         if self.trend_window < 3:
             raise _bad("trend_window", self.trend_window, "at least 3 samples")
         for name, none_ok in (("serve", True), ("runlog", True), ("dry_run", False)):

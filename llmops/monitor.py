@@ -29,6 +29,7 @@ from .exporter import LLMOpsCollector, MetricState, NodeReceiver, NodeSender, no
 from .flops import model_flops_per_token
 from .guard import Guard, OOMRiskError, ProbeHung, bounded, warn_oom
 from .introspect import Introspection
+from .measure_schedule import MeasureSchedule
 from .peaks import matmul_dtype, peak_flops
 from .probes import ActivationMeter, CudaAllocatorProbe, LiveBytes, NvmlProbe, PynvmlClient, state_bytes
 from .probes.clock import CudaEventClock, HostClock, StepClock
@@ -74,6 +75,7 @@ class Monitor:
         # (step, samples, seconds or None) per micro-batch, for the sampler thread: the hooks only append
         self._done: deque[tuple[int, int | None, float | None]] = deque()
         self.step = 0
+        self.schedule = MeasureSchedule(config.activation_interval)  # which steps memory is measured on
         self.measured: dict[str, int] = {}
         self.peak_phase = ""  # where the last measured CPU peak fell: forward, backward, optimizer
         self.saved_bytes = 0  # activations the forward saved for backward, last measured step
@@ -393,6 +395,7 @@ class Monitor:
         seconds = now - self._t0
         self._t0 = None
         self.stall.step_done(now, seconds)
+        self.schedule.step_seconds(seconds)
         self._done.append((step, samples, seconds))
         if self.runlog is not None:  # a deque append; the run log's thread writes it
             self.runlog.step(step, seconds)
@@ -416,10 +419,8 @@ class Monitor:
             s.set("llmops_train_step", last_step)
 
     def should_measure(self, step: int) -> bool:
-        """Memory is measured on the first two steps (the second is the first with the previous
-        step's gradients alive through its forward, as every later one) and every
-        ``activation_interval`` steps."""
-        return step < 2 or step % self.config.activation_interval == 0
+        """Memory is measured on steps 0 and 1 and then as ``self.schedule`` says (``llmops.measure_schedule``)."""
+        return self.schedule.due(step)
 
     def begin_measure(self, module: torch.nn.Module, optimizers: list[torch.optim.Optimizer], batch: Any) -> None:
         """Count what the forward saves for backward; on the CPU also every live byte of the step."""
@@ -456,6 +457,7 @@ class Monitor:
         if meter is None:
             return
         meter.stop()
+        self.schedule.measured(self.step)
         self.saved_bytes = meter.activation_bytes
         self.state.inc("llmops_activation_sample_steps_total")
         if live is not None:
