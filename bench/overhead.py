@@ -6,10 +6,12 @@ time is (train end − start of step 10) / steps, so every hook of every steady 
 measurement; the first step, where the preflight runs once, is printed apart.
 Prints each config's median step, its median ratio to the run without a monitor of the same round
 (and the range of those ratios: the noise of the machine), and what the run log costs the training
-thread per step. Then what the CPU's live-bytes count (the real peak, on sampled steps) costs: the
-same training step with and without it, alternated, and that cost spread over the steps the default
-schedule puts between measurements at that cost (``llmops.measure_schedule``). Then the time issue's targets: the monitor (phases, tokens, FLOPs and MFU
-with ``peak_flops`` given, on top of everything above) under 0.5% of the step, and tokens/s and MFU
+thread per step; the time inside the monitor's hooks is taken on plain steps. Then what a measured
+step costs (on the CPU the live-bytes count, the real peak, and the activation meter): the same
+training step plain and measured, alternated, and that cost spread over the steps the default schedule
+puts between measurements at that cost (``llmops.measure_schedule``). Then the time issue's targets:
+the monitor (phases, tokens, FLOPs and MFU with ``peak_flops`` given, on top of everything above)
+under 0.5% of the step, and tokens/s and MFU
 against a figure computed by hand from the run's own wall clock (a callback's timestamps, not the
 monitor's), the tokens counted from the loader and N counted from the config. Last, ``endpoint="node"``:
 what a local rank's hand-off to its node endpoint costs the training thread, with that endpoint serving,
@@ -49,10 +51,15 @@ from tests.helpers.models import GPT, GPTConfig, make_module, token_loader  # no
 
 
 class HookClock:
-    """Wall time spent inside the monitor on the training thread: its per-step hooks and, on sampled
-    steps, the activation meter's saved-tensor hooks (which run inside forward)."""
+    """Wall time spent inside the monitor on the training thread, per plain step: its per-step hooks. A
+    measured step (begin_measure ran: the live-bytes count and the activation meter's saved-tensor hooks)
+    is left out here; what it costs in all is measured side by side (``measured_step_cost``) and spread
+    over the steps the schedule puts between measurements."""
 
-    seconds = 0.0
+    seconds = 0.0  # inside the monitor on plain steps, since ``reset``
+    plain_steps = 0
+    _step = 0.0  # the step in progress
+    _measured = False
 
     @classmethod
     def wrap(cls, fn):
@@ -61,22 +68,38 @@ class HookClock:
             try:
                 return fn(*args, **kwargs)
             finally:
-                cls.seconds += time.perf_counter() - t0
+                cls._step += time.perf_counter() - t0
         return timed
 
     @classmethod
+    def reset(cls) -> None:
+        cls.seconds, cls.plain_steps, cls._step, cls._measured = 0.0, 0, 0.0, False
+
+    @classmethod
+    def per_plain_step(cls) -> float:
+        return cls.seconds / cls.plain_steps if cls.plain_steps else 0.0
+
+    @classmethod
     def install(cls, monitor: LLMOpsMonitor) -> LLMOpsMonitor:
-        for hook in ("on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_before_optimizer_step"):
+        for hook in ("on_train_batch_start", "on_before_backward", "on_before_optimizer_step"):
             setattr(monitor, hook, cls.wrap(getattr(monitor, hook)))
+        batch_end = cls.wrap(monitor.on_train_batch_end)
+        begin = monitor.monitor.begin_measure
+
+        def end_step(*args, **kwargs):
+            batch_end(*args, **kwargs)
+            if not cls._measured:
+                cls.seconds += cls._step
+                cls.plain_steps += 1
+            cls._step, cls._measured = 0.0, False
+
+        def begin_measure(*args, **kwargs):
+            cls._measured = True
+            return begin(*args, **kwargs)
+
+        monitor.on_train_batch_end = end_step  # type: ignore[method-assign]
+        monitor.monitor.begin_measure = begin_measure  # type: ignore[method-assign]
         return monitor
-
-
-def _time_activation_hooks() -> None:
-    """The meter opens ``saved_tensors_hooks(_pack, _unpack)`` by their module names: time those."""
-    from llmops.probes import activations
-
-    activations._pack = HookClock.wrap(activations._pack)  # type: ignore[method-assign]
-    activations._unpack = HookClock.wrap(activations._unpack)  # type: ignore[method-assign]
 
 
 def task_cpu_seconds(tid: int) -> float | None:
@@ -184,13 +207,13 @@ class TrainTimer(Callback):
         if batch_idx == self.warmup:
             self.window.open()
             self.t0, self.c0 = time.perf_counter(), time.thread_time()
-            HookClock.seconds = 0.0
+            HookClock.reset()
 
     def on_train_end(self, trainer, pl_module):
         # Before the monitor's teardown (which stops its threads and takes a last reading): the window
         # is the steady steps only.
         self.seconds, self.cpu = time.perf_counter() - self.t0, time.thread_time() - self.c0
-        self.in_monitor = HookClock.seconds
+        self.in_monitor = HookClock.per_plain_step()
         self.threads = self.window.close()
 
 
@@ -208,7 +231,7 @@ def step_seconds(extra: list[Callback], steps: int, workdir: str,
     for cb in extra:  # one fit per process in real use: no endpoint of an earlier fit serves in the next run
         if isinstance(cb, LLMOpsMonitor):
             cb.monitor.shutdown()
-    return timer.seconds / steps, timer.cpu / steps, timer.in_monitor / steps, timer.first, timer.threads
+    return timer.seconds / steps, timer.cpu / steps, timer.in_monitor, timer.first, timer.threads
 
 
 def main() -> None:
@@ -236,7 +259,6 @@ def main() -> None:
     }
     if args.only:
         configs = {k: v for k, v in configs.items() if k == "none" or k in args.only.split(",")}
-    _time_activation_hooks()
     times: dict[str, list[float]] = {k: [] for k in configs}
     cpu: dict[str, list[float]] = {k: [] for k in configs}
     first: dict[str, list[float]] = {k: [] for k in configs}
@@ -276,7 +298,7 @@ def main() -> None:
         if k in inside:
             t = statistics.median(inside[k])
             print(f"inside the monitor on the training thread ({k}): {t * 1e6:.1f} µs per step = "
-                  f"{t / base_step:.4%} of the step without a monitor (hooks and sampled activation hooks)")
+                  f"{t / base_step:.4%} of the step without a monitor (its hooks, on plain steps)")
     print("first step (preflight included, once per run): " + ", ".join(
         f"{k} {statistics.median(ts) * 1e3:.1f} ms" for k, ts in first.items()))
     med = {k: statistics.median(rs) for k, rs in ratios.items()}
@@ -303,16 +325,17 @@ def main() -> None:
           f"tokens/s {a['tokens_s']:.1f} vs {a['tokens_s_hand']:.1f} by hand "
           f"({a['tokens_s'] / a['tokens_s_hand'] - 1:+.3%}); "
           f"MFU {a['mfu']:.5f} vs {a['mfu_hand']:.5f} by hand ({a['mfu'] / a['mfu_hand'] - 1:+.3%}); target within 1%")
-    base, extra = live_bytes_cost()
+    base, extra = measured_step_cost()
     gap = stretch(extra / base, DEFAULT_INTERVAL) * DEFAULT_INTERVAL  # where the default schedule puts them
-    print(f"live-bytes count (CPU real peak): +{extra * 1e3:.1f} ms on a sampled step of {base * 1e3:.1f} ms "
+    print(f"a measured step (live-bytes count, CPU real peak; activation meter): +{extra * 1e3:.1f} ms on a "
+          f"step of {base * 1e3:.1f} ms "
           f"({extra / base:.2f}×); the default schedule measures steps 0, 1, {DEFAULT_INTERVAL} and then every "
           f"{gap} at that cost (llmops.measure_schedule): {extra / base / gap:.3%} of the step, amortized "
           f"({extra / base / DEFAULT_INTERVAL:.3%} at a fixed {DEFAULT_INTERVAL})")
     if "llmops" in inside and background is not None:
         hooks, live = statistics.median(inside["llmops"]) / base_step, extra / base / gap
         total = hooks + live + background + scrape_s / SCRAPE_INTERVAL_S
-        print(f"time issue target, all of it: hooks {hooks:.3%} + live-bytes {live:.3%} amortized + background "
+        print(f"time issue target, all of it: hooks {hooks:.3%} + measured steps {live:.3%} amortized + background "
               f"threads {background:.3%} (CPU, an upper bound) + scrapes {scrape_s / SCRAPE_INTERVAL_S:.3%} = "
               f"{total:.3%} of the step (target < 0.5%): {'met' if total < 0.005 else 'NOT met'}")
     print(node_blocking_report())
@@ -354,33 +377,46 @@ def agreement(steps: int = 60, batch: int = 8) -> dict[str, float]:
             / PEAK_FLOPS, "tokens": state.get("llmops_tokens_total"), "tokens_hand": tokens}
 
 
-def live_bytes_cost(rounds: int = 20) -> tuple[float, float]:
-    """``(step seconds, extra seconds a sampled step spends in the live-bytes count)``: the bench's GPT
-    step (forward, zero_grad, backward, AdamW) timed with and without ``LiveBytes``, alternated, medians."""
+def measured_step_cost(rounds: int = 20) -> tuple[float, float]:
+    """``(step seconds, extra seconds of a measured step)``: the bench's GPT step (forward, zero_grad,
+    backward, AdamW) timed plain and as the monitor measures it on the CPU (the live-bytes count over the
+    step, the activation meter over forward), alternated, medians."""
     from bench.gpt import lm_loss
-    from llmops.dryrun import lightning_step
-    from llmops.probes import LiveBytes
+    from llmops.probes import ActivationMeter, LiveBytes
 
     torch.manual_seed(0)
     net = GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128, vocab_size=256, block_size=64, dropout=0.1))
     opt = torch.optim.AdamW(net.parameters())
     x = torch.randint(0, 256, (8, 65))
 
-    def step(counted: bool) -> float:
+    def step(measured: bool) -> float:
         t0 = time.perf_counter()
-        live = LiveBytes.for_step(net.parameters(), [opt], x) if counted else None
-        lightning_step(net, x, lm_loss, opt, "fp32", "cpu", None, live)
-        if live is not None:
+        if measured:
+            meter = ActivationMeter(exclude=net.parameters())
+            live = LiveBytes.for_step(net.parameters(), [opt], x, net.buffers())
+            meter.start()
+        loss = lm_loss(net, x)
+        if measured:
+            meter.stop()
+        opt.zero_grad(set_to_none=True)
+        if measured:
+            live.phase("backward")
+        loss.backward()
+        del loss
+        if measured:
+            live.phase("optimizer")
+        opt.step()
+        if measured:
             live.finish(net.parameters(), [opt])
         return time.perf_counter() - t0
 
     for _ in range(3):
         step(False)
-    plain, counted = [], []
+    plain, measured = [], []
     for _ in range(rounds):
         plain.append(step(False))
-        counted.append(step(True))
-    return statistics.median(plain), statistics.median(counted) - statistics.median(plain)
+        measured.append(step(True))
+    return statistics.median(plain), statistics.median(measured) - statistics.median(plain)
 
 
 def runlog_step_ns(calls: int = 200_000) -> float:
