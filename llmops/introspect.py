@@ -106,7 +106,9 @@ def find_config(module: nn.Module) -> tuple[dict[str, int], str | None]:
         found = architecture(cfg)
         if found:
             if get(cfg, "model_type") is not None:  # Hugging Face: its causal-LM loss upcasts the logits
-                found["loss_upcast"] = type(sub).__name__.endswith(("ForCausalLM", "LMHeadModel"))
+                # the causal LM may sit inside a wrapper that carries its config (PEFT's PeftModel, no task_type)
+                found["loss_upcast"] = any(type(m).__name__.endswith(("ForCausalLM", "LMHeadModel"))
+                                           for m in sub.modules())
             return found, f"{name or type(module).__name__}.config"
     return _from_torch_modules(module)
 

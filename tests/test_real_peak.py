@@ -3,6 +3,8 @@ the dry run, each against torch.profiler's allocation events over the real step 
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -106,3 +108,23 @@ def test_refined_moe_counts_the_active_experts_and_the_shared_one():
                                   shared_expert_ffn_hidden=512)).activation_bytes
     assert moe < dense < shared or moe < shared  # 2 experts of 256 save less than one MLP of 1024
     assert shared > moe
+
+
+def _peft(name: str, targets: Any, dtype: torch.dtype, **lora: Any) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    case = build(name, batch_size=2, seq_len=64)
+    case.model = get_peft_model(case.model, LoraConfig(r=8, lora_alpha=16, target_modules=targets, **lora)).to(dtype)
+    return case  # no task_type: a plain PeftModel wraps the causal LM
+
+
+def test_a_peft_model_without_task_type_still_upcasts_its_loss():
+    """PeftModel (no task_type) carries the config but is not a *ForCausalLM: the causal LM inside it still
+    upcasts its logits, so the loss's fp32 gradients decide a LoRA step's peak (it was −40.7% at bf16-true)."""
+    case = _peft("llama", ["q_proj", "v_proj"], torch.bfloat16)
+    opt = torch.optim.AdamW([p for p in case.model.parameters() if p.requires_grad], lr=1e-4)
+    truth = real_peak(case.model, case.batch, hf_loss, opt).peak_bytes
+    case = _peft("llama", ["q_proj", "v_proj"], torch.bfloat16)
+    spec, _ = spec_from_model(case.model, case.batch, TrainingSpec(device="cpu", precision="bf16-true"), {"precision"})
+    assert spec.loss_upcast
+    assert abs(refined(spec).peak_bytes / truth - 1) < 0.02
