@@ -18,7 +18,7 @@ from torch import nn
 
 from .estimate import TrainingSpec
 from .estimate.hf_config import architecture, get
-from .estimate.lora import HF_NAMES
+from .estimate.lora import HF_NAMES, ROUTER
 from .estimate.spec import LORA_TARGETS
 
 LIGHTNING_PRECISION = {"32-true": "fp32", "32": "fp32", "16-mixed": "16-mixed", "16": "16-mixed",
@@ -218,14 +218,32 @@ def has_dropout(module: nn.Module) -> bool:
     return any(id(d) not in lora for d in _dropouts(module))
 
 
+# PEFT's ParamWrapper adapts a parameter, not a module: the fused expert stacks of transformers 5, by name
+_STACKS = {"gate_up_proj": ("gate", "up"), "down_proj": ("down",), "up_proj": ("up",)}
+
+
 def lora_fields(module: nn.Module) -> dict[str, Any]:
-    """``lora_rank``, ``lora_targets`` and ``lora_dropout`` of a model with LoRA layers (PEFT, LitGPT); else {}."""
+    """``lora_rank``, ``lora_targets``, ``lora_dropout`` and ``fused_experts`` of a model with LoRA layers
+    (PEFT, LitGPT); else {}. A module named ``gate`` is a mixture's router (the MLP's is ``gate_proj`` or
+    ``w1``); a fused ``gate_up_proj`` stack's rank serves its two projections (PEFT's all-linear gives it 2r)."""
     layers = _lora_layers(module)
     if not layers:
         return {}
-    ranks = [max(m.r.values()) if isinstance(m.r, dict) else m.r for _, m in layers]
-    names = {HF_NAMES.get(n.rsplit(".", 1)[-1], n.rsplit(".", 1)[-1]) for n, _ in layers}
-    return {"lora_rank": max(ranks), "lora_targets": tuple(t for t in LORA_TARGETS if t in names) or ("q", "v"),
+    names: set[str] = set()
+    ranks, stack_ranks = [], []
+    for n, m in layers:
+        r = max(m.r.values()) if isinstance(m.r, dict) else m.r
+        stack = _STACKS.get(getattr(m, "parameter_name", None) or "")
+        if stack is not None:  # a ParamWrapper over a fused stack
+            names.update(stack)
+            stack_ranks.append(r // len(stack))
+            continue
+        last = n.rsplit(".", 1)[-1]
+        names.add(ROUTER if last == "gate" else HF_NAMES.get(last, last))
+        ranks.append(r)
+    fused = any(p.dim() == 3 for name, p in module.named_parameters() if ".experts." in f".{name}")
+    return {"lora_rank": max(ranks or stack_ranks), "fused_experts": fused,
+            "lora_targets": tuple(t for t in LORA_TARGETS if t in names) or ("q", "v"),
             "lora_dropout": any(_dropouts(m) for _, m in layers)}
 
 

@@ -30,6 +30,7 @@ FIELDS = {
     "strategy": "strategy", "tensor_parallel": "tensor_parallel", "attention": "attention",
     "recompute": "recompute", "dropout": "dropout", "device": "device", "overhead": "overhead_bytes",
     "quantize": "quantize", "double_quant": "double_quant", "quantize_head": "quantize_head",
+    "fused_experts": "fused_experts",
 }
 FLAGS = {field: "--" + flag.replace("_", "-") for flag, field in FIELDS.items()}
 EXIT_OOM = 3  # --fail-on-oom: the verdict is OOM (2 is bad input, as click's usage errors)
@@ -72,6 +73,9 @@ def _opt(*decls: str, **kw: Any) -> Any:
 @_opt("--lora-rank", type=PositiveInt(), help="Train LoRA adapters of this rank only (the base is frozen).")
 @_opt("--lora-targets", metavar="LIST", help="q,v (default), q,k,v,o, all-linear, or names such as q_proj,up_proj.")
 @click.option("--lora-dropout", is_flag=True, help="Dropout on the adapters' input (PEFT's lora_dropout > 0).")
+@_opt("--fused-experts/--per-expert-linears",
+      help="A mixture's experts as fused stacks (transformers 5, the default): LoRA on them adapts each stack "
+           "whole and keeps the merged stack for backward; or one nn.Linear per expert (transformers 4).")
 @_opt("--quantize", type=Name(list(QUANTIZE)), help="The frozen base stored in nf4 (QLoRA) or int8; needs --lora-rank.")
 @_opt("--double-quant/--no-double-quant", help="nf4's block constants quantised too (QLoRA's double quantisation).")
 @_opt("--quantize-head/--no-quantize-head",

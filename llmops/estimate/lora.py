@@ -14,6 +14,7 @@ from .spec import LORA_TARGETS, MAX_LORA_RANK, TrainingSpec, block_linears
 LINEARS = LORA_TARGETS[:-1]
 ROUTER = LORA_TARGETS[-1]  # a mixture of experts' router, which PEFT's all-linear adapts too
 HF_NAMES = {f"{n}_proj": n for n in LINEARS} | {"w1": "gate", "w3": "up", "w2": "down"}  # Mixtral's experts
+MLP = ("gate", "up", "down")
 PRESET_TARGETS = {"q,v": ("q", "v"), "q,k,v,o": ("q", "k", "v", "o"), "all-linear": LINEARS}
 
 
@@ -35,7 +36,8 @@ def parse_targets(text: str) -> tuple[str, ...]:
 
 
 def adapter_params(spec: TrainingSpec, rank: int, targets: tuple[str, ...]) -> int:
-    """Trainable adapter parameters over all layers; the MLP's once per expert under a mixture of experts.
+    """Trainable adapter parameters over all layers; the MLP's once per expert under a mixture of experts
+    (``mlp_adapters``: per linear, or per fused stack).
 
     ``gate`` on a non-gated MLP has no layer to adapt and counts nothing. ``ValueError`` when the
     architecture (layers, hidden, heads) is not known.
@@ -45,10 +47,29 @@ def adapter_params(spec: TrainingSpec, rank: int, targets: tuple[str, ...]) -> i
     if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= MAX_LORA_RANK:
         raise ValueError(f"lora rank {rank!r} is not allowed; a whole number from 1 to {MAX_LORA_RANK}")
     per_layer = sum(copies * rank * (d_in + d_out) for name, (d_in, d_out, copies)
-                    in block_linears(spec, spec.experts).items() if name in targets)
+                    in block_linears(spec, spec.experts).items() if name in targets and name not in MLP)
+    per_layer += sum(spec.experts * rank * k * (d_in + d_out) for _, d_in, d_out, k in mlp_adapters(spec, targets))
     if ROUTER in targets and spec.experts > 1:
         per_layer += rank * (spec.hidden + spec.experts)
     return spec.layers * per_layer
+
+
+def mlp_adapters(spec: TrainingSpec, targets: tuple[str, ...]) -> list[tuple[tuple[str, ...], int, int, int]]:
+    """The MLP's adapters, each ``(linears it covers, in, out, rank multiple)`` per expert.
+
+    Per linear, one adapter each (a dense MLP, or experts as one ``nn.Linear`` each). Fused experts
+    (``spec.fused_experts`` under a mixture) are different. Transformers 5 stores one ``gate_up_proj`` stack
+    (E × 2f × h) and one ``down_proj`` stack (E × h × f) per layer. PEFT's ParamWrapper puts one adapter on a
+    whole stack, and gives ``gate_up_proj`` rank 2r (the ``rank_pattern`` PEFT's all-linear sets: r for each
+    projection the stack holds). So a stack is adapted whole, at r per targeted linear it holds."""
+    linears = block_linears(spec, 1)
+    mlp = tuple(n for n in MLP if n in targets and n in linears)
+    if not (spec.fused_experts and spec.experts > 1):
+        return [((n,), linears[n][0], linears[n][1], 1) for n in mlp]
+    h, f = linears["up"][0], linears["up"][1]
+    up = tuple(n for n in mlp if n != "down")
+    out = [(up, h, f * (2 if spec.gated_mlp else 1), len(up))] if up else []
+    return out + ([(("down",), f, h, 1)] if "down" in mlp else [])
 
 
 def with_lora(spec: TrainingSpec, rank: int, targets: tuple[str, ...],

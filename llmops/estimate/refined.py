@@ -18,7 +18,7 @@ import math
 from fractions import Fraction
 
 from .document import _int, gpus_rule_of_thumb
-from .lora import adapter_params
+from .lora import MLP, adapter_params, mlp_adapters
 from .peak import FP32, Gathered, Held, Rebuild, loss_value_bytes, max_batch_moments, peak_moment
 from .quant import dequantized_bytes, quantized_bytes, quantized_weights
 from .solver import accumulate_for, min_world_size
@@ -160,8 +160,9 @@ def adapter_activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
     p = get_precision(spec.precision).compute_bytes
     tokens = spec.seq_len * b  # type: ignore[operator]
     kept = Fraction(0)
+    fused = spec.fused_experts and spec.experts > 1  # a fused stack's adapter is merged in: no A output per token
     for name, (d_in, _, copies) in block_linears(spec, spec.experts_active).items():
-        if name not in spec.lora_targets:
+        if name not in spec.lora_targets or (fused and name in MLP):
             continue
         # the input arrives in the residual dtype, except the output and down projections' (the compute dtype)
         in_bytes = p if name in ("o", "down") else _residual_bytes(spec)
@@ -229,6 +230,19 @@ def weight_cache_bytes(spec: TrainingSpec, layers: int | None = None) -> Fractio
     return get_precision(spec.precision).compute_bytes * n * _layer_matmul_params(spec) / spec.tensor_parallel
 
 
+def merged_stack_bytes(spec: TrainingSpec, layers: int | None = None) -> Fraction:
+    """LoRA on fused experts (PEFT's ParamWrapper, ``lora.mlp_adapters``). Every forward, each adapted stack
+    is merged over all its experts: W + scaling · B·A, one ``baddbmm`` in the weight's dtype. The grouped
+    matmul that runs the experts keeps that merged stack for its input's gradient: E × in × out values per
+    adapted stack, per layer, whatever the batch (all ``L``; under checkpointing the one layer backward
+    rebuilds, ``layers=1``). Per-expert ``nn.Linear`` adapters merge nothing."""
+    if spec.lora_rank is None or not (spec.fused_experts and spec.experts > 1):
+        return Fraction(0)
+    n = (spec.layers or 0) if layers is None else layers
+    values = sum(spec.experts * d_in * d_out for _, d_in, d_out, _ in mlp_adapters(spec, spec.lora_targets))
+    return get_precision(spec.precision).compute_bytes * n * values / spec.tensor_parallel
+
+
 def _layer_matmul_params(spec: TrainingSpec) -> Fraction:
     """Weights of one layer's matmuls: Q, K, V, the output projection and the MLP (experts each token uses)."""
     return Fraction(sum(i * o * c for i, o, c in block_linears(spec, spec.experts_active).values()))
@@ -262,6 +276,7 @@ def activation_parts(spec: TrainingSpec) -> tuple[Fraction, Fraction]:
     else:
         layers = L * layer_activation_bytes(spec, 1, with_scores=spec.recompute == "none")
     fixed = weight_copy_bytes(spec) + dequantized_bytes(spec, get_precision(spec.precision).compute_bytes)
+    fixed += merged_stack_bytes(spec, layers=0 if spec.recompute in CHECKPOINTED else None)
     return fixed, layers + head_activation_bytes(spec, 1) + quant_inputs(spec, 1)[1]
 
 
@@ -282,6 +297,7 @@ def rebuild(spec: TrainingSpec, b: int) -> Rebuild:
     r = _residual_bytes(spec)
     kept = checkpointed_layer_bytes(spec, b) if spec.recompute == "selective" else r * s * b * h
     rebuilt = layer_activation_bytes(spec, b, with_scores=True) + weight_cache_bytes(spec, layers=1)
+    rebuilt += merged_stack_bytes(spec, layers=1)
     rebuilt -= kept - r * s * b * h  # the outputs a selective checkpoint kept are not made again
     return Rebuild(layer=rebuilt + 2 * r * s * b * h, freed=(L - 1) * kept + head_activation_bytes(spec, b))
 

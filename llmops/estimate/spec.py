@@ -93,6 +93,10 @@ class TrainingSpec:
     lora_rank: int | None = None
     lora_targets: tuple[str, ...] = ("q", "v")
     lora_dropout: bool = False  # dropout on the adapters' input (PEFT's lora_dropout > 0)
+    # A mixture's experts stored as fused 3-D stacks (transformers >= 5: gate_up_proj, down_proj per layer), as
+    # opposed to one nn.Linear per expert (transformers 4). It matters only for LoRA on the experts: PEFT then
+    # adapts each stack whole (refined.merged_stack_bytes), not each expert's linears.
+    fused_experts: bool = True
     quantize: str | None = None  # the frozen base's block linears in nf4 or int8; compute stays in precision
     double_quant: bool = False  # nf4's block constants quantised too (QLoRA's double quantisation)
     quantize_head: bool = False  # the output head quantised too (LitGPT's BitsandbytesPrecision: every nn.Linear)

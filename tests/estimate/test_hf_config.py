@@ -108,3 +108,25 @@ def test_a_config_that_cannot_serve_is_one_line(tmp_path, content, says):
                                        (["--lora-rank", "8", "--params", "7B"], "needs the architecture")])
 def test_bad_lora_flags_are_one_line(args, says):
     one_line_exit_2(llmops("estimate", *args), says)
+
+
+def test_lora_all_linear_on_fused_experts_counts_what_peft_trains():
+    """Transformers 5 fuses each layer's experts into gate_up_proj and down_proj stacks; PEFT's all-linear
+    adapts each stack whole (gate_up at rank 2r). Per-expert linears (transformers 4) count otherwise."""
+    peft = pytest.importorskip("peft")
+    model = peft.get_peft_model(hf_model(TINY["mixtral"], "cpu"), peft.LoraConfig(r=8, target_modules="all-linear"))
+    assert any(p.dim() == 3 for n, p in model.named_parameters() if ".experts." in n)  # fused, as in transformers 5
+    trainable, _ = model.get_nb_trainable_parameters()
+    spec = TrainingSpec(**spec_fields(TINY["mixtral"]))
+    assert adapter_params(spec, 8, parse_targets("all-linear")) == trainable
+    assert adapter_params(spec.with_(fused_experts=False), 8, parse_targets("all-linear")) < trainable
+
+
+def test_fused_experts_keep_merged_stacks_per_layer_in_the_cli():
+    """Mixtral 8x7B, LoRA all-linear, bf16: fused stacks (the default) keep each layer's merged experts,
+    2·E·3·h·f bytes a layer whatever the batch; --per-expert-linears merges nothing."""
+    args = ("estimate", "--model", "mixtral-8x7b", "--lora-rank", "8", "--lora-targets", "all-linear",
+            "--seq-len", "2048", "--batch-size", "1", "--precision", "bf16-true", "--json")
+    fused, linears = (json.loads(llmops(*args, *extra).stdout)["refined"] for extra in ((), ("--per-expert-linears",)))
+    stacks = 32 * 2 * 8 * 3 * 4096 * 14336  # L layers × 2 bytes × E × (gate, up, down) × h × f
+    assert abs(fused["activation_bytes"] - linears["activation_bytes"] - stacks) < 0.01 * stacks
