@@ -37,6 +37,7 @@ import time
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import torch
@@ -382,6 +383,7 @@ def measured_step_cost(rounds: int = 20) -> tuple[float, float]:
     backward, AdamW) timed plain and as the monitor measures it on the CPU (the live-bytes count over the
     step, the activation meter over forward), alternated, medians."""
     from bench.gpt import lm_loss
+    from llmops.dryrun import lightning_step
     from llmops.probes import ActivationMeter, LiveBytes
 
     torch.manual_seed(0)
@@ -391,22 +393,11 @@ def measured_step_cost(rounds: int = 20) -> tuple[float, float]:
 
     def step(measured: bool) -> float:
         t0 = time.perf_counter()
-        if measured:
-            meter = ActivationMeter(exclude=net.parameters())
-            live = LiveBytes.for_step(net.parameters(), [opt], x, net.buffers())
-            meter.start()
-        loss = lm_loss(net, x)
-        if measured:
-            meter.stop()
-        opt.zero_grad(set_to_none=True)
-        if measured:
-            live.phase("backward")
-        loss.backward()
-        del loss
-        if measured:
-            live.phase("optimizer")
-        opt.step()
-        if measured:
+        meter = ActivationMeter(exclude=net.parameters()) if measured else None
+        live = LiveBytes.for_step(net.parameters(), [opt], x, net.buffers()) if measured else None
+        saved = SimpleNamespace(hooks=lambda: meter) if meter is not None else None  # over forward, as the monitor
+        lightning_step(net, x, lm_loss, opt, "fp32", "cpu", saved, live)  # type: ignore[arg-type]
+        if live is not None:
             live.finish(net.parameters(), [opt])
         return time.perf_counter() - t0
 

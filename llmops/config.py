@@ -102,8 +102,9 @@ class MonitorConfig:
                 raise _bad(name, value, f"seconds {'≥' if zero_ok else '>'} 0 and at most {MAX_SECONDS:g} (a week)")
         for name in ("activation_interval", "trend_window", "trend_horizon_steps"):
             value = getattr(self, name)
-            if (value is not None or name != "activation_interval") and (
-                    not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            if name == "activation_interval" and value is None:
+                continue  # llmops.measure_schedule's default
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise _bad(name, value, "a whole number ≥ 1" + (", or None (every 100 steps, further apart where "
                                                                  "measuring costs over 0.1%)"
                                                                  if name == "activation_interval" else ""))

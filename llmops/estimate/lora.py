@@ -64,7 +64,7 @@ def mlp_adapters(spec: TrainingSpec, targets: tuple[str, ...]) -> list[tuple[tup
     projection the stack holds). So a stack is adapted whole, at r per targeted linear it holds."""
     linears = block_linears(spec, 1)
     mlp = tuple(n for n in MLP if n in targets and n in linears)
-    if not (spec.fused_experts and spec.experts > 1):
+    if not spec.stacked_experts:
         return [((n,), linears[n][0], linears[n][1], 1) for n in mlp]
     h, f = linears["up"][0], linears["up"][1]
     up = tuple(n for n in mlp if n != "down")

@@ -160,9 +160,9 @@ def adapter_activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
     p = get_precision(spec.precision).compute_bytes
     tokens = spec.seq_len * b  # type: ignore[operator]
     kept = Fraction(0)
-    fused = spec.fused_experts and spec.experts > 1  # a fused stack's adapter is merged in: no A output per token
     for name, (d_in, _, copies) in block_linears(spec, spec.experts_active).items():
-        if name not in spec.lora_targets or (fused and name in MLP):
+        # a fused stack's adapter is merged into the stack (merged_stack_bytes): no A output per token
+        if name not in spec.lora_targets or (spec.stacked_experts and name in MLP):
             continue
         # the input arrives in the residual dtype, except the output and down projections' (the compute dtype)
         in_bytes = p if name in ("o", "down") else _residual_bytes(spec)
@@ -236,7 +236,7 @@ def merged_stack_bytes(spec: TrainingSpec, layers: int | None = None) -> Fractio
     matmul that runs the experts keeps that merged stack for its input's gradient: E × in × out values per
     adapted stack, per layer, whatever the batch (all ``L``; under checkpointing the one layer backward
     rebuilds, ``layers=1``). Per-expert ``nn.Linear`` adapters merge nothing."""
-    if spec.lora_rank is None or not (spec.fused_experts and spec.experts > 1):
+    if spec.lora_rank is None or not spec.stacked_experts:
         return Fraction(0)
     n = (spec.layers or 0) if layers is None else layers
     values = sum(spec.experts * d_in * d_out for _, d_in, d_out, _ in mlp_adapters(spec, spec.lora_targets))

@@ -112,6 +112,11 @@ class TrainingSpec:
         d = self.head_dim or (self.hidden or 0) // a
         return a * d, (self.kv_heads or a) * d
 
+    @property
+    def stacked_experts(self) -> bool:
+        """The experts are fused stacks (``fused_experts``) and there is a mixture to fuse."""
+        return self.fused_experts and self.experts > 1
+
     def expert_ffn(self) -> int:
         """An expert's MLP width (the dense width when not set)."""
         return self.expert_ffn_hidden or self.ffn_hidden or 4 * (self.hidden or 0)
