@@ -35,6 +35,8 @@ from transformers import (
     MistralForCausalLM,
     MixtralConfig,
     MixtralForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     PhiConfig,
     PhiForCausalLM,
     PretrainedConfig,
@@ -50,6 +52,7 @@ NAMES: tuple[str, ...] = (
     "qwen2-tied",
     "mistral",
     "phi",
+    "phi3",
     "bert-mlm",
     "llama-gc",
     "llama-sac",
@@ -146,6 +149,9 @@ def _config(name: str) -> tuple[type[torch.nn.Module], PretrainedConfig, int, in
             max_position_embeddings=512, **common,
         )  # fmt: skip
         return PhiForCausalLM, cfg, 2, 128
+    if name == "phi3":  # Q, K, V in one qkv_proj and the MLP's gate and up in one gate_up_proj, as Phi-3 stores them
+        cfg = Phi3Config(**_LLAMA, pad_token_id=0, bos_token_id=1, eos_token_id=2, **common)
+        return Phi3ForCausalLM, cfg, 2, 128
     if name == "bert-mlm":
         cfg = BertConfig(
             vocab_size=30522, hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024,

@@ -225,24 +225,28 @@ _STACKS = {"gate_up_proj": ("gate", "up"), "down_proj": ("down",), "up_proj": ("
 def lora_fields(module: nn.Module) -> dict[str, Any]:
     """``lora_rank``, ``lora_targets``, ``lora_dropout`` and ``fused_experts`` of a model with LoRA layers
     (PEFT, LitGPT); else {}. A module named ``gate`` is a mixture's router (the MLP's is ``gate_proj`` or
-    ``w1``); a fused ``gate_up_proj`` stack's rank serves its two projections (PEFT's all-linear gives it 2r)."""
+    ``w1``). A fused ``gate_up_proj`` stack at 2r is its two projections at r (PEFT's all-linear), else
+    ``gate_up`` at its own rank. Fused stacks without adapters leave the experts out (``lora_experts``): the
+    MLP names read are a shared expert's. A shared expert's gate (h → 1) is left out of the targets."""
     layers = _lora_layers(module)
     if not layers:
         return {}
     names: set[str] = set()
-    ranks, stack_ranks = [], []
+    ranks, stacks = [], {}
     for n, m in layers:
         r = max(m.r.values()) if isinstance(m.r, dict) else m.r
-        stack = _STACKS.get(getattr(m, "parameter_name", None) or "")
-        if stack is not None:  # a ParamWrapper over a fused stack
-            names.update(stack)
-            stack_ranks.append(r // len(stack))
+        param = getattr(m, "parameter_name", None) or ""
+        if param in _STACKS:  # a ParamWrapper over a fused stack
+            stacks[param] = r
             continue
         last = n.rsplit(".", 1)[-1]
-        names.add(ROUTER if last == "gate" else HF_NAMES.get(last, last))
+        names.update((ROUTER,) if last == "gate" else HF_NAMES.get(last, (last,)))
         ranks.append(r)
+    rank = max(ranks) if ranks else min(stacks.values())
+    for param, r in stacks.items():  # gate_up at its own rank where it is not r for each of its projections
+        names.update(("gate_up",) if param == "gate_up_proj" and r != 2 * rank else _STACKS[param])
     fused = any(p.dim() == 3 for name, p in module.named_parameters() if ".experts." in f".{name}")
-    return {"lora_rank": max(ranks or stack_ranks), "fused_experts": fused,
+    return {"lora_rank": rank, "fused_experts": fused, "lora_experts": not fused or bool(stacks),
             "lora_targets": tuple(t for t in LORA_TARGETS if t in names) or ("q", "v"),
             "lora_dropout": any(_dropouts(m) for _, m in layers)}
 

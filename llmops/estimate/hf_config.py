@@ -33,6 +33,9 @@ ACTIVATION_NAMES = {"gelu_new": "gelu_new", "gelu_fast": "gelu_new", "gelu_pytor
 GATED_ACTIVATIONS = ("silu", "swiglu", "geglu", "swish")
 # Hugging Face model types whose MLP is gated whatever the activation is called (Gemma's gelu_pytorch_tanh)
 GATED_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "gemma", "gemma2", "phi3")
+# Hugging Face model types whose blocks compute several projections in one linear (spec.FUSED): Phi-3's qkv_proj
+# and gate_up_proj, GPT-2's c_attn, GPT-NeoX's query_key_value
+FUSED_MODEL_TYPES = {"phi3": ("qkv", "gate_up"), "gpt2": ("qkv",), "gpt_neox": ("qkv",)}
 
 
 def get(cfg: Any, *names: str) -> Any:
@@ -68,6 +71,10 @@ def architecture(cfg: Any) -> dict[str, Any]:
     h, a = found.get("hidden"), found.get("heads")
     if h and a and get(cfg, "head_dim") and _head_dim(cfg, h, a) * a != h:
         found["head_dim"] = _head_dim(cfg, h, a)  # Gemma 2: heads × head_dim is not hidden
+    if get(cfg, "_experts_implementation") in ("grouped_mm", "batched_mm", "eager"):
+        found["experts_implementation"] = get(cfg, "_experts_implementation")
+    if get(cfg, "model_type") in FUSED_MODEL_TYPES:
+        found["fused_linears"] = FUSED_MODEL_TYPES[get(cfg, "model_type")]
     if block_norms(cfg) != 2:
         found["block_norms"] = block_norms(cfg)
     impl = str(get(cfg, "_attn_implementation", "attn_implementation") or "")

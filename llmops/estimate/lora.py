@@ -4,40 +4,125 @@ A LoRA adapter on a linear layer ``in → out`` of rank ``r`` is two matrices, `
 ``B`` (``r × out``): ``r · (in + out)`` trainable parameters, beside the frozen base weight. The
 run then trains only the adapters: ``trainable_params`` is their count and ``params`` the base's
 plus theirs, which is what the refined model reads for gradients and optimizer states.
+
+``adapters`` lists one block's adapters as the model stores them; the count (``adapter_params``), what
+they keep for backward (``refined.adapter_activation_bytes``) and the merged expert stacks
+(``refined.merged_stack_bytes``) all read that one list.
 """
 
 from __future__ import annotations
 
-from .spec import LORA_TARGETS, MAX_LORA_RANK, TrainingSpec, block_linears
+from typing import NamedTuple
 
-# The linear layers of a Llama-style block, by short name, as PEFT's target_modules name them.
-LINEARS = LORA_TARGETS[:-1]
-ROUTER = LORA_TARGETS[-1]  # a mixture of experts' router, which PEFT's all-linear adapts too
-HF_NAMES = {f"{n}_proj": n for n in LINEARS} | {"w1": "gate", "w3": "up", "w2": "down"}  # Mixtral's experts
-MLP = ("gate", "up", "down")
-PRESET_TARGETS = {"q,v": ("q", "v"), "q,k,v,o": ("q", "k", "v", "o"), "all-linear": LINEARS}
+from .spec import FUSED, LINEARS, LORA_TARGETS, MAX_LORA_RANK, TrainingSpec, adapted, block_linears
+
+ROUTER = "router"  # a mixture of experts' routing gates, which PEFT's all-linear adapts too
+MLP = ("gate", "up", "gate_up", "down")  # block modules of the MLP (gate_up: a fused one)
+QKV = FUSED["qkv"]
+# PEFT's target names → the projections they cover. Decoder LMs' names: Llama's *_proj, Mixtral's experts (w1, w3,
+# w2), Phi-3's and the fused experts' qkv_proj and gate_up_proj, GPT-2's c_attn, c_fc and c_proj (the attention's
+# output and the MLP's down projection share that name), GPT-NeoX's query_key_value, dense, dense_h_to_4h and
+# dense_4h_to_h, Phi-2's dense, fc1 and fc2.
+HF_NAMES: dict[str, tuple[str, ...]] = {f"{n}_proj": (n,) for n in LINEARS} | {
+    "w1": ("gate",), "w3": ("up",), "w2": ("down",), "qkv_proj": QKV, "qkv": QKV, "gate_up_proj": ("gate_up",),
+    "c_attn": QKV, "c_fc": ("up",), "c_proj": ("o", "down"), "query_key_value": QKV, "dense": ("o",),
+    "dense_h_to_4h": ("up",), "dense_4h_to_h": ("down",), "fc1": ("up",), "fc2": ("down",)}
+PRESET_TARGETS = {"q,v": ("q", "v"), "q,k,v,o": ("q", "k", "v", "o"), "all-linear": (*LINEARS, ROUTER)}
+
+
+class Adapter(NamedTuple):
+    """One LoRA adapter of a block: ``rank · (d_in + d_out)`` parameters per stored copy."""
+
+    module: str  # what it adapts: a block_linears module or stack, a shared expert's ("shared." + it), a router
+    d_in: int
+    d_out: int
+    rank: int
+    stored: int  # copies a block stores: one, or one per expert
+    per_token: int  # copies a token's forward runs (experts_active for per-expert linears); 0 for a merged stack
+    stack: bool = False  # over a fused expert stack (E × in × out), merged into it every forward
 
 
 def parse_targets(text: str) -> tuple[str, ...]:
-    """``q,v``, ``q,k,v,o``, ``all-linear`` or module names (``q_proj,v_proj``); ``ValueError`` names the bad one."""
+    """``q,v``, ``q,k,v,o``, ``all-linear`` or module names (``q_proj,v_proj``, ``qkv_proj``, ``c_attn``);
+    ``ValueError`` names the bad one."""
     key = text.strip().lower()
     if key in PRESET_TARGETS:
-        return PRESET_TARGETS[key] + ((ROUTER,) if key == "all-linear" else ())
-    names = []
+        return PRESET_TARGETS[key]
+    names: list[str] = []
     for part in filter(None, (p.strip() for p in key.split(","))):
-        name = HF_NAMES.get(part, part)
-        if name not in LINEARS:
+        covered = HF_NAMES.get(part, (part,))
+        if any(n not in LORA_TARGETS or n == ROUTER for n in covered):
             raise ValueError(f"{part!r} is not a target; allowed: q,v / q,k,v,o / all-linear, or a list of "
-                             f"{', '.join(LINEARS)} (or their *_proj names)")
-        names.append(name)
+                             f"{', '.join(LINEARS)}, gate_up (or their *_proj names, qkv_proj, c_attn)")
+        names.extend(covered)
     if not names:
         raise ValueError(f"{text!r} names no target; allowed: q,v / q,k,v,o / all-linear")
     return tuple(dict.fromkeys(names))
 
 
+def adapters(spec: TrainingSpec) -> list[Adapter]:
+    """One block's adapters at ``spec.lora_rank`` on ``spec.lora_targets``, as the model stores them.
+
+    - A module that computes several projections (``spec.fused_linears``) is adapted once, whole.
+    - Experts as one ``nn.Linear`` each: an adapter per expert (``stored`` E), a token runs ``experts_active``.
+    - Fused expert stacks (``spec.stacked_experts``; transformers 5 stores ``gate_up_proj``, E × 2f × h, and
+      ``down_proj``, E × h × f): PEFT's ParamWrapper adapts a stack whole, at r for each projection named (its
+      all-linear gives gate_up 2r through ``rank_pattern``), at r where ``gate_up`` is named itself.
+    - A shared expert (Qwen2-MoE) is a dense MLP its own linears adapt; ``router`` adapts the routing gates: the
+      router (h → E) and a shared expert's gate (h → 1), both ``nn.Linear`` as PEFT sees them.
+    """
+    if spec.lora_rank is None:
+        return []
+    r, h, E = spec.lora_rank, spec.hidden or 0, spec.experts
+    linears = block_linears(spec, 1)
+    out = [Adapter(m, i, o, r, 1, 1) for m, (i, o, _) in linears.items() if m not in MLP and adapted(spec, m)]
+    moe = E > 1
+    if spec.stacked_experts and spec.lora_experts:
+        out += _stacks(spec)
+    elif spec.lora_experts or not moe:
+        out += [Adapter(m, i, o, r, E if moe else 1, spec.experts_active if moe else 1)
+                for m, (i, o, _) in linears.items() if m in MLP and adapted(spec, m)]
+    f_shared = spec.shared_expert_ffn_hidden if moe else None
+    if f_shared:
+        shared = {"gate": (h, f_shared), "up": (h, f_shared)} if spec.gated_mlp else {"up": (h, f_shared)}
+        out += [Adapter(f"shared.{m}", i, o, r, 1, 1) for m, (i, o) in {**shared, "down": (f_shared, h)}.items()
+                if adapted(spec, m)]
+    if ROUTER in spec.lora_targets and moe:
+        out.append(Adapter(ROUTER, h, E, r, 1, 1))
+        if f_shared:
+            out.append(Adapter("shared.router", h, 1, r, 1, 1))
+    return out
+
+
+def widened(spec: TrainingSpec) -> list[str]:
+    """Notes for fused modules the targets name only part of: LoRA adapts such a module whole."""
+    covered = {p for t in spec.lora_targets for p in (t, *FUSED.get(t, ()))}
+    return [f"LoRA on {', '.join(p for p in FUSED[m] if p in covered)} adapts {m} whole: the model computes "
+            f"{', '.join(FUSED[m])} in one linear" for m in block_linears(spec, 1)
+            if m in FUSED and adapted(spec, m) and not set(FUSED[m]) <= covered]
+
+
+def _up_stack(spec: TrainingSpec) -> tuple[tuple[str, ...], list[str]]:
+    """The projections an experts' up stack holds (gate and up, or up), and those of them the targets name."""
+    stack = FUSED["gate_up"] if spec.gated_mlp else ("up",)
+    return stack, [p for p in stack if p in spec.lora_targets]
+
+
+def _stacks(spec: TrainingSpec) -> list[Adapter]:
+    """The adapters on fused expert stacks (``adapters``)."""
+    assert spec.lora_rank is not None
+    r, h, f, E = spec.lora_rank, spec.hidden or 0, spec.expert_ffn(), spec.experts
+    stack, named = _up_stack(spec)
+    out = []
+    if named or "gate_up" in spec.lora_targets:
+        out.append(Adapter("gate_up", h, f * len(stack), r * (len(named) or 1), E, 0, stack=True))
+    if "down" in spec.lora_targets:
+        out.append(Adapter("down", f, h, r, E, 0, stack=True))
+    return out
+
+
 def adapter_params(spec: TrainingSpec, rank: int, targets: tuple[str, ...]) -> int:
-    """Trainable adapter parameters over all layers; the MLP's once per expert under a mixture of experts
-    (``mlp_adapters``: per linear, or per fused stack).
+    """Trainable adapter parameters over all layers (``adapters``, each ``rank · (in + out)`` per stored copy).
 
     ``gate`` on a non-gated MLP has no layer to adapt and counts nothing. ``ValueError`` when the
     architecture (layers, hidden, heads) is not known.
@@ -46,30 +131,14 @@ def adapter_params(spec: TrainingSpec, rank: int, targets: tuple[str, ...]) -> i
         raise ValueError("LoRA needs the architecture: give --model, --config or --layers, --hidden and --heads")
     if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= MAX_LORA_RANK:
         raise ValueError(f"lora rank {rank!r} is not allowed; a whole number from 1 to {MAX_LORA_RANK}")
-    per_layer = sum(copies * rank * (d_in + d_out) for name, (d_in, d_out, copies)
-                    in block_linears(spec, spec.experts).items() if name in targets and name not in MLP)
-    per_layer += sum(spec.experts * rank * k * (d_in + d_out) for _, d_in, d_out, k in mlp_adapters(spec, targets))
-    if ROUTER in targets and spec.experts > 1:
-        per_layer += rank * (spec.hidden + spec.experts)
-    return spec.layers * per_layer
-
-
-def mlp_adapters(spec: TrainingSpec, targets: tuple[str, ...]) -> list[tuple[tuple[str, ...], int, int, int]]:
-    """The MLP's adapters, each ``(linears it covers, in, out, rank multiple)`` per expert.
-
-    Per linear, one adapter each (a dense MLP, or experts as one ``nn.Linear`` each). Fused experts
-    (``spec.fused_experts`` under a mixture) are different. Transformers 5 stores one ``gate_up_proj`` stack
-    (E × 2f × h) and one ``down_proj`` stack (E × h × f) per layer. PEFT's ParamWrapper puts one adapter on a
-    whole stack, and gives ``gate_up_proj`` rank 2r (the ``rank_pattern`` PEFT's all-linear sets: r for each
-    projection the stack holds). So a stack is adapted whole, at r per targeted linear it holds."""
-    linears = block_linears(spec, 1)
-    mlp = tuple(n for n in MLP if n in targets and n in linears)
-    if not spec.stacked_experts:
-        return [((n,), linears[n][0], linears[n][1], 1) for n in mlp]
-    h, f = linears["up"][0], linears["up"][1]
-    up = tuple(n for n in mlp if n != "down")
-    out = [(up, h, f * (2 if spec.gated_mlp else 1), len(up))] if up else []
-    return out + ([(("down",), f, h, 1)] if "down" in mlp else [])
+    spec = spec.with_(lora_rank=rank, lora_targets=targets)
+    stack, named = _up_stack(spec)
+    if spec.stacked_experts and spec.lora_experts and 0 < len(named) < len(stack):
+        raise ValueError(f"lora targets {', '.join(named)} without {', '.join(set(stack) - set(named))}: fused "
+                         "experts keep gate and up in one gate_up_proj stack; target both, or gate_up "
+                         "(a mixture's router is 'router')")
+    block = adapters(spec)
+    return spec.layers * sum(a.stored * a.rank * (a.d_in + a.d_out) for a in block)
 
 
 def with_lora(spec: TrainingSpec, rank: int, targets: tuple[str, ...],

@@ -18,7 +18,7 @@ import math
 from fractions import Fraction
 
 from .document import _int, gpus_rule_of_thumb
-from .lora import MLP, adapter_params, mlp_adapters
+from .lora import adapter_params, adapters, widened
 from .peak import FP32, Gathered, Held, Rebuild, loss_value_bytes, max_batch_moments, peak_moment
 from .quant import dequantized_bytes, quantized_bytes, quantized_weights
 from .solver import accumulate_for, min_world_size
@@ -31,6 +31,8 @@ from .spec import (
     SHARDED,
     Estimate,
     TrainingSpec,
+    adapted,
+    adapters_on,
     block_linears,
     validate,
 )
@@ -53,6 +55,17 @@ def _residual_bytes(spec: TrainingSpec) -> Fraction:
     """Bytes per value of the residual stream: fp32 under autocast (the embeddings are fp32 and
     ``x + proj(y)`` promotes), else the compute dtype."""
     return Fraction(FP32) if _autocast(spec) else get_precision(spec.precision).compute_bytes
+
+
+def _uncast_experts(spec: TrainingSpec) -> bool:
+    """Under autocast, fused expert stacks run by ``grouped_mm`` stay in fp32: autocast has no rule for
+    ``aten._grouped_mm``, so the fp32 stacks and the fp32 residual stream go in as they are (no 2-byte copies)."""
+    return _autocast(spec) and spec.stacked_experts and spec.experts_implementation == "grouped_mm"
+
+
+def _expert_bytes(spec: TrainingSpec) -> Fraction:
+    """Bytes per value the experts compute in: fp32 where autocast does not cast them, else the compute dtype."""
+    return Fraction(FP32) if _uncast_experts(spec) else get_precision(spec.precision).compute_bytes
 
 
 def _mask(spec: TrainingSpec, value_bytes: Fraction | int) -> Fraction:
@@ -92,8 +105,13 @@ def layer_activation_bytes(spec: TrainingSpec, b: int, with_scores: bool) -> Fra
             attn += _score_bytes(spec, p if spec.attention == "plain" else q) * a * s * s * b
     else:
         attn += LOGSUMEXP_BYTES * a * s * b
-    mlp = p * s * b * (spec.experts_active * _mlp_width(spec, spec.expert_ffn() if spec.experts > 1 else f)
-                       + (_mlp_width(spec, spec.shared_expert_ffn_hidden) if spec.shared_expert_ffn_hidden else 0))
+    experts = spec.experts > 1
+    mlp = s * b * (_expert_bytes(spec) * spec.experts_active * _mlp_width(spec, spec.expert_ffn() if experts else f,
+                                                                          experts)
+                   + p * (_mlp_width(spec, spec.shared_expert_ffn_hidden) if spec.shared_expert_ffn_hidden else 0))
+    if experts:  # each expert's output, kept by the multiply with its routing weight (k·h per token); a shared
+        # expert's, by the multiply with its sigmoid gate (h)
+        mlp += s * b * h * (_expert_bytes(spec) * spec.experts_active + (p if spec.shared_expert_ffn_hidden else 0))
     mlp += drop * _mask(spec, p) * s * b * h
     # the norms before the attention and the MLP read the residual stream; Gemma 2's after them, the sublayers'
     # outputs (the compute dtype)
@@ -109,7 +127,7 @@ def _saves_input(spec: TrainingSpec, linears: tuple[str, ...]) -> int:
     (``adapter_activation_bytes``). Full fine-tuning: one copy (a fused projection's)."""
     if spec.lora_rank is None:
         return 1
-    adapted = sum(t in spec.lora_targets for t in linears)
+    adapted = adapters_on(spec, linears)
     if spec.lora_dropout or not adapted:
         return 0
     return adapted if _autocast(spec) else 1
@@ -127,11 +145,12 @@ def quant_inputs(spec: TrainingSpec, b: int) -> tuple[Fraction, Fraction]:
     them, non-reentrant every layer's)."""
     if not spec.quant_keeps_input or spec.recompute != "none":
         return Fraction(0), Fraction(0)
-    linears = block_linears(spec, spec.experts_active)
-    mlp = (("gate", "up") if "gate" in linears else ("up",), ("down",))
-    groups = [(("q", "k", "v"), linears["q"][0], _saves_input(spec, ("q", "k", "v"))),
-              (("o",), linears["o"][0], spec.attention == "sdpa" or _saves_input(spec, ("o",)))]
-    groups += [(g, linears[g[0]][0] * linears[g[0]][2], _saves_input(spec, g)) for g in mlp]
+    h = spec.hidden or 0
+    f, k = spec.expert_ffn() if spec.experts > 1 else spec.ffn_hidden or 4 * h, spec.experts_active
+    up = ("gate", "up") if spec.gated_mlp else ("up",)
+    groups = [(("q", "k", "v"), h, _saves_input(spec, ("q", "k", "v"))),
+              (("o",), spec.attention_widths()[0], spec.attention == "sdpa" or _saves_input(spec, ("o",))),
+              (up, h * k, _saves_input(spec, up)), (("down",), f * k, _saves_input(spec, ("down",)))]
     first_qkv = groups[0][1]  # the first layer's Q/K/V input needs no gradient: not kept
     L, head = spec.layers or 0, (spec.hidden or 0) * spec.quantize_head
     every = L * sum(w for _, w, _ in groups) - first_qkv + head
@@ -154,30 +173,32 @@ def held(spec: TrainingSpec, b: int) -> Held:
 def adapter_activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
     """What LoRA adapters keep for backward, per layer: each adapter's ``A`` output (``r`` values per
     token, ``B``'s input), and under LoRA dropout its own dropped input and the mask. The MLP's adapters
-    once per expert a token passes through."""
-    if spec.lora_rank is None:
-        return Fraction(0)
+    once per expert a token passes through (``lora.Adapter.per_token``); a fused stack's adapter is merged
+    into the stack instead (``merged_stack_bytes``), with no ``A`` output per token."""
     p = get_precision(spec.precision).compute_bytes
-    tokens = spec.seq_len * b  # type: ignore[operator]
+    tokens = spec.seq_len * b if spec.seq_len else 0
     kept = Fraction(0)
-    for name, (d_in, _, copies) in block_linears(spec, spec.experts_active).items():
-        # a fused stack's adapter is merged into the stack (merged_stack_bytes): no A output per token
-        if name not in spec.lora_targets or (spec.stacked_experts and name in MLP):
-            continue
+    for a in adapters(spec):
         # the input arrives in the residual dtype, except the output and down projections' (the compute dtype)
-        in_bytes = p if name in ("o", "down") else _residual_bytes(spec)
-        per_token = p * spec.lora_rank + ((p + _mask(spec, in_bytes)) * d_in if spec.lora_dropout else 0)
-        kept += copies * per_token * tokens
+        in_bytes = p if a.module in ("o", "down", "shared.down") else _residual_bytes(spec)
+        per_token = p * a.rank + ((p + _mask(spec, in_bytes)) * a.d_in if spec.lora_dropout else 0)
+        kept += a.per_token * per_token * tokens
     return kept
 
 
-def _mlp_width(spec: TrainingSpec, f: int) -> int:
+def _mlp_width(spec: TrainingSpec, f: int, experts: bool = False) -> int:
     """Values per token one MLP saves: its input (h, where the up or gate projection trains), then per
     width f the up projection's output and what the activation saves, for a gated MLP the gate's
-    output, and the down projection's input (where it trains): 4f in all for a trained SwiGLU."""
+    output, and the down projection's input (where it trains): 4f in all for a trained SwiGLU.
+    ``experts``: a mixture's experts, which LoRA's targets may not reach (``lora_experts``: beside an adapted
+    shared expert), and which as fused stacks keep one input per stack (no per-adapter casts)."""
     act = ACTIVATIONS[spec.activation]
-    kept = (f * (2 + act) if spec.gated_mlp else f * act) + f * _saves_input(spec, ("down",))
-    return spec.hidden * _saves_input(spec, ("gate", "up")) + kept  # type: ignore[operator]
+    reached = spec.lora_experts or not experts
+    up, down = (_saves_input(spec, ("gate", "up")), _saves_input(spec, ("down",))) if reached else (0, 0)
+    if experts and spec.stacked_experts:
+        up = min(up, 1)
+    kept = (f * (2 + act) if spec.gated_mlp else f * act) + f * down
+    return spec.hidden * up + kept  # type: ignore[operator]
 
 
 def norm_bytes(spec: TrainingSpec, r: Fraction) -> Fraction:
@@ -231,21 +252,23 @@ def weight_cache_bytes(spec: TrainingSpec, layers: int | None = None) -> Fractio
 
 
 def merged_stack_bytes(spec: TrainingSpec, layers: int | None = None) -> Fraction:
-    """LoRA on fused experts (PEFT's ParamWrapper, ``lora.mlp_adapters``). Every forward, each adapted stack
-    is merged over all its experts: W + scaling · B·A, one ``baddbmm`` in the weight's dtype. The grouped
+    """LoRA on fused experts (PEFT's ParamWrapper, ``lora.adapters``). Every forward, each adapted stack
+    is merged over all its experts: W + scaling · B·A, in the experts' dtype (``_expert_bytes``). The grouped
     matmul that runs the experts keeps that merged stack for its input's gradient: E × in × out values per
     adapted stack, per layer, whatever the batch (all ``L``; under checkpointing the one layer backward
     rebuilds, ``layers=1``). Per-expert ``nn.Linear`` adapters merge nothing."""
     if spec.lora_rank is None or not spec.stacked_experts:
         return Fraction(0)
     n = (spec.layers or 0) if layers is None else layers
-    values = sum(spec.experts * d_in * d_out for _, d_in, d_out, _ in mlp_adapters(spec, spec.lora_targets))
-    return get_precision(spec.precision).compute_bytes * n * values / spec.tensor_parallel
+    values = sum(a.stored * a.d_in * a.d_out for a in adapters(spec) if a.stack)
+    return _expert_bytes(spec) * n * values / spec.tensor_parallel
 
 
 def _layer_matmul_params(spec: TrainingSpec) -> Fraction:
-    """Weights of one layer's matmuls: Q, K, V, the output projection and the MLP (experts each token uses)."""
-    return Fraction(sum(i * o * c for i, o, c in block_linears(spec, spec.experts_active).values()))
+    """Weights of one layer's matmuls that autocast copies: Q, K, V, the output projection and the MLP (experts
+    each token uses; not fused stacks that autocast leaves in fp32, ``_uncast_experts``)."""
+    mlp = ("gate", "up", "gate_up", "down") if _uncast_experts(spec) else ()
+    return Fraction(sum(i * o * c for m, (i, o, c) in block_linears(spec, spec.experts_active).items() if m not in mlp))
 
 
 def head_activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
@@ -318,8 +341,10 @@ def checkpointed_layer_bytes(spec: TrainingSpec, b: int) -> Fraction:
 
 
 def matmul_outputs(spec: TrainingSpec) -> list[int]:
-    """Values per token of each ``mm`` one block runs, in order: Q, K, V, O, a mixture's router, then
-    gate, up and down for each expert a token passes through; a LoRA-adapted linear runs its base, then
+    """Values per token of each ``mm`` one block runs, in order: Q, K, V (one where fused), O, then the MLP's
+    gate, up (one where fused) and down. A mixture runs its shared expert's three, its router, each expert's
+    three for each expert a token passes through (none for fused stacks under ``grouped_mm``, which is not
+    ``mm``) and the shared expert's gate. A LoRA-adapted linear runs its base, then
     ``A`` (r values) and ``B``. torchtitan's policy counts them, saving the odd-numbered ones: with 7
     matmuls a block the count's parity flips each step, and the first step's set (the larger) is kept."""
     linears = block_linears(spec, 1)
@@ -328,17 +353,27 @@ def matmul_outputs(spec: TrainingSpec) -> list[int]:
     def call(name: str) -> None:
         d_out = linears[name][1]
         out.append(d_out)
-        if spec.lora_rank is not None and name in spec.lora_targets:
-            out.extend((spec.lora_rank, d_out))
+        if adapted(spec, name):
+            out.extend((spec.lora_rank or 0, d_out))
 
-    for name in ("q", "k", "v", "o"):
-        call(name)
-    if spec.experts > 1:
-        out.append(spec.experts)  # the router's logits
-    for _ in range(spec.experts_active):
-        for name in ("gate", "up", "down"):
-            if name in linears:
+    mlp = [name for name in linears if name in ("gate", "up", "gate_up", "down")]
+    for name in linears:
+        if name not in mlp:
+            call(name)
+    if spec.experts == 1:
+        for name in mlp:
+            call(name)
+        return out
+    f_shared, h = spec.shared_expert_ffn_hidden, spec.hidden or 0
+    if f_shared:  # Qwen2-MoE runs its shared expert first (its adapters not counted here)
+        out += [f_shared] * (2 if spec.gated_mlp else 1) + [h]
+    out.append(spec.experts)  # the router's logits
+    if not (spec.stacked_experts and spec.experts_implementation == "grouped_mm"):  # grouped_mm is no mm
+        for _ in range(spec.experts_active):
+            for name in mlp:
                 call(name)
+    if f_shared:
+        out.append(1)  # the shared expert's gate
     return out
 
 
@@ -373,6 +408,7 @@ def refined(spec: TrainingSpec) -> Estimate:
         }
         if N != Nt:
             notes.append(f"{N - Nt:,} frozen parameters hold no gradients or optimizer states")
+    notes += widened(spec)
     per_device = {k: v / n if k in sharded else v for k, v in full.items()}
     states = sum(per_device.values()) if per_device else None
 

@@ -41,9 +41,19 @@ ATTENTION = ("plain", "sdpa")  # sdpa: fused / flash kernels that keep no s×s s
 RECOMPUTE = ("none", "attention", "selective", "full")
 CHECKPOINTED = ("selective", "full")  # each block runs under torch.utils.checkpoint: backward rebuilds it
 DEVICES = ("cuda", "cpu")
-# The linear layers of a Llama-style block LoRA can adapt, and a mixture of experts' router.
-LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down", "router")
+# The projections of a Llama-style block, in the order a block runs them.
+LINEARS = ("q", "k", "v", "o", "gate", "up", "down")
+# Modules that compute several projections in one matmul, as some architectures store them (Phi-3's qkv_proj
+# and gate_up_proj, GPT-2's c_attn, GPT-NeoX's query_key_value): one nn.Linear from the input to all their
+# outputs. LoRA adapts such a module whole (one adapter), so a layout changes the adapters, not the base.
+FUSED = {"qkv": ("q", "k", "v"), "gate_up": ("gate", "up")}
+# What LoRA can target: the projections; gate_up, the fused module or expert stack by its own name (an expert
+# stack then takes rank r, where naming gate and up, as all-linear does, gives it r for each); the router.
+LORA_TARGETS = (*LINEARS, "gate_up", "router")
 MAX_LORA_RANK = 2**16
+# How transformers 5 runs fused expert stacks (config._experts_implementation): grouped_mm, its default, calls
+# aten._grouped_mm, which autocast has no rule for (it casts mm, bmm, baddbmm); the others cast as linears do.
+EXPERTS_IMPLEMENTATIONS = ("grouped_mm", "batched_mm", "eager")
 QUANTIZE = ("nf4", "int8")  # frozen base weights stored by bitsandbytes (quant.py)
 # Bound for layers, heads, widths, lengths, batches and ranks: far past any real run, and it keeps
 # every derived figure (activations grow as L·b·s²·a) within float range for tables and messages.
@@ -97,6 +107,11 @@ class TrainingSpec:
     # opposed to one nn.Linear per expert (transformers 4). It matters only for LoRA on the experts: PEFT then
     # adapts each stack whole (refined.merged_stack_bytes), not each expert's linears.
     fused_experts: bool = True
+    experts_implementation: str = "grouped_mm"  # how fused stacks run (EXPERTS_IMPLEMENTATIONS)
+    fused_linears: tuple[str, ...] = ()  # modules of FUSED the block stores as one linear (Phi-3: qkv, gate_up)
+    # the MLP's LoRA targets reach the experts; False where only a shared expert's linears are adapted (a live
+    # run's reading: PEFT 0.21 leaves Qwen2-MoE's fused stacks alone under the projections' names)
+    lora_experts: bool = True
     quantize: str | None = None  # the frozen base's block linears in nf4 or int8; compute stays in precision
     double_quant: bool = False  # nf4's block constants quantised too (QLoRA's double quantisation)
     quantize_head: bool = False  # the output head quantised too (LitGPT's BitsandbytesPrecision: every nn.Linear)
@@ -139,14 +154,38 @@ class TrainingSpec:
 
 
 def block_linears(spec: TrainingSpec, experts: int) -> dict[str, tuple[int, int, int]]:
-    """``name → (in, out, copies)`` of one transformer block's linear layers: Q, K, V, O, and the MLP's
-    gate (gated MLPs only), up and down, ``experts`` copies of each (an expert's width under experts)."""
+    """``name → (in, out, copies)`` of one transformer block's linear modules in the order it runs them:
+    Q, K, V, O, and the MLP's gate (gated MLPs only), up and down, ``experts`` copies of each (an expert's
+    width under experts). A module of ``spec.fused_linears`` stands for its projections (``qkv``: in → Q+K+V;
+    ``gate_up``: in → 2f)."""
     h = spec.hidden or 0
     q, kv = spec.attention_widths()  # exact: heads divide hidden unless head_dim is set (validate)
     f = spec.expert_ffn() if spec.experts > 1 else spec.ffn_hidden or 4 * h
-    mlp = {"gate": (h, f, experts)} if spec.gated_mlp else {}
-    return {"q": (h, q, 1), "k": (h, kv, 1), "v": (h, kv, 1), "o": (q, h, 1), **mlp,
-            "up": (h, f, experts), "down": (f, h, experts)}
+    attn = {"qkv": (h, q + 2 * kv, 1)} if "qkv" in spec.fused_linears else {"q": (h, q, 1), "k": (h, kv, 1),
+                                                                             "v": (h, kv, 1)}
+    mlp = {"gate": (h, f, experts), "up": (h, f, experts)} if spec.gated_mlp else {"up": (h, f, experts)}
+    if spec.gated_mlp and "gate_up" in spec.fused_linears:
+        mlp = {"gate_up": (h, 2 * f, experts)}
+    return {**attn, "o": (q, h, 1), **mlp, "down": (f, h, experts)}
+
+
+def projections(module: str) -> tuple[str, ...]:
+    """The projections a block module computes: its own name, or a fused module's (``FUSED``)."""
+    return FUSED.get(module, (module,))
+
+
+def adapted(spec: TrainingSpec, module: str) -> bool:
+    """LoRA adapts this module of ``block_linears``: one of its projections is a target, or a fused name
+    covering one is (``gate_up`` covers gate and up on any layout)."""
+    if spec.lora_rank is None:
+        return False
+    covered = {p for t in spec.lora_targets for p in (t, *FUSED.get(t, ()))}
+    return any(p in covered for p in projections(module))
+
+
+def adapters_on(spec: TrainingSpec, among: tuple[str, ...]) -> int:
+    """LoRA adapters on the modules that compute only projections ``among`` (a fused module counts once)."""
+    return sum(adapted(spec, m) for m in block_linears(spec, 1) if set(projections(m)) <= set(among))
 
 
 def _allowed(name: str, value: object, allowed: str) -> ValueError:
@@ -185,6 +224,8 @@ def validate(spec: TrainingSpec) -> TrainingSpec:
     bad = [t for t in spec.lora_targets if t not in LORA_TARGETS] if isinstance(spec.lora_targets, tuple) else [0]
     if bad or not spec.lora_targets:
         raise _allowed("lora_targets", spec.lora_targets, f"a non-empty tuple of {', '.join(LORA_TARGETS)}")
+    if not isinstance(spec.fused_linears, tuple) or any(m not in FUSED for m in spec.fused_linears):
+        raise _allowed("fused_linears", spec.fused_linears, f"a tuple of {', '.join(FUSED)}")
     if spec.quantize is not None and spec.quantize not in QUANTIZE:
         raise _allowed("quantize", spec.quantize, f"allowed: {', '.join(QUANTIZE)}")
     if spec.quantize is not None and spec.trainable_params is None and spec.lora_rank is None:
@@ -203,7 +244,8 @@ def validate(spec: TrainingSpec) -> TrainingSpec:
     get_precision(spec.precision)
     for name, choices in (("strategy", STRATEGIES), ("optimizer", tuple(OPTIMIZER_STATES)),
                           ("attention", ATTENTION), ("recompute", RECOMPUTE), ("device", DEVICES),
-                          ("activation", tuple(ACTIVATIONS)), ("norm", NORMS)):
+                          ("activation", tuple(ACTIVATIONS)), ("norm", NORMS),
+                          ("experts_implementation", EXPERTS_IMPLEMENTATIONS)):
         if getattr(spec, name) not in choices:
             raise _allowed(name, getattr(spec, name), f"allowed: {', '.join(choices)}")
     if spec.heads and spec.hidden and spec.hidden % spec.heads and spec.head_dim is None:

@@ -13,6 +13,7 @@ import pytest
 from llmops.estimate import PRESETS, TrainingSpec
 from llmops.estimate.hf_config import param_count, spec_fields
 from llmops.estimate.lora import adapter_params, parse_targets
+from llmops.introspect import lora_fields
 from tests.helpers.cli import llmops, one_line_exit_2
 
 torch = pytest.importorskip("torch")
@@ -130,3 +131,79 @@ def test_fused_experts_keep_merged_stacks_per_layer_in_the_cli():
     fused, linears = (json.loads(llmops(*args, *extra).stdout)["refined"] for extra in ((), ("--per-expert-linears",)))
     stacks = 32 * 2 * 8 * 3 * 4096 * 14336  # L layers × 2 bytes × E × (gate, up, down) × h × f
     assert abs(fused["activation_bytes"] - linears["activation_bytes"] - stacks) < 0.01 * stacks
+
+
+FUSED_TINY = {
+    "phi3": {"model_type": "phi3", "hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 8,
+             "num_key_value_heads": 4, "intermediate_size": 512, "vocab_size": 1000, "pad_token_id": 0,
+             "bos_token_id": 1, "eos_token_id": 2},
+    "gpt2": {"model_type": "gpt2", "n_embd": 128, "n_layer": 2, "n_head": 4, "vocab_size": 1000, "n_positions": 64,
+             "bos_token_id": 0, "eos_token_id": 0},
+    "gpt_neox": {"model_type": "gpt_neox", "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                 "intermediate_size": 512, "vocab_size": 1000},
+}
+
+
+@pytest.mark.parametrize("family,targets", [
+    ("phi3", "all-linear"), ("phi3", "qkv_proj"), ("phi3", "qkv_proj,o_proj"), ("phi3", "gate_up_proj,down_proj"),
+    ("gpt2", "all-linear"), ("gpt2", "c_attn"), ("gpt2", "c_attn,c_proj"), ("gpt2", "c_fc"),
+    ("gpt_neox", "all-linear"), ("gpt_neox", "query_key_value"), ("gpt_neox", "dense,dense_h_to_4h")])
+def test_lora_on_fused_projections_counts_one_adapter_per_module_as_peft_does(family, targets):
+    """Phi-3 (qkv_proj, gate_up_proj), GPT-2 (c_attn) and GPT-NeoX (query_key_value) compute several projections in
+    one linear: PEFT adapts it whole, one adapter. Counting q, k and v apart put Phi-3's all-linear at +23%."""
+    peft = pytest.importorskip("peft")
+    model = hf_model(FUSED_TINY[family], "cpu")
+    peft_targets = targets if targets == "all-linear" else targets.split(",")
+    trainable, _ = peft.get_peft_model(model, peft.LoraConfig(r=8, target_modules=peft_targets)) \
+        .get_nb_trainable_parameters()
+    spec = TrainingSpec(**spec_fields(FUSED_TINY[family]))
+    assert spec.fused_linears and adapter_params(spec, 8, parse_targets(targets)) == trainable
+
+
+def test_part_of_a_fused_module_adapts_it_whole_and_says_so():
+    """The default q,v on Phi-3 is PEFT's default there (qkv_proj): one adapter over Q, K and V, with a note."""
+    r = llmops("estimate", "--model", "phi-3-mini", "--lora-rank", "8", "--seq-len", "512", "--batch-size", "1",
+               "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    h, q_kv = 3072, 3072 + 2 * 3072  # Phi-3-mini: 32 heads of 96, all of them key/value heads
+    assert out["inputs"]["trainable_params"] == 32 * 8 * (h + q_kv)
+    assert any("adapts qkv whole" in n for n in out["refined"]["notes"])
+
+
+def test_a_named_expert_stack_takes_rank_r_as_peft_target_parameters_does():
+    """all-linear gives Mixtral's gate_up stack r for each projection (2r, PEFT's rank_pattern); naming the stack
+    (target_parameters) gives it r. Both against PEFT's own count."""
+    peft = pytest.importorskip("peft")
+    stacks = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
+    model = peft.get_peft_model(hf_model(TINY["mixtral"], "cpu"),
+                                peft.LoraConfig(r=8, target_modules=["q_proj"], target_parameters=stacks))
+    trainable, _ = model.get_nb_trainable_parameters()
+    spec = TrainingSpec(**spec_fields(TINY["mixtral"]))
+    assert adapter_params(spec, 8, parse_targets("q_proj,gate_up_proj,down_proj")) == trainable
+    assert adapter_params(spec, 8, parse_targets("q_proj,gate_proj,up_proj,down_proj")) > trainable
+
+
+def test_half_a_fused_expert_stack_is_one_line():
+    """PEFT refuses gate without up on fused experts (they are one stack); so does the plan."""
+    one_line_exit_2(llmops("estimate", "--model", "mixtral-8x7b", "--lora-rank", "8", "--lora-targets", "q_proj,gate",
+                           "--seq-len", "512", "--batch-size", "1"), "one gate_up_proj stack")
+
+
+def test_a_shared_expert_adapts_as_a_dense_mlp_and_the_router_includes_its_gate():
+    """Qwen2-MoE's shared expert is three nn.Linear and its gate one more (h → 1): all-linear adapts them. PEFT 0.21
+    leaves the fused experts and the router alone on qwen2_moe (no v4→v5 mapping for it), which a live run reads
+    as lora_experts=False; planned, the stacks are adapted as on Mixtral. Against PEFT's count of that run."""
+    peft = pytest.importorskip("peft")
+    cfg = {"model_type": "qwen2_moe", "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "num_key_value_heads": 2, "intermediate_size": 512, "moe_intermediate_size": 64,
+           "shared_expert_intermediate_size": 256, "num_experts": 4, "num_experts_per_tok": 2, "vocab_size": 1000}
+    model = peft.get_peft_model(hf_model(cfg, "cpu"), peft.LoraConfig(r=8, target_modules="all-linear"))
+    trainable, _ = model.get_nb_trainable_parameters()
+    read = lora_fields(model)
+    assert read["lora_experts"] is False and read["fused_experts"] is True
+    spec = TrainingSpec(**spec_fields(cfg), lora_experts=False)
+    router = 2 * 8 * (128 + 4)  # layers × r × (h + E): PEFT cannot adapt this router module
+    assert adapter_params(spec, 8, parse_targets("all-linear")) - router == trainable
+    shared = 2 * 8 * (2 * (128 + 256) + 256 + 128)  # layers × r × (gate and up: h + f, down: f + h)
+    assert adapter_params(spec, 8, parse_targets("gate_proj,up_proj,down_proj")) == shared
