@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .spec import EXPERTS_IMPLEMENTATIONS
+
 # estimator field → config attribute names, in order of preference
 CONFIG_NAMES: dict[str, tuple[str, ...]] = {
     "layers": ("num_hidden_layers", "n_layer", "n_layers", "num_layers"),
@@ -71,7 +73,7 @@ def architecture(cfg: Any) -> dict[str, Any]:
     h, a = found.get("hidden"), found.get("heads")
     if h and a and get(cfg, "head_dim") and _head_dim(cfg, h, a) * a != h:
         found["head_dim"] = _head_dim(cfg, h, a)  # Gemma 2: heads × head_dim is not hidden
-    if get(cfg, "_experts_implementation") in ("grouped_mm", "batched_mm", "eager"):
+    if get(cfg, "_experts_implementation") in EXPERTS_IMPLEMENTATIONS:
         found["experts_implementation"] = get(cfg, "_experts_implementation")
     if get(cfg, "model_type") in FUSED_MODEL_TYPES:
         found["fused_linears"] = FUSED_MODEL_TYPES[get(cfg, "model_type")]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .spec import FUSED, LINEARS, LORA_TARGETS, MAX_LORA_RANK, TrainingSpec, adapted, block_linears
+from .spec import FUSED, LINEARS, LORA_TARGETS, MAX_LORA_RANK, TrainingSpec, adapted, block_linears, covered
 
 ROUTER = "router"  # a mixture of experts' routing gates, which PEFT's all-linear adapts too
 MLP = ("gate", "up", "gate_up", "down")  # block modules of the MLP (gate_up: a fused one)
@@ -96,10 +96,10 @@ def adapters(spec: TrainingSpec) -> list[Adapter]:
 
 def widened(spec: TrainingSpec) -> list[str]:
     """Notes for fused modules the targets name only part of: LoRA adapts such a module whole."""
-    covered = {p for t in spec.lora_targets for p in (t, *FUSED.get(t, ()))}
-    return [f"LoRA on {', '.join(p for p in FUSED[m] if p in covered)} adapts {m} whole: the model computes "
+    named = covered(spec)
+    return [f"LoRA on {', '.join(p for p in FUSED[m] if p in named)} adapts {m} whole: the model computes "
             f"{', '.join(FUSED[m])} in one linear" for m in block_linears(spec, 1)
-            if m in FUSED and adapted(spec, m) and not set(FUSED[m]) <= covered]
+            if m in FUSED and adapted(spec, m) and not set(FUSED[m]) <= named]
 
 
 def _up_stack(spec: TrainingSpec) -> tuple[tuple[str, ...], list[str]]:

@@ -18,7 +18,7 @@ import math
 from fractions import Fraction
 
 from .document import _int, gpus_rule_of_thumb
-from .lora import adapter_params, adapters, widened
+from .lora import MLP, adapter_params, adapters, widened
 from .peak import FP32, Gathered, Held, Rebuild, loss_value_bytes, max_batch_moments, peak_moment
 from .quant import dequantized_bytes, quantized_bytes, quantized_weights
 from .solver import accumulate_for, min_world_size
@@ -267,7 +267,7 @@ def merged_stack_bytes(spec: TrainingSpec, layers: int | None = None) -> Fractio
 def _layer_matmul_params(spec: TrainingSpec) -> Fraction:
     """Weights of one layer's matmuls that autocast copies: Q, K, V, the output projection and the MLP (experts
     each token uses; not fused stacks that autocast leaves in fp32, ``_uncast_experts``)."""
-    mlp = ("gate", "up", "gate_up", "down") if _uncast_experts(spec) else ()
+    mlp = MLP if _uncast_experts(spec) else ()
     return Fraction(sum(i * o * c for m, (i, o, c) in block_linears(spec, spec.experts_active).items() if m not in mlp))
 
 
@@ -356,7 +356,7 @@ def matmul_outputs(spec: TrainingSpec) -> list[int]:
         if adapted(spec, name):
             out.extend((spec.lora_rank or 0, d_out))
 
-    mlp = [name for name in linears if name in ("gate", "up", "gate_up", "down")]
+    mlp = [name for name in linears if name in MLP]
     for name in linears:
         if name not in mlp:
             call(name)

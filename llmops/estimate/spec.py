@@ -177,10 +177,12 @@ def projections(module: str) -> tuple[str, ...]:
 def adapted(spec: TrainingSpec, module: str) -> bool:
     """LoRA adapts this module of ``block_linears``: one of its projections is a target, or a fused name
     covering one is (``gate_up`` covers gate and up on any layout)."""
-    if spec.lora_rank is None:
-        return False
-    covered = {p for t in spec.lora_targets for p in (t, *FUSED.get(t, ()))}
-    return any(p in covered for p in projections(module))
+    return spec.lora_rank is not None and any(p in covered(spec) for p in projections(module))
+
+
+def covered(spec: TrainingSpec) -> set[str]:
+    """The projections LoRA's targets cover: each target, and a fused name's projections."""
+    return {p for t in spec.lora_targets for p in (t, *FUSED.get(t, ()))}
 
 
 def adapters_on(spec: TrainingSpec, among: tuple[str, ...]) -> int:
