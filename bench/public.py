@@ -178,8 +178,12 @@ _LITGPT_2023_SPEC = {"seq_len": 1304, "precision": "bf16-true", "attention": "sd
 # Both LitGPT scripts rebind `logits = model(...)` only when the next forward returns (the last micro-batch's
 # logits, and its graph, live through it), and quantise with bitsandbytes before 0.43.2 (unpinned in
 # requirements-all.txt @8641822, October 2023: 0.41; pyproject.toml @43c44323 and @e5493986: ==0.42.0), whose
-# MatMul4Bit keeps each 4-bit layer's input on ctx; BitsandbytesPrecision replaces every nn.Linear, lm_head too.
-_LITGPT_NF4 = {"quantize": "nf4", "optimizer": "paged_adamw", "quantize_head": True, "quant_keeps_input": True}
+# MatMul4Bit keeps each 4-bit layer's input on ctx; BitsandbytesPrecision replaces every nn.Linear, lm_head too,
+# and quantises from fp16 whatever its dtype (lightning/fabric/plugins/precision/bitsandbytes.py, _Linear4bit.quantize:
+# ``weight.contiguous().to(device=device, dtype=torch.half)``, unchanged from the October 2023 Lightning LitGPT
+# pinned to the present), so under bf16-true MatMul4Bit's ``dequantize_4bit(B, state).to(A.dtype)`` holds both.
+_LITGPT_NF4 = {"quantize": "nf4", "optimizer": "paged_adamw", "quantize_head": True, "quant_keeps_input": True,
+               "quantized_from": "fp16"}
 _LITGPT_2023_SETUP = ("Llama 2 {size}, Alpaca's longest sample (1304 tokens) forced first, micro-batch {b} padded to "
                       "it, bf16-true, LoRA r=8 on q,v (dropout 0.05), {quant}, {opt}, one GPU, no checkpointing")
 

@@ -104,6 +104,14 @@ def _highest(prof: profile) -> int:
     return high
 
 
+def highest_during(fn: Callable[[], Any]) -> int:
+    """The most bytes ``fn`` holds above what was alive when it started (the profiler's events over it)."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        with record_function(_MARK):
+            fn()
+    return _highest(prof)
+
+
 def real_peak(
     model: torch.nn.Module,
     batch: Any,

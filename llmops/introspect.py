@@ -55,20 +55,24 @@ def param_numel(p: torch.Tensor) -> int:
 
 # bitsandbytes before this version keeps each 4-bit layer's input on ctx (PR #1270 stopped it)
 BNB_KEEPS_INPUT_BEFORE = (0, 43, 2)
+QUANTIZED_FROM = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}  # spec.QUANTIZED_FROM
 
 
 def quant_fields(module: nn.Module) -> dict[str, Any]:
     """``quantize`` (and ``double_quant``) of a model with bitsandbytes layers: ``Linear4bit`` stores nf4 or
     fp4 in the same layout (4 bits + an absmax per 64, ``compress_statistics`` quantising the absmax too),
     counted as nf4; ``Linear8bitLt`` int8 with row scales. ``quantize_head`` where the output head is one
-    of them; ``quant_keeps_input`` under a bitsandbytes older than ``BNB_KEEPS_INPUT_BEFORE``. Else {}."""
+    of them; ``quant_keeps_input`` under a bitsandbytes older than ``BNB_KEEPS_INPUT_BEFORE``;
+    ``quantized_from``, the dtype its ``QuantState`` dequantises into, once the weight is quantised. Else {}."""
     head = _quantized(_output_head(module))
     for m in module.modules():
         kind = _quantized(m)
         if kind == "nf4":
             weight = m.weight  # type: ignore[union-attr]
+            source = QUANTIZED_FROM.get(getattr(getattr(weight, "quant_state", None), "dtype", None))
             return {"quantize": "nf4", "double_quant": bool(getattr(weight, "compress_statistics", False)),
-                    "quantize_head": head == "nf4", "quant_keeps_input": () < bnb_version() < BNB_KEEPS_INPUT_BEFORE}
+                    "quantize_head": head == "nf4", "quant_keeps_input": () < bnb_version() < BNB_KEEPS_INPUT_BEFORE,
+                    **({"quantized_from": source} if source else {})}
         if kind == "int8":
             return {"quantize": "int8", "quantize_head": head == "int8"}
     return {}

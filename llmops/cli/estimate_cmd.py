@@ -13,7 +13,16 @@ from ..estimate import PRESETS, TrainingSpec, document, get_preset, refined
 from ..estimate.hf_config import read_config, spec_fields
 from ..estimate.lora import parse_targets, with_lora
 from ..estimate.presets import ALIASES as MODEL_ALIASES
-from ..estimate.spec import ATTENTION, DEVICES, OPTIMIZER_STATES, QUANTIZE, RECOMPUTE, STRATEGIES, validate_input
+from ..estimate.spec import (
+    ATTENTION,
+    DEVICES,
+    OPTIMIZER_STATES,
+    QUANTIZE,
+    QUANTIZED_FROM,
+    RECOMPUTE,
+    STRATEGIES,
+    validate_input,
+)
 from ..estimate.units import ALIASES as PRECISION_ALIASES
 from ..estimate.units import DOCUMENT_PRECISIONS, PRECISIONS
 from ..estimate.whatif import what_if
@@ -30,6 +39,7 @@ FIELDS = {
     "strategy": "strategy", "tensor_parallel": "tensor_parallel", "attention": "attention",
     "recompute": "recompute", "dropout": "dropout", "device": "device", "overhead": "overhead_bytes",
     "quantize": "quantize", "double_quant": "double_quant", "quantize_head": "quantize_head",
+    "quantized_from": "quantized_from",
     "fused_experts": "fused_experts",
 }
 FLAGS = {field: "--" + flag.replace("_", "-") for flag, field in FIELDS.items()}
@@ -80,6 +90,9 @@ def _opt(*decls: str, **kw: Any) -> Any:
 @_opt("--double-quant/--no-double-quant", help="nf4's block constants quantised too (QLoRA's double quantisation).")
 @_opt("--quantize-head/--no-quantize-head",
       help="The output head quantised too (LitGPT's bnb precision; Hugging Face's keeps it). Needs --quantize.")
+@_opt("--quantized-from", type=Name(list(QUANTIZED_FROM)),
+      help="The dtype nf4 was quantised from, which it dequantises into before the cast to the compute dtype "
+           "(Lightning's bnb precision: fp16; Hugging Face: the load dtype). Default: the compute dtype.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: inputs, document, refined.")
 @click.option("--gib", is_flag=True, help="Show GiB instead of decimal GB.")
 @click.option("--what-if", "show_what_if", is_flag=True, help="Also list the changes that would make the run fit.")

@@ -149,10 +149,11 @@ class Held:
 
 def moments(spec: TrainingSpec, states: dict[str, Fraction], activations: Fraction, b: int,
             trainable: int, rebuild: Rebuild = Rebuild(), cached: Fraction = Fraction(0),
-            gathered: Gathered = Gathered(), held: Held = Held()) -> list[Moment]:
+            gathered: Gathered = Gathered(), held: Held = Held(), dequantized: Fraction = Fraction(0)) -> list[Moment]:
     """The step's candidate moments for ``b`` samples; ``states`` are per-device P, G, O; ``cached``:
     what the forward holds and frees at its end without saving it (autocast's weight cache); ``held``:
-    what outlives its use (``refined.held``)."""
+    what outlives its use (``refined.held``); ``dequantized``: the largest quantised layer's weight while
+    it computes (``quant.dequantized_bytes``)."""
     P, G, S = (states.get(k, Fraction(0)) for k in ("params", "grads", "optimizer_states"))
     Pg, Gg = P + gathered.params, gathered.grads  # the optimizer step runs on the shards alone
     found = [
@@ -161,6 +162,9 @@ def moments(spec: TrainingSpec, states: dict[str, Fraction], activations: Fracti
                activations + cached + held.previous + max(logits_bytes(spec, b), attention_scores_bytes(spec, b)),
                Fraction(0)),
         Moment("backward", Pg, Fraction(0), S, activations + held.outputs, loss_grad_bytes(spec, b)),
+        # the largest quantised layer computing (a quantised head at the forward's end): at most every saved
+        # activation, and its weight dequantised; the loss's tensors are not made yet (or, in backward, freed)
+        Moment("forward", Pg, G, S, activations + cached + held.previous, dequantized),
         Moment("optimizer", P, G, S, held.outputs + held.graph, optimizer_temporary_bytes(spec, trainable)),
     ]
     if Gg:  # the last layer's gradients, unsharded, beside every activation
@@ -178,22 +182,22 @@ def moments(spec: TrainingSpec, states: dict[str, Fraction], activations: Fracti
 
 def peak_moment(spec: TrainingSpec, states: dict[str, Fraction], activations: Fraction, b: int,
                 trainable: int, rebuild: Rebuild = Rebuild(), cached: Fraction = Fraction(0),
-                gathered: Gathered = Gathered(), held: Held = Held()) -> Moment:
+                gathered: Gathered = Gathered(), held: Held = Held(), dequantized: Fraction = Fraction(0)) -> Moment:
     """The largest of ``moments``: the step's peak, and what holds it."""
-    return max(moments(spec, states, activations, b, trainable, rebuild, cached, gathered, held),
+    return max(moments(spec, states, activations, b, trainable, rebuild, cached, gathered, held, dequantized),
                key=lambda m: m.total)
 
 
 def max_batch_moments(spec: TrainingSpec, states: dict[str, Fraction], act: tuple[Fraction, Fraction],
                       trainable: int, rebuild: tuple[Rebuild, Rebuild], room: Fraction,
                       cached: Fraction = Fraction(0), gathered: Gathered = Gathered(),
-                      held: tuple[Held, Held] = (Held(), Held())) -> int:
+                      held: tuple[Held, Held] = (Held(), Held()), dequantized: Fraction = Fraction(0)) -> int:
     """The largest ``b`` whose every moment fits in ``room`` (budget less overhead); each moment is
     linear in b (``act = (fixed, per_sample)``, ``rebuild`` and ``held`` at b = 0 and 1), so each gives
     ``floor((room − at b=0) / slope)``."""
     fixed, per_sample = act
-    at0 = moments(spec, states, fixed, 0, trainable, rebuild[0], cached, gathered, held[0])
-    at1 = moments(spec, states, fixed + per_sample, 1, trainable, rebuild[1], cached, gathered, held[1])
+    at0 = moments(spec, states, fixed, 0, trainable, rebuild[0], cached, gathered, held[0], dequantized)
+    at1 = moments(spec, states, fixed + per_sample, 1, trainable, rebuild[1], cached, gathered, held[1], dequantized)
     best: int | None = None
     for m0, m1 in zip(at0, at1, strict=True):
         slope = m1.total - m0.total

@@ -9,6 +9,11 @@ dequantising one layer's weight at a time:
   weight). Double quantisation stores those absmax in 8 bits, with one fp32 constant per 256 of
   them: 8/64 + 32/(64·256) ≈ 0.127 bit (Dettmers et al. 2023, QLoRA, section 3).
 - ``int8``: 1 byte per weight, plus one fp32 scale per output row (``Linear8bitLt``'s ``SCB``).
+
+An nf4 weight dequantises into the dtype it was quantised from (``QuantState.dtype``), and ``MatMul4Bit``
+casts that to the compute dtype (``dequantize_4bit(B, state).to(A.dtype)``): where the two differ, both
+copies live during the cast. Lightning's ``BitsandbytesPrecision`` quantises from fp16 whatever its
+precision, so under bf16-true each layer holds an fp16 and a bf16 copy of its weight at once.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from .spec import TrainingSpec, block_linears
+from .units import compute_dtype, get_precision
 
 NF4_BLOCK = 64  # weights per absmax
 DQ_BLOCK = 256  # absmax per second-level fp32 constant under double quantisation
@@ -54,9 +60,17 @@ def quantized_bytes(spec: TrainingSpec) -> Fraction:
     return Fraction(0)
 
 
-def dequantized_bytes(spec: TrainingSpec, compute_bytes: Fraction) -> Fraction:
-    """The temporary of the layer being computed: its weight dequantised to the compute dtype (the largest
-    layer's: a quantised head's V·h where it is larger)."""
+def dequantized_bytes(spec: TrainingSpec, head: bool = True) -> Fraction:
+    """The temporary of the layer being computed, the largest one's (a quantised head's V·h where it is
+    larger, unless ``head`` is False): its weight dequantised to the compute dtype and, where nf4 was
+    quantised from another dtype (``quantized_from``), the dequantised copy the cast reads. Both copies
+    live in backward; bitsandbytes before 0.50 casts in forward too, 0.50's forward dequantises straight
+    into the compute dtype (there the forward is one copy over)."""
     if spec.quantize is None or not (spec.layers and spec.hidden and spec.heads):
         return Fraction(0)
-    return compute_bytes * max(_head(spec), *(i * o for i, o, _ in block_linears(spec, spec.experts).values()))
+    per_weight = get_precision(spec.precision).compute_bytes
+    source = spec.quantized_from
+    if source is not None and source != compute_dtype(spec.precision):
+        per_weight += get_precision(source).compute_bytes
+    largest = max(i * o for i, o, _ in block_linears(spec, spec.experts).values())
+    return per_weight * max(_head(spec) if head else 0, largest)

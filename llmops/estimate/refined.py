@@ -298,7 +298,7 @@ def activation_parts(spec: TrainingSpec) -> tuple[Fraction, Fraction]:
         layers = L * checkpointed_layer_bytes(spec, 1)  # its input and the outputs the policy saves
     else:
         layers = L * layer_activation_bytes(spec, 1, with_scores=spec.recompute == "none")
-    fixed = weight_copy_bytes(spec) + dequantized_bytes(spec, get_precision(spec.precision).compute_bytes)
+    fixed = weight_copy_bytes(spec)
     fixed += merged_stack_bytes(spec, layers=0 if spec.recompute in CHECKPOINTED else None)
     return fixed, layers + head_activation_bytes(spec, 1) + quant_inputs(spec, 1)[1]
 
@@ -320,7 +320,7 @@ def rebuild(spec: TrainingSpec, b: int) -> Rebuild:
     r = _residual_bytes(spec)
     kept = checkpointed_layer_bytes(spec, b) if spec.recompute == "selective" else r * s * b * h
     rebuilt = layer_activation_bytes(spec, b, with_scores=True) + weight_cache_bytes(spec, layers=1)
-    rebuilt += merged_stack_bytes(spec, layers=1)
+    rebuilt += merged_stack_bytes(spec, layers=1) + dequantized_bytes(spec, head=False)  # one weight at a time
     rebuilt -= kept - r * s * b * h  # the outputs a selective checkpoint kept are not made again
     return Rebuild(layer=rebuilt + 2 * r * s * b * h, freed=(L - 1) * kept + head_activation_bytes(spec, b))
 
@@ -432,14 +432,15 @@ def refined(spec: TrainingSpec) -> Estimate:
     moment = None
     if states is not None and act is not None and spec.batch_size is not None:
         moment = peak_moment(spec, per_device, act, spec.batch_size, Nt, rebuild(spec, spec.batch_size),
-                             weight_cache_bytes(spec), gathered(spec), held(spec, spec.batch_size))
+                             weight_cache_bytes(spec), gathered(spec), held(spec, spec.batch_size),
+                             dequantized_bytes(spec))
     peak = moment.total + overhead if moment is not None else None
     b_max = None
     if budget is not None and states is not None and act1 is not None:
         b_max = max_batch_moments(spec, per_device, (fixed_act, act1), Nt,
                                   (rebuild(spec, 0), rebuild(spec, 1)),
                                   budget - overhead, weight_cache_bytes(spec), gathered(spec),
-                                  (held(spec, 0), held(spec, 1)))
+                                  (held(spec, 0), held(spec, 1)), dequantized_bytes(spec))
     if moment is not None and moment.phase != "forward":
         notes.append(f"the peak falls in the {'optimizer step' if moment.phase == 'optimizer' else 'backward'}")
     extra: dict[str, object] = {}

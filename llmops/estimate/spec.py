@@ -55,6 +55,7 @@ MAX_LORA_RANK = 2**16
 # aten._grouped_mm, which autocast has no rule for (it casts mm, bmm, baddbmm); the others cast as linears do.
 EXPERTS_IMPLEMENTATIONS = ("grouped_mm", "batched_mm", "eager")
 QUANTIZE = ("nf4", "int8")  # frozen base weights stored by bitsandbytes (quant.py)
+QUANTIZED_FROM = ("fp32", "fp16", "bf16")  # what nf4 weights dequantise into (quant.dequantized_bytes)
 # Bound for layers, heads, widths, lengths, batches and ranks: far past any real run, and it keeps
 # every derived figure (activations grow as L·b·s²·a) within float range for tables and messages.
 MAX_DIMENSION = 10**9
@@ -117,6 +118,9 @@ class TrainingSpec:
     quantize_head: bool = False  # the output head quantised too (LitGPT's BitsandbytesPrecision: every nn.Linear)
     # bitsandbytes before 0.43.2 (PR #1270): 4-bit layers keep their input on ctx until the graph is freed
     quant_keeps_input: bool = False
+    # the dtype the nf4 base was quantised from, which bitsandbytes dequantises it into (QuantState.dtype;
+    # Lightning's BitsandbytesPrecision: fp16 whatever the precision); None: the compute dtype
+    quantized_from: str | None = None
     # the training loop holds the last micro-batch's outputs, and so its graph, into the next forward
     # (LitGPT's finetune scripts: ``logits`` is rebound only when the next forward returns)
     keeps_outputs: bool = False
@@ -237,6 +241,9 @@ def validate(spec: TrainingSpec) -> TrainingSpec:
         raise _allowed("double_quant", spec.double_quant, "it applies to quantize='nf4' only")
     if spec.quant_keeps_input and spec.quantize != "nf4":
         raise _allowed("quant_keeps_input", spec.quant_keeps_input, "it applies to quantize='nf4' only")
+    if spec.quantized_from is not None and (spec.quantize != "nf4" or spec.quantized_from not in QUANTIZED_FROM):
+        raise _allowed("quantized_from", spec.quantized_from,
+                       f"one of {', '.join(QUANTIZED_FROM)}, with quantize='nf4' only")
     if spec.quantize_head and (spec.quantize is None or not spec.vocab):
         raise _allowed("quantize_head", spec.quantize_head, "it needs quantize and vocab")
     if get_precision(spec.precision).name.endswith("-fsdp") and spec.strategy != "fsdp":

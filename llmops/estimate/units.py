@@ -71,6 +71,17 @@ def get_precision(name: str) -> Precision:
     return PRECISIONS[key]
 
 
+def compute_dtype(precision: str) -> str:
+    """The floating dtype a precision computes in: ``bf16`` (bf16, bf16-mixed, bf16-true, bf16-fsdp), ``fp16``
+    (fp16 and Lightning's 16-*), else ``fp32``; the document's int8 and int4 by their own names."""
+    name = get_precision(precision).name
+    if name.startswith("bf16"):
+        return "bf16"
+    if name.startswith(("16", "fp16")):
+        return "fp16"
+    return name if name.startswith("int") else "fp32"
+
+
 def bytes_per_value(precision: str) -> Fraction:
     """formulas.md §1: bytes per value of a precision (4, 2, 1, 0.5)."""
     return get_precision(precision).compute_bytes

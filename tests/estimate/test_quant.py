@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from functools import partial
 
 import pytest
 
@@ -33,14 +34,53 @@ def test_refined_stores_the_rest_in_the_parameter_dtype_and_adds_one_dequantised
     q = refined(SPEC)
     assert q.params_bytes == 2 * (200_000 - 81_920) + 46_080  # bf16 for the rest
     assert full.params_bytes == 2 * 200_000
-    assert dequantized_bytes(SPEC, Fraction(2)) == 2 * 128 * 64  # the largest linear, in bf16, one at a time
+    assert dequantized_bytes(SPEC) == 2 * 128 * 64  # the largest linear, in bf16, one at a time
     assert q.grads_bytes == full.grads_bytes  # only what trains has gradients
+
+
+def test_a_base_quantised_from_another_dtype_holds_both_copies_by_hand():
+    """Lightning quantises from fp16: under bf16-true the largest layer (down, 128×64) dequantises to fp16
+    and is cast to bf16, both alive; quantised from bf16 (or from nothing named) there is one copy."""
+    assert dequantized_bytes(SPEC.with_(quantized_from="fp16")) == (2 + 2) * 128 * 64
+    assert dequantized_bytes(SPEC.with_(quantized_from="fp32")) == (4 + 2) * 128 * 64
+    assert dequantized_bytes(SPEC.with_(quantized_from="bf16")) == dequantized_bytes(SPEC) == 2 * 128 * 64
+    fp32 = SPEC.with_(precision="fp32", quantized_from="fp32")
+    assert dequantized_bytes(fp32) == 4 * 128 * 64
+    # a 1,000-token head in 4 bits (64,000 weights): its dequantised weight outweighs the loss's gradients
+    # (bf16, 2 · 2 B · 32 tokens · 1,000), so the moment it computes is the peak, and the fp16 copy joins it
+    head = SPEC.with_(vocab=1000, quantize_head=True, batch_size=1, lora_rank=4, loss_upcast=False)
+    one, two = refined(head), refined(head.with_(quantized_from="fp16"))
+    assert two.temporary_bytes == dequantized_bytes(head.with_(quantized_from="fp16")) == 4 * 1000 * 64
+    assert two.peak_bytes - one.peak_bytes == 2 * 1000 * 64 and two.peak_phase == "forward"
+
+
+def test_bitsandbytes_backward_holds_the_dequantised_copy_and_its_cast():
+    """The mechanism above, on bitsandbytes itself: the peak of a 4-bit layer's backward above the
+    gradients already alive, read off the profiler's allocation events, against the hand count
+    (source + compute bytes per weight). The CPU's own work adds up to half a byte per weight at this shape
+    (at smaller ones its bf16 matmul copies the weight once more, which would hide the cast's copy)."""
+    bnb = pytest.importorskip("bitsandbytes")
+    import torch
+
+    from bench.truth import highest_during
+
+    n, k = 4096, 1024
+    for source, expected in ((torch.float16, 2 + 2), (torch.float32, 4 + 2), (torch.bfloat16, 2)):
+        packed, state = bnb.functional.quantize_4bit(torch.randn(n, k, dtype=source), quant_type="nf4")
+        x = torch.randn(8, k, dtype=torch.bfloat16, requires_grad=True)
+        y = bnb.matmul_4bit(x, packed.t(), quant_state=state)
+        grad = torch.ones_like(y)
+        transient = highest_during(partial(y.backward, grad))  # the copies outlast the input's gradient's birth
+        assert expected <= transient / (n * k) < expected + 0.6, (source, transient / (n * k))
 
 
 @pytest.mark.parametrize("args,says", [(["--quantize", "nf4"], "a quantised base is frozen"),
                                        (["--quantize", "fp8", "--lora-rank", "8"], "allowed: nf4, int8"),
                                        (["--quantize", "int8", "--double-quant", "--lora-rank", "8"], "nf4"),
-                                       (["--quantize-head", "--lora-rank", "8"], "needs quantize")])
+                                       (["--quantize-head", "--lora-rank", "8"], "needs quantize"),
+                                       (["--quantized-from", "fp8", "--quantize", "nf4", "--lora-rank", "8"],
+                                        "fp32, fp16, bf16"),
+                                       (["--quantized-from", "fp16", "--lora-rank", "8"], "quantize='nf4'")])
 def test_bad_quantize_flags_are_one_line(args, says):
     one_line_exit_2(llmops("estimate", "--model", "llama-2-7b", *args), says)
 
@@ -79,9 +119,9 @@ def test_introspection_names_bitsandbytes_optimizers_by_class():
 def test_a_quantised_head_by_hand():
     head = SPEC.with_(quantize_head=True)
     assert quantized_weights(head) == 2 * 40_960 + 100 * 64
-    assert dequantized_bytes(head, Fraction(2)) == 2 * 128 * 64  # the head (6,400) is smaller than the MLP's
+    assert dequantized_bytes(head) == 2 * 128 * 64  # the head (6,400) is smaller than the MLP's
     wide = head.with_(vocab=1000)  # 64,000 weights: its dequantised copy is now the largest
-    assert dequantized_bytes(wide, Fraction(2)) == 2 * 1000 * 64
+    assert dequantized_bytes(wide) == 2 * 1000 * 64
     assert quantized_bytes(head.with_(quantize="int8")) == quantized_bytes(SPEC.with_(quantize="int8")) + 100 * (64 + 4)
 
 

@@ -60,19 +60,20 @@ def make_module(base: type, net: nn.Module, optimizer: str = "adamw", lr: float 
     return LM()
 
 
-def small_llama(intermediate_size: int = 688) -> nn.Module:
+def small_llama(intermediate_size: int = 688, vocab_size: int = 1000) -> nn.Module:
     """A 4-layer Hugging Face Llama (vocabulary 1000, width 256, 8 heads, 2 key/value heads, SDPA) with seeded
     random weights, in training mode: a small vocabulary, so the layers' activations decide the peak."""
     import transformers
 
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=intermediate_size,
+    cfg = transformers.LlamaConfig(vocab_size=vocab_size, hidden_size=256, intermediate_size=intermediate_size,
                                    num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
                                    use_cache=False, attn_implementation="sdpa")
     return transformers.LlamaForCausalLM(cfg).train()
 
 
-def llama_batch(batch_size: int = 4, seq_len: int = 256, seed: int = 1) -> dict[str, torch.Tensor]:
+def llama_batch(batch_size: int = 4, seq_len: int = 256, seed: int = 1,
+                vocab_size: int = 1000) -> dict[str, torch.Tensor]:
     """Token ids for ``small_llama`` and their labels (the ids themselves)."""
-    ids = torch.randint(0, 1000, (batch_size, seq_len), generator=torch.Generator().manual_seed(seed))
+    ids = torch.randint(0, vocab_size, (batch_size, seq_len), generator=torch.Generator().manual_seed(seed))
     return {"input_ids": ids, "labels": ids.clone()}
