@@ -16,6 +16,7 @@ from ..estimate.presets import ALIASES as MODEL_ALIASES
 from ..estimate.spec import (
     ATTENTION,
     DEVICES,
+    EXPERTS_IMPLEMENTATIONS,
     OPTIMIZER_STATES,
     QUANTIZE,
     QUANTIZED_FROM,
@@ -40,7 +41,7 @@ FIELDS = {
     "recompute": "recompute", "dropout": "dropout", "device": "device", "overhead": "overhead_bytes",
     "quantize": "quantize", "double_quant": "double_quant", "quantize_head": "quantize_head",
     "quantized_from": "quantized_from",
-    "fused_experts": "fused_experts",
+    "fused_experts": "fused_experts", "experts_implementation": "experts_implementation",
 }
 FLAGS = {field: "--" + flag.replace("_", "-") for flag, field in FIELDS.items()}
 EXIT_OOM = 3  # --fail-on-oom: the verdict is OOM (2 is bad input, as click's usage errors)
@@ -86,6 +87,9 @@ def _opt(*decls: str, **kw: Any) -> Any:
 @_opt("--fused-experts/--per-expert-linears",
       help="A mixture's experts as fused stacks (transformers 5, the default): LoRA on them adapts each stack "
            "whole and keeps the merged stack for backward; or one nn.Linear per expert (transformers 4).")
+@_opt("--experts-implementation", type=Name(list(EXPERTS_IMPLEMENTATIONS)),
+      help="How fused expert stacks run (transformers 5's config._experts_implementation): grouped_mm, the "
+           "default, which autocast leaves in fp32; batched_mm or eager, cast as linears are.")
 @_opt("--quantize", type=Name(list(QUANTIZE)), help="The frozen base stored in nf4 (QLoRA) or int8; needs --lora-rank.")
 @_opt("--double-quant/--no-double-quant", help="nf4's block constants quantised too (QLoRA's double quantisation).")
 @_opt("--quantize-head/--no-quantize-head",

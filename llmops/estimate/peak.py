@@ -137,6 +137,16 @@ class Gathered:
 
 
 @dataclass(frozen=True)
+class Computing:
+    """What one layer holds only while it computes, beside the activations (``refined.computing``): in
+    forward, each a moment of its own (a dequantised weight, gathered expert weights); in backward, the
+    gradients through the widest part of the last layer's MLP, beside the loss's gradients or after them."""
+
+    forward: tuple[Fraction, ...] = ()
+    backward: Fraction = Fraction(0)
+
+
+@dataclass(frozen=True)
 class Held:
     """What a step holds past its use: ``outputs``, the logits the loop keeps (through backward and the
     optimizer step); ``graph``, what the step's graph keeps past backward (through the optimizer step);
@@ -149,11 +159,10 @@ class Held:
 
 def moments(spec: TrainingSpec, states: dict[str, Fraction], activations: Fraction, b: int,
             trainable: int, rebuild: Rebuild = Rebuild(), cached: Fraction = Fraction(0),
-            gathered: Gathered = Gathered(), held: Held = Held(), dequantized: Fraction = Fraction(0)) -> list[Moment]:
+            gathered: Gathered = Gathered(), held: Held = Held(), computing: Computing = Computing()) -> list[Moment]:
     """The step's candidate moments for ``b`` samples; ``states`` are per-device P, G, O; ``cached``:
     what the forward holds and frees at its end without saving it (autocast's weight cache); ``held``:
-    what outlives its use (``refined.held``); ``dequantized``: the largest quantised layer's weight while
-    it computes (``quant.dequantized_bytes``)."""
+    what outlives its use (``refined.held``); ``computing``: what one layer holds only while it computes."""
     P, G, S = (states.get(k, Fraction(0)) for k in ("params", "grads", "optimizer_states"))
     Pg, Gg = P + gathered.params, gathered.grads  # the optimizer step runs on the shards alone
     found = [
@@ -161,10 +170,11 @@ def moments(spec: TrainingSpec, states: dict[str, Fraction], activations: Fracti
         Moment("forward", Pg, G, S,
                activations + cached + held.previous + max(logits_bytes(spec, b), attention_scores_bytes(spec, b)),
                Fraction(0)),
-        Moment("backward", Pg, Fraction(0), S, activations + held.outputs, loss_grad_bytes(spec, b)),
-        # the largest quantised layer computing (a quantised head at the forward's end): at most every saved
-        # activation, and its weight dequantised; the loss's tensors are not made yet (or, in backward, freed)
-        Moment("forward", Pg, G, S, activations + cached + held.previous, dequantized),
+        Moment("backward", Pg, Fraction(0), S, activations + held.outputs,
+               max(loss_grad_bytes(spec, b), computing.backward)),
+        # a layer computing (a quantised head at the forward's end): at most every saved activation, and what it
+        # holds meanwhile; the loss's tensors are not made yet (or, in backward, already freed)
+        *(Moment("forward", Pg, G, S, activations + cached + held.previous, t) for t in computing.forward),
         Moment("optimizer", P, G, S, held.outputs + held.graph, optimizer_temporary_bytes(spec, trainable)),
     ]
     if Gg:  # the last layer's gradients, unsharded, beside every activation
@@ -182,22 +192,23 @@ def moments(spec: TrainingSpec, states: dict[str, Fraction], activations: Fracti
 
 def peak_moment(spec: TrainingSpec, states: dict[str, Fraction], activations: Fraction, b: int,
                 trainable: int, rebuild: Rebuild = Rebuild(), cached: Fraction = Fraction(0),
-                gathered: Gathered = Gathered(), held: Held = Held(), dequantized: Fraction = Fraction(0)) -> Moment:
+                gathered: Gathered = Gathered(), held: Held = Held(), computing: Computing = Computing()) -> Moment:
     """The largest of ``moments``: the step's peak, and what holds it."""
-    return max(moments(spec, states, activations, b, trainable, rebuild, cached, gathered, held, dequantized),
+    return max(moments(spec, states, activations, b, trainable, rebuild, cached, gathered, held, computing),
                key=lambda m: m.total)
 
 
 def max_batch_moments(spec: TrainingSpec, states: dict[str, Fraction], act: tuple[Fraction, Fraction],
                       trainable: int, rebuild: tuple[Rebuild, Rebuild], room: Fraction,
                       cached: Fraction = Fraction(0), gathered: Gathered = Gathered(),
-                      held: tuple[Held, Held] = (Held(), Held()), dequantized: Fraction = Fraction(0)) -> int:
+                      held: tuple[Held, Held] = (Held(), Held()),
+                      computing: tuple[Computing, Computing] = (Computing(), Computing())) -> int:
     """The largest ``b`` whose every moment fits in ``room`` (budget less overhead); each moment is
-    linear in b (``act = (fixed, per_sample)``, ``rebuild`` and ``held`` at b = 0 and 1), so each gives
+    linear in b (``act = (fixed, per_sample)``, ``rebuild``, ``held`` and ``computing`` at b = 0 and 1), so each gives
     ``floor((room − at b=0) / slope)``."""
     fixed, per_sample = act
-    at0 = moments(spec, states, fixed, 0, trainable, rebuild[0], cached, gathered, held[0], dequantized)
-    at1 = moments(spec, states, fixed + per_sample, 1, trainable, rebuild[1], cached, gathered, held[1], dequantized)
+    at0 = moments(spec, states, fixed, 0, trainable, rebuild[0], cached, gathered, held[0], computing[0])
+    at1 = moments(spec, states, fixed + per_sample, 1, trainable, rebuild[1], cached, gathered, held[1], computing[1])
     best: int | None = None
     for m0, m1 in zip(at0, at1, strict=True):
         slope = m1.total - m0.total

@@ -19,7 +19,7 @@ from fractions import Fraction
 
 from .document import _int, gpus_rule_of_thumb
 from .lora import MLP, adapter_params, adapters, widened
-from .peak import FP32, Gathered, Held, Rebuild, loss_value_bytes, max_batch_moments, peak_moment
+from .peak import FP32, Computing, Gathered, Held, Rebuild, loss_value_bytes, max_batch_moments, peak_moment
 from .quant import dequantized_bytes, quantized_bytes, quantized_weights
 from .solver import accumulate_for, min_world_size
 from .spec import (
@@ -36,7 +36,7 @@ from .spec import (
     block_linears,
     validate,
 )
-from .units import exact, get_precision
+from .units import exact, fmt_bytes, get_precision
 
 # CUDA context, cuBLAS/cuDNN workspaces and NCCL buffers per process: several hundred MB
 # (formulas.md §4). Measured by the monitor where a GPU exists; override with overhead_bytes.
@@ -112,11 +112,56 @@ def layer_activation_bytes(spec: TrainingSpec, b: int, with_scores: bool) -> Fra
     if experts:  # each expert's output, kept by the multiply with its routing weight (k·h per token); a shared
         # expert's, by the multiply with its sigmoid gate (h)
         mlp += s * b * h * (_expert_bytes(spec) * spec.experts_active + (p if spec.shared_expert_ffn_hidden else 0))
+        mlp += gathered_expert_bytes(spec, b)
     mlp += drop * _mask(spec, p) * s * b * h
     # the norms before the attention and the MLP read the residual stream; Gemma 2's after them, the sublayers'
     # outputs (the compute dtype)
     norms = (2 * norm_bytes(spec, r) + (spec.block_norms - 2) * norm_bytes(spec, p)) * s * b
     return (attn + mlp + norms + adapter_activation_bytes(spec, b)) / spec.tensor_parallel
+
+
+def _gathered_weights(spec: TrainingSpec, b: int) -> tuple[int, int]:
+    """``(all, down)``: expert weights transformers 5's ``batched_mm`` gathers per layer, one copy per (token,
+    expert) pair (``gate_up_proj[expert_ids]``, then ``down_proj[expert_ids]``), and the down projection's
+    share of them; (0, 0) for the other implementations, which gather no weights."""
+    if not (spec.experts > 1 and spec.stacked_experts and spec.experts_implementation == "batched_mm"):
+        return 0, 0
+    pairs = (spec.seq_len or 0) * b * spec.experts_active
+    mlp = {m: i * o for m, (i, o, _) in block_linears(spec, 1).items() if m in MLP}
+    return pairs * sum(mlp.values()), pairs * mlp["down"]
+
+
+def gathered_expert_bytes(spec: TrainingSpec, b: int) -> Fraction:
+    """What ``batched_mm`` experts keep: each batched matmul its gathered weights, for the input's gradient,
+    in the dtype it runs (autocast's 2-byte copy): k experts' weights per token, per layer."""
+    return get_precision(spec.precision).compute_bytes * _gathered_weights(spec, b)[0]
+
+
+def computing(spec: TrainingSpec, b: int) -> Computing:
+    """What one layer holds only while it computes, beside the activations (``peak.moments``). In forward:
+    the largest quantised layer's dequantised weight (``quant.dequantized_bytes``); and under autocast,
+    ``batched_mm`` experts' weights gathered in their stored dtype, which the cast frees only after the next
+    gather: at the last layer's down projection, its gate/up and down weights gathered, the down ones not yet
+    cast (the casts are in ``gathered_expert_bytes``). In backward, ``mlp_grad_bytes``."""
+    prec = get_precision(spec.precision)
+    weights, down = _gathered_weights(spec, b)
+    stored = prec.param_bytes * weights - prec.compute_bytes * down if _autocast(spec) else 0
+    return Computing(forward=(dequantized_bytes(spec), Fraction(stored)), backward=mlp_grad_bytes(spec, b))
+
+
+def mlp_grad_bytes(spec: TrainingSpec, b: int) -> Fraction:
+    """The last layer's MLP in backward: the gradients of its down projection's input and of its gate and up
+    outputs at once (3f values a token; 2f without a gate), in the MLP's dtype. Experts that run together
+    (``grouped_mm``, ``batched_mm``) make them for every (token, expert) pair at once, k a token; experts run
+    one by one (eager, per-expert linears) for one expert's share at a time, k/E a token."""
+    h = spec.hidden or 0
+    f = spec.expert_ffn() if spec.experts > 1 else spec.ffn_hidden or 4 * h
+    width = (3 if spec.gated_mlp else 2) * f
+    pairs = Fraction((spec.seq_len or 0) * b)
+    if spec.experts > 1:
+        together = spec.stacked_experts and spec.experts_implementation != "eager"
+        pairs *= spec.experts_active if together else Fraction(spec.experts_active, spec.experts)
+    return _expert_bytes(spec) * pairs * width / spec.tensor_parallel
 
 
 def _saves_input(spec: TrainingSpec, linears: tuple[str, ...]) -> int:
@@ -265,10 +310,13 @@ def merged_stack_bytes(spec: TrainingSpec, layers: int | None = None) -> Fractio
 
 
 def _layer_matmul_params(spec: TrainingSpec) -> Fraction:
-    """Weights of one layer's matmuls that autocast copies: Q, K, V, the output projection and the MLP (experts
-    each token uses; not fused stacks that autocast leaves in fp32, ``_uncast_experts``)."""
-    mlp = MLP if _uncast_experts(spec) else ()
-    return Fraction(sum(i * o * c for m, (i, o, c) in block_linears(spec, spec.experts_active).items() if m not in mlp))
+    """Weights of one layer's matmuls that autocast copies: every linear of the block (``layer_params`` less its
+    norms), a mixture's router and shared expert too, and every expert: each expert's cast is its own, and a
+    micro-batch of a few times E/k tokens reaches them all. Not fused stacks that autocast leaves in fp32
+    (``_uncast_experts``), nor ``batched_mm``'s, which are cast as gathered (``gathered_expert_bytes``)."""
+    experts = sum(i * o * c for m, (i, o, c) in block_linears(spec, spec.experts).items() if m in MLP)
+    uncopied = _uncast_experts(spec) or _gathered_weights(spec, 1)[0] > 0
+    return Fraction(layer_params(spec) - 2 * (spec.hidden or 0) - (experts if uncopied else 0))
 
 
 def head_activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
@@ -409,6 +457,9 @@ def refined(spec: TrainingSpec) -> Estimate:
         if N != Nt:
             notes.append(f"{N - Nt:,} frozen parameters hold no gradients or optimizer states")
     notes += widened(spec)
+    if spec.batch_size and gathered_expert_bytes(spec, spec.batch_size):
+        notes.append(f"batched_mm experts keep k experts' weights per token: "
+                     f"{fmt_bytes(gathered_expert_bytes(spec, spec.batch_size))} a layer (grouped_mm keeps none)")
     per_device = {k: v / n if k in sharded else v for k, v in full.items()}
     states = sum(per_device.values()) if per_device else None
 
@@ -433,14 +484,14 @@ def refined(spec: TrainingSpec) -> Estimate:
     if states is not None and act is not None and spec.batch_size is not None:
         moment = peak_moment(spec, per_device, act, spec.batch_size, Nt, rebuild(spec, spec.batch_size),
                              weight_cache_bytes(spec), gathered(spec), held(spec, spec.batch_size),
-                             dequantized_bytes(spec))
+                             computing(spec, spec.batch_size))
     peak = moment.total + overhead if moment is not None else None
     b_max = None
     if budget is not None and states is not None and act1 is not None:
         b_max = max_batch_moments(spec, per_device, (fixed_act, act1), Nt,
                                   (rebuild(spec, 0), rebuild(spec, 1)),
                                   budget - overhead, weight_cache_bytes(spec), gathered(spec),
-                                  (held(spec, 0), held(spec, 1)), dequantized_bytes(spec))
+                                  (held(spec, 0), held(spec, 1)), (computing(spec, 0), computing(spec, 1)))
     if moment is not None and moment.phase != "forward":
         notes.append(f"the peak falls in the {'optimizer step' if moment.phase == 'optimizer' else 'backward'}")
     extra: dict[str, object] = {}

@@ -133,6 +133,22 @@ def test_fused_experts_keep_merged_stacks_per_layer_in_the_cli():
     assert abs(fused["activation_bytes"] - linears["activation_bytes"] - stacks) < 0.01 * stacks
 
 
+def test_experts_implementation_from_the_cli():
+    """Mixtral 8x7B, LoRA on q, v under bf16-mixed, 1,024 tokens, by hand (3·h·f = 176M weights an expert):
+    grouped_mm stacks stay fp32 and are copied by nobody; eager experts are cast by autocast, and each of the
+    E = 8 experts the tokens reach keeps its 2-byte copy for backward (less what their 2-byte activations save
+    against fp32); batched_mm gathers k = 2 experts' weights per token and keeps their 2-byte copies."""
+    args = ("estimate", "--model", "mixtral-8x7b", "--lora-rank", "8", "--seq-len", "1024", "--batch-size", "1",
+            "--precision", "bf16-mixed", "--json")
+    grouped, eager, batched = (json.loads(llmops(*args, "--experts-implementation", impl).stdout)["refined"]
+                               for impl in ("grouped_mm", "eager", "batched_mm"))
+    expert, layers = 3 * 4096 * 14336, 32
+    copies = layers * 8 * expert * 2
+    assert 0.9 * copies < eager["activation_bytes"] - grouped["activation_bytes"] < copies
+    assert batched["activation_bytes"] > layers * 1024 * 2 * expert * 2
+    one_line_exit_2(llmops(*args, "--experts-implementation", "grouped"), "grouped_mm")
+
+
 FUSED_TINY = {
     "phi3": {"model_type": "phi3", "hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 8,
              "num_key_value_heads": 4, "intermediate_size": 512, "vocab_size": 1000, "pad_token_id": 0,
