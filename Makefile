@@ -11,6 +11,10 @@ $(VENV)/.installed: pyproject.toml
 	# torch pinned: a CPU build of 2.13.0 is on these machines; unpinned pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	# LitGPT's models for the tests that build them (tests/test_litgpt.py), without its dependencies: it pins
+	# huggingface-hub < 1.4 and jsonargparse <= 4.41, which transformers 5 and LightningCLI here outgrow, and
+	# the model and LoRA code the tests build imports only torch and lightning.
+	$(PY) -m pip install -q --no-deps 'litgpt==0.5.13'
 	touch $@
 
 venv: $(VENV)/.installed

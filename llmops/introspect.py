@@ -217,13 +217,34 @@ def _lora_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def has_dropout(module: nn.Module) -> bool:
-    """Whether any of the model's own dropout modules would drop values in training (LoRA's not counted)."""
+    """Whether any of the model's own dropout modules would drop values in training. LoRA's are not counted:
+    those of its layers, and any named ``lora_dropout`` (LitGPT gives its LoRA linears one even where r = 0)."""
     lora = {id(d) for _, m in _lora_layers(module) for d in _dropouts(m)}
+    lora |= {id(d) for n, d in module.named_modules() if "lora_dropout" in n.split(".")}
     return any(id(d) not in lora for d in _dropouts(module))
 
 
 # PEFT's ParamWrapper adapts a parameter, not a module: the fused expert stacks of transformers 5, by name
 _STACKS = {"gate_up_proj": ("gate", "up"), "down_proj": ("down",), "up_proj": ("up",)}
+
+
+# LitGPT's module names (litgpt/model.py): fc_1 and fc_2 are a gated MLP's gate and up (fc a plain MLP's up), and proj
+# is the attention's output projection under attn, the MLP's down projection elsewhere
+_LITGPT_NAMES = {"fc_1": ("gate",), "fc_2": ("up",), "fc": ("up",)}
+
+
+def _adapted(name: str, layer: nn.Module) -> tuple[str, ...]:
+    """The projections one LoRA layer adapts, from its module name (``HF_NAMES``, LitGPT's). A module named
+    ``gate`` is a mixture's router. LitGPT's fused ``LoRAQKVLinear`` adapts the projections ``enable_lora`` says."""
+    enabled = getattr(layer, "enable_lora", None)
+    if isinstance(enabled, (list, tuple)) and len(enabled) == 3:
+        return tuple(p for p, on in zip(("q", "k", "v"), enabled, strict=True) if on)
+    parent, _, last = name.rpartition(".")
+    if last == "gate":
+        return (ROUTER,)
+    if last == "proj":
+        return ("o",) if parent.rsplit(".", 1)[-1] == "attn" else ("down",)
+    return _LITGPT_NAMES.get(last) or HF_NAMES.get(last, (last,))
 
 
 def lora_fields(module: nn.Module) -> dict[str, Any]:
@@ -243,8 +264,7 @@ def lora_fields(module: nn.Module) -> dict[str, Any]:
         if param in _STACKS:  # a ParamWrapper over a fused stack
             stacks[param] = r
             continue
-        last = n.rsplit(".", 1)[-1]
-        names.update((ROUTER,) if last == "gate" else HF_NAMES.get(last, (last,)))
+        names.update(_adapted(n, m))
         ranks.append(r)
     rank = max(ranks) if ranks else min(stacks.values())
     for param, r in stacks.items():  # gate_up at its own rank where it is not r for each of its projections

@@ -1,0 +1,85 @@
+"""LitGPT's own models, built from its named configs with random weights (nothing downloaded): what
+introspection reads off a LitGPT LoRA model, against LitGPT's own parameter counts, and the refined peak
+of its step against the profiler's real peak (bench/truth.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.truth import real_peak
+from llmops.dryrun import spec_from_model
+from llmops.estimate import TrainingSpec, refined
+from llmops.estimate.lora import adapter_params
+
+torch = pytest.importorskip("torch")
+lora = pytest.importorskip("litgpt.lora")
+
+VOCAB, B, T = 4096, 4, 256
+# name → (kv heads, what its config says: gated MLP, norm, activation)
+ARCHITECTURES = {"Llama-3.1-8B": (2, True, "rmsnorm", "silu"), "gemma-2b": (8, True, "rmsnorm", "gelu_tanh"),
+                 "pythia-160m": (8, False, "layernorm", "gelu")}
+
+
+def litgpt_lora(name: str, dtype=None, **enabled):
+    """A 2-layer LitGPT model of ``name``'s architecture (width 256, 8 heads), LoRA r=8 with dropout on what
+    ``enabled`` turns on (LitGPT's lora_query, lora_value, ...), only the adapters trainable, as LitGPT's
+    finetune/lora.py marks them."""
+    torch.manual_seed(0)
+    cfg = lora.Config.from_name(name, n_layer=2, n_embd=256, n_head=8, n_query_groups=ARCHITECTURES[name][0],
+                                intermediate_size=688, padded_vocab_size=VOCAB, vocab_size=VOCAB, block_size=512,
+                                lora_r=8, lora_alpha=16, lora_dropout=0.05, **enabled)
+    model = lora.GPT(cfg).to(dtype or torch.float32)
+    lora.mark_only_lora_as_trainable(model)
+    model.max_seq_length = T
+    return model
+
+
+def loss(model, ids):
+    """Next-token cross-entropy on the whole logits (LitGPT's finetune scripts chunk it; see the README)."""
+    logits = model(ids)[..., :-1, :]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), ids[..., 1:].reshape(-1))
+
+
+def _spec(model, ids, precision="fp32"):
+    spec, _ = spec_from_model(model, ids, TrainingSpec(device="cpu", precision=precision), keep=set())
+    return spec
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_introspection_reads_a_litgpt_lora_model(name):
+    """The config's MLP and norm classes, SDPA, and the fused QKV adapter's enabled projections (it was read
+    as q, k, v, a LayerNorm, GELU and plain attention, and the LoRA linears' idle dropouts as model dropout)."""
+    kv, gated, norm, activation = ARCHITECTURES[name]
+    model = litgpt_lora(name, lora_query=True, lora_value=True)
+    spec = _spec(model, torch.zeros(B, T, dtype=torch.long))
+    assert (spec.kv_heads, spec.gated_mlp, spec.norm, spec.activation) == (kv, gated, norm, activation)
+    assert (spec.attention, spec.dropout, spec.loss_upcast) == ("sdpa", False, False)
+    assert (spec.lora_rank, spec.lora_targets, spec.lora_dropout) == (8, ("q", "v"), True)
+    assert spec.params == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("enabled,targets", [
+    ({"lora_query": True, "lora_value": True}, ("q", "v")),
+    ({"lora_key": True, "lora_projection": True}, ("k", "o")),
+    ({"lora_query": True, "lora_key": True, "lora_value": True, "lora_projection": True, "lora_mlp": True},
+     ("q", "k", "v", "o", "gate", "up", "down"))])
+def test_the_adapter_count_planned_from_the_targets_read_is_litgpts(enabled, targets):
+    model = litgpt_lora("Llama-3.1-8B", **enabled)
+    spec = _spec(model, torch.zeros(B, T, dtype=torch.long))
+    assert spec.lora_targets == targets
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert adapter_params(spec, 8, spec.lora_targets) == trainable == spec.trainable_params
+
+
+@pytest.mark.parametrize("name,precision", [("Llama-3.1-8B", "fp32"), ("Llama-3.1-8B", "bf16-true"),
+                                            ("gemma-2b", "fp32"), ("pythia-160m", "fp32")])
+def test_refined_peak_of_a_litgpt_lora_step_within_5_percent(name, precision):
+    """Read off the live model, as the monitor does before step 1 (it was +69% on the Llama: plain attention's
+    scores, and dropout's fp32 math path)."""
+    dtype = torch.bfloat16 if precision == "bf16-true" else torch.float32
+    ids = torch.randint(0, VOCAB, (B, T), generator=torch.Generator().manual_seed(1))
+    model = litgpt_lora(name, dtype, lora_query=True, lora_value=True)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    truth = real_peak(model, ids, loss, optimizer).peak_bytes
+    predicted = refined(_spec(litgpt_lora(name, dtype, lora_query=True, lora_value=True), ids, precision)).peak_bytes
+    assert abs(predicted / truth - 1) < 0.05, (predicted, truth)
