@@ -270,7 +270,9 @@ def lora_fields(module: nn.Module) -> dict[str, Any]:
     for param, r in stacks.items():  # gate_up at its own rank where it is not r for each of its projections
         names.update(("gate_up",) if param == "gate_up_proj" and r != 2 * rank else _STACKS[param])
     fused = any(p.dim() == 3 for name, p in module.named_parameters() if ".experts." in f".{name}")
+    litgpt = any(isinstance(getattr(m, "enable_lora", None), (list, tuple)) for _, m in layers)  # LoRAQKVLinear
     return {"lora_rank": rank, "fused_experts": fused, "lora_experts": not fused or bool(stacks),
+            "lora_layout": "litgpt" if litgpt else "peft",
             "lora_targets": tuple(t for t in LORA_TARGETS if t in names) or ("q", "v"),
             "lora_dropout": any(_dropouts(m) for _, m in layers)}
 

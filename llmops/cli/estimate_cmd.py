@@ -17,6 +17,7 @@ from ..estimate.spec import (
     ATTENTION,
     DEVICES,
     EXPERTS_IMPLEMENTATIONS,
+    LORA_LAYOUTS,
     OPTIMIZER_STATES,
     QUANTIZE,
     QUANTIZED_FROM,
@@ -41,7 +42,7 @@ FIELDS = {
     "recompute": "recompute", "dropout": "dropout", "device": "device", "overhead": "overhead_bytes",
     "quantize": "quantize", "double_quant": "double_quant", "quantize_head": "quantize_head",
     "quantized_from": "quantized_from",
-    "fused_experts": "fused_experts", "experts_implementation": "experts_implementation",
+    "fused_experts": "fused_experts", "experts_implementation": "experts_implementation", "lora_layout": "lora_layout",
 }
 FLAGS = {field: "--" + flag.replace("_", "-") for flag, field in FIELDS.items()}
 EXIT_OOM = 3  # --fail-on-oom: the verdict is OOM (2 is bad input, as click's usage errors)
@@ -87,6 +88,9 @@ def _opt(*decls: str, **kw: Any) -> Any:
 @_opt("--fused-experts/--per-expert-linears",
       help="A mixture's experts as fused stacks (transformers 5, the default): LoRA on them adapts each stack "
            "whole and keeps the merged stack for backward; or one nn.Linear per expert (transformers 4).")
+@_opt("--lora-layout", type=Name(list(LORA_LAYOUTS)),
+      help="Whose LoRA layers: peft (one adapter a module, the default) or litgpt (one LoRAQKVLinear for q, k, v: "
+           "one dropped input, and its zero-padded B outputs kept unless all three are adapted).")
 @_opt("--experts-implementation", type=Name(list(EXPERTS_IMPLEMENTATIONS)),
       help="How fused expert stacks run (transformers 5's config._experts_implementation): grouped_mm, the "
            "default, which autocast leaves in fp32; batched_mm or eager, cast as linears are.")

@@ -18,7 +18,7 @@ import math
 from fractions import Fraction
 
 from .document import _int, gpus_rule_of_thumb
-from .lora import MLP, adapter_params, adapters, widened
+from .lora import MLP, QKV, adapter_params, adapters, widened
 from .peak import FP32, Computing, Gathered, Held, Rebuild, loss_value_bytes, max_batch_moments, peak_moment
 from .quant import dequantized_bytes, quantized_bytes, quantized_weights
 from .solver import accumulate_for, min_world_size
@@ -223,11 +223,19 @@ def adapter_activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
     p = get_precision(spec.precision).compute_bytes
     tokens = spec.seq_len * b if spec.seq_len else 0
     kept = Fraction(0)
-    for a in adapters(spec):
+    block = adapters(spec)
+    # LitGPT's LoRAQKVLinear is one layer over the fused qkv: its q/k/v adapters drop their shared input once,
+    # and unless all three are on, zero-padding their B outputs into the qkv width keeps them (index_copy_'s
+    # source, which its backward reads for the shape): Σ d_out values a token
+    qkv = [a for a in block if a.module in QKV] if spec.lora_layout == "litgpt" else []
+    for a in block:
         # the input arrives in the residual dtype, except the output and down projections' (the compute dtype)
         in_bytes = p if a.module in ("o", "down", "shared.down") else _residual_bytes(spec)
-        per_token = p * a.rank + ((p + _mask(spec, in_bytes)) * a.d_in if spec.lora_dropout else 0)
+        dropped = spec.lora_dropout and not (qkv and a.module in QKV and a is not qkv[0])
+        per_token = p * a.rank + ((p + _mask(spec, in_bytes)) * a.d_in if dropped else 0)
         kept += a.per_token * per_token * tokens
+    if 0 < len(qkv) < len(QKV):
+        kept += p * tokens * sum(a.d_out for a in qkv)
     return kept
 
 

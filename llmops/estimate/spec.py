@@ -54,6 +54,7 @@ MAX_LORA_RANK = 2**16
 # How transformers 5 runs fused expert stacks (config._experts_implementation): grouped_mm, its default, calls
 # aten._grouped_mm, which autocast has no rule for (it casts mm, bmm, baddbmm); the others cast as linears do.
 EXPERTS_IMPLEMENTATIONS = ("grouped_mm", "batched_mm", "eager")
+LORA_LAYOUTS = ("peft", "litgpt")
 QUANTIZE = ("nf4", "int8")  # frozen base weights stored by bitsandbytes (quant.py)
 QUANTIZED_FROM = ("fp32", "fp16", "bf16")  # what nf4 weights dequantise into (quant.dequantized_bytes)
 # Bound for layers, heads, widths, lengths, batches and ranks: far past any real run, and it keeps
@@ -104,6 +105,9 @@ class TrainingSpec:
     lora_rank: int | None = None
     lora_targets: tuple[str, ...] = ("q", "v")
     lora_dropout: bool = False  # dropout on the adapters' input (PEFT's lora_dropout > 0)
+    # whose LoRA layers (LORA_LAYOUTS): PEFT's, one adapter a module; or LitGPT's, whose q/k/v adapters are one
+    # LoRAQKVLinear over its fused qkv (refined.adapter_activation_bytes)
+    lora_layout: str = "peft"
     # A mixture's experts stored as fused 3-D stacks (transformers >= 5: gate_up_proj, down_proj per layer), as
     # opposed to one nn.Linear per expert (transformers 4). It matters only for LoRA on the experts: PEFT then
     # adapts each stack whole (refined.merged_stack_bytes), not each expert's linears.
@@ -254,7 +258,7 @@ def validate(spec: TrainingSpec) -> TrainingSpec:
     for name, choices in (("strategy", STRATEGIES), ("optimizer", tuple(OPTIMIZER_STATES)),
                           ("attention", ATTENTION), ("recompute", RECOMPUTE), ("device", DEVICES),
                           ("activation", tuple(ACTIVATIONS)), ("norm", NORMS),
-                          ("experts_implementation", EXPERTS_IMPLEMENTATIONS)):
+                          ("experts_implementation", EXPERTS_IMPLEMENTATIONS), ("lora_layout", LORA_LAYOUTS)):
         if getattr(spec, name) not in choices:
             raise _allowed(name, getattr(spec, name), f"allowed: {', '.join(choices)}")
     if spec.heads and spec.hidden and spec.hidden % spec.heads and spec.head_dim is None:

@@ -46,7 +46,7 @@ def test_refined_peak_of_a_peft_lora_step_within_5_percent(targets, dropout, pre
 def test_introspection_reads_peft_rank_targets_and_dropout():
     model, _ = lora_llama(["q_proj", "v_proj", "down_proj"], 0.1)
     assert lora_fields(model) == {"lora_rank": 8, "lora_targets": ("q", "v", "down"), "lora_dropout": True,
-                                  "fused_experts": False, "lora_experts": True}
+                                  "fused_experts": False, "lora_experts": True, "lora_layout": "peft"}
     assert not has_dropout(model)  # LoRA's dropout is not the model's
     model, _ = lora_llama("all-linear", 0.0)
     assert lora_fields(model)["lora_targets"] == ("q", "k", "v", "o", "gate", "up", "down")
