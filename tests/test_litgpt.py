@@ -114,6 +114,7 @@ def test_the_cli_plans_litgpts_layout_by_hand():
 
     run = ("estimate", "--model", "llama-3.1-8b", "--lora-rank", "8", "--lora-dropout", "--seq-len", "2048",
            "--batch-size", "1", "--precision", "bf16-true", "--attention", "sdpa", "--json")
-    peft, litgpt = (json.loads(llmops(*run, "--lora-layout", layout).stdout)["refined"] for layout in ("peft", "litgpt"))
+    peft, litgpt = (json.loads(llmops(*run, "--lora-layout", layout).stdout)["refined"]
+                    for layout in ("peft", "litgpt"))
     assert litgpt["activation_bytes"] - peft["activation_bytes"] == -2048 * 32 * 2048
     one_line_exit_2(llmops(*run, "--lora-layout", "unsloth"), "peft, litgpt")
