@@ -11,7 +11,9 @@ gradient and optimizer-state bytes, A the activations the forward saved, and b·
   plus, where the loop keeps the last micro-batch's outputs (``keeps_outputs``), what they hold.
 - ``backward``: ``zero_grad`` has freed G; the loss's backward holds the gradient of the
   log-probabilities and of the logits, both fp32, beside the log-probabilities themselves (in A):
-  P + O + A + 2 · 4·b·s·V.
+  P + O + A + 2 · 4·b·s·V; or, where it is larger, the last layer's MLP gradients (``Computing``).
+- a layer computing (``Computing.forward``): what it holds only meanwhile, a dequantised 4-bit
+  weight or gathered expert weights, beside every saved activation: P + G + O + A + that.
 - ``optimizer``: the activations are gone, every gradient exists, and the step makes its
   temporaries: P + G + O + T (``optimizer_temporary_bytes``).
 
