@@ -241,6 +241,12 @@ def validate(spec: TrainingSpec) -> TrainingSpec:
     if spec.quantize is not None and spec.trainable_params is None and spec.lora_rank is None:
         raise _allowed("quantize", spec.quantize, "a quantised base is frozen: train adapters (lora_rank) "
                        "or give trainable_params")
+    if spec.quantize is not None and spec.params is not None:
+        from .quant import quantized_weights  # quant builds on this module
+
+        if quantized_weights(spec) > spec.params:
+            raise _allowed("params", spec.params, f"the {spec.quantize} layers of this architecture alone hold "
+                           f"{quantized_weights(spec):,} weights: give the parameter count of the same model")
     if spec.double_quant and spec.quantize != "nf4":
         raise _allowed("double_quant", spec.double_quant, "it applies to quantize='nf4' only")
     if spec.quant_keeps_input and spec.quantize != "nf4":

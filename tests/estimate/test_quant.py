@@ -80,7 +80,8 @@ def test_bitsandbytes_backward_holds_the_dequantised_copy_and_its_cast():
                                        (["--quantize-head", "--lora-rank", "8"], "needs quantize"),
                                        (["--quantized-from", "fp8", "--quantize", "nf4", "--lora-rank", "8"],
                                         "fp32, fp16, bf16"),
-                                       (["--quantized-from", "fp16", "--lora-rank", "8"], "quantize='nf4'")])
+                                       (["--quantized-from", "fp16", "--lora-rank", "8"], "quantize='nf4'"),
+                                       (["--params", "1B", "--quantize", "nf4", "--lora-rank", "8"], "alone hold")])
 def test_bad_quantize_flags_are_one_line(args, says):
     one_line_exit_2(llmops("estimate", "--model", "llama-2-7b", *args), says)
 
