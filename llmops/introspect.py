@@ -18,8 +18,9 @@ from torch import nn
 
 from .estimate import TrainingSpec
 from .estimate.hf_config import architecture, get
-from .estimate.lora import HF_NAMES, ROUTER
+from .estimate.lora import HF_NAMES, QKV, ROUTER
 from .estimate.spec import LORA_TARGETS
+from .estimate.units import ALIASES as PRECISION_ALIASES
 
 LIGHTNING_PRECISION = {"32-true": "fp32", "32": "fp32", "16-mixed": "16-mixed", "16": "16-mixed",
                        "bf16-mixed": "bf16-mixed", "bf16": "bf16-mixed", "16-true": "16-true",
@@ -55,7 +56,6 @@ def param_numel(p: torch.Tensor) -> int:
 
 # bitsandbytes before this version keeps each 4-bit layer's input on ctx (PR #1270 stopped it)
 BNB_KEEPS_INPUT_BEFORE = (0, 43, 2)
-QUANTIZED_FROM = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}  # spec.QUANTIZED_FROM
 
 
 def quant_fields(module: nn.Module) -> dict[str, Any]:
@@ -69,7 +69,8 @@ def quant_fields(module: nn.Module) -> dict[str, Any]:
         kind = _quantized(m)
         if kind == "nf4":
             weight = m.weight  # type: ignore[union-attr]
-            source = QUANTIZED_FROM.get(getattr(getattr(weight, "quant_state", None), "dtype", None))
+            dtype = getattr(getattr(weight, "quant_state", None), "dtype", None)
+            source = PRECISION_ALIASES.get(str(dtype).removeprefix("torch."))  # float16 → fp16
             return {"quantize": "nf4", "double_quant": bool(getattr(weight, "compress_statistics", False)),
                     "quantize_head": head == "nf4", "quant_keeps_input": () < bnb_version() < BNB_KEEPS_INPUT_BEFORE,
                     **({"quantized_from": source} if source else {})}
@@ -233,12 +234,18 @@ _STACKS = {"gate_up_proj": ("gate", "up"), "down_proj": ("down",), "up_proj": ("
 _LITGPT_NAMES = {"fc_1": ("gate",), "fc_2": ("up",), "fc": ("up",)}
 
 
+def _qkv_enabled(layer: nn.Module) -> tuple[bool, ...] | None:
+    """LitGPT's ``LoRAQKVLinear``: which of q, k, v its one layer adapts (``enable_lora``); else ``None``."""
+    enabled = getattr(layer, "enable_lora", None)
+    return tuple(enabled) if isinstance(enabled, (list, tuple)) and len(enabled) == len(QKV) else None
+
+
 def _adapted(name: str, layer: nn.Module) -> tuple[str, ...]:
     """The projections one LoRA layer adapts, from its module name (``HF_NAMES``, LitGPT's). A module named
     ``gate`` is a mixture's router. LitGPT's fused ``LoRAQKVLinear`` adapts the projections ``enable_lora`` says."""
-    enabled = getattr(layer, "enable_lora", None)
-    if isinstance(enabled, (list, tuple)) and len(enabled) == 3:
-        return tuple(p for p, on in zip(("q", "k", "v"), enabled, strict=True) if on)
+    enabled = _qkv_enabled(layer)
+    if enabled is not None:
+        return tuple(p for p, on in zip(QKV, enabled, strict=True) if on)
     parent, _, last = name.rpartition(".")
     if last == "gate":
         return (ROUTER,)
@@ -270,7 +277,7 @@ def lora_fields(module: nn.Module) -> dict[str, Any]:
     for param, r in stacks.items():  # gate_up at its own rank where it is not r for each of its projections
         names.update(("gate_up",) if param == "gate_up_proj" and r != 2 * rank else _STACKS[param])
     fused = any(p.dim() == 3 for name, p in module.named_parameters() if ".experts." in f".{name}")
-    litgpt = any(isinstance(getattr(m, "enable_lora", None), (list, tuple)) for _, m in layers)  # LoRAQKVLinear
+    litgpt = any(_qkv_enabled(m) is not None for _, m in layers)
     return {"lora_rank": rank, "fused_experts": fused, "lora_experts": not fused or bool(stacks),
             "lora_layout": "litgpt" if litgpt else "peft",
             "lora_targets": tuple(t for t in LORA_TARGETS if t in names) or ("q", "v"),

@@ -39,9 +39,10 @@ GATED_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "gemma
 # and gate_up_proj, GPT-2's c_attn, GPT-NeoX's query_key_value
 FUSED_MODEL_TYPES = {"phi3": ("qkv", "gate_up"), "gpt2": ("qkv",), "gpt_neox": ("qkv",)}
 # LitGPT's Config (litgpt/config.py) names its MLP and norm by class (mlp_class_name, norm_class_name; _mlp_class and
-# _norm_class before 2024): MLP class → gated, and its activation (GELU's by gelu_approximate). Its attention is always
-# F.scaled_dot_product_attention, and its loss (litgpt.utils.chunked_cross_entropy) does not upcast the logits.
-LITGPT_MLPS = {"LLaMAMLP": True, "LLaMAMoE": True, "GemmaMLP": True, "GptNeoxMLP": False}
+# _norm_class before 2024): MLP class → (gated, activation; GELU's tanh form by gelu_approximate). Its attention is
+# always F.scaled_dot_product_attention, and its loss (litgpt.utils.chunked_cross_entropy) does not upcast the logits.
+LITGPT_MLPS = {"LLaMAMLP": (True, "silu"), "LLaMAMoE": (True, "silu"), "GemmaMLP": (True, "gelu"),
+               "GptNeoxMLP": (False, "gelu")}
 
 
 def get(cfg: Any, *names: str) -> Any:
@@ -66,9 +67,10 @@ def architecture(cfg: Any) -> dict[str, Any]:
         return found
     litgpt = get(cfg, "mlp_class_name", "_mlp_class")
     if litgpt in LITGPT_MLPS:
-        gelu = "gelu_tanh" if get(cfg, "gelu_approximate") == "tanh" else "gelu"
-        found.update(gated_mlp=LITGPT_MLPS[litgpt], activation=gelu if "Gemma" in litgpt or "Neox" in litgpt
-                     else "silu", attention="sdpa", loss_upcast=False)
+        gated, activation = LITGPT_MLPS[litgpt]
+        if activation == "gelu" and get(cfg, "gelu_approximate") == "tanh":
+            activation = "gelu_tanh"
+        found.update(gated_mlp=gated, activation=activation, attention="sdpa", loss_upcast=False)
         if get(cfg, "norm_class_name", "_norm_class") == "RMSNorm":
             found["norm"] = "rmsnorm"
     act = str(get(cfg, "hidden_activation", "hidden_act", "activation_function", "mlp_class_name") or "").lower()

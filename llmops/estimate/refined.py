@@ -120,11 +120,16 @@ def layer_activation_bytes(spec: TrainingSpec, b: int, with_scores: bool) -> Fra
     return (attn + mlp + norms + adapter_activation_bytes(spec, b)) / spec.tensor_parallel
 
 
+def _gathers_experts(spec: TrainingSpec) -> bool:
+    """Fused expert stacks run by ``batched_mm``, which gathers their weights per (token, expert) pair."""
+    return spec.experts > 1 and spec.stacked_experts and spec.experts_implementation == "batched_mm"
+
+
 def _gathered_weights(spec: TrainingSpec, b: int) -> tuple[int, int]:
     """``(all, down)``: expert weights transformers 5's ``batched_mm`` gathers per layer, one copy per (token,
     expert) pair (``gate_up_proj[expert_ids]``, then ``down_proj[expert_ids]``), and the down projection's
     share of them; (0, 0) for the other implementations, which gather no weights."""
-    if not (spec.experts > 1 and spec.stacked_experts and spec.experts_implementation == "batched_mm"):
+    if not _gathers_experts(spec):
         return 0, 0
     pairs = (spec.seq_len or 0) * b * spec.experts_active
     mlp = {m: i * o for m, (i, o, _) in block_linears(spec, 1).items() if m in MLP}
@@ -154,9 +159,7 @@ def mlp_grad_bytes(spec: TrainingSpec, b: int) -> Fraction:
     outputs at once (3f values a token; 2f without a gate), in the MLP's dtype. Experts that run together
     (``grouped_mm``, ``batched_mm``) make them for every (token, expert) pair at once, k a token; experts run
     one by one (eager, per-expert linears) for one expert's share at a time, k/E a token."""
-    h = spec.hidden or 0
-    f = spec.expert_ffn() if spec.experts > 1 else spec.ffn_hidden or 4 * h
-    width = (3 if spec.gated_mlp else 2) * f
+    width = (3 if spec.gated_mlp else 2) * spec.mlp_ffn()
     pairs = Fraction((spec.seq_len or 0) * b)
     if spec.experts > 1:
         together = spec.stacked_experts and spec.experts_implementation != "eager"
@@ -191,7 +194,7 @@ def quant_inputs(spec: TrainingSpec, b: int) -> tuple[Fraction, Fraction]:
     if not spec.quant_keeps_input or spec.recompute != "none":
         return Fraction(0), Fraction(0)
     h = spec.hidden or 0
-    f, k = spec.expert_ffn() if spec.experts > 1 else spec.ffn_hidden or 4 * h, spec.experts_active
+    f, k = spec.mlp_ffn(), spec.experts_active
     up = ("gate", "up") if spec.gated_mlp else ("up",)
     groups = [(("q", "k", "v"), h, _saves_input(spec, ("q", "k", "v"))),
               (("o",), spec.attention_widths()[0], spec.attention == "sdpa" or _saves_input(spec, ("o",))),
@@ -323,7 +326,7 @@ def _layer_matmul_params(spec: TrainingSpec) -> Fraction:
     micro-batch of a few times E/k tokens reaches them all. Not fused stacks that autocast leaves in fp32
     (``_uncast_experts``), nor ``batched_mm``'s, which are cast as gathered (``gathered_expert_bytes``)."""
     experts = sum(i * o * c for m, (i, o, c) in block_linears(spec, spec.experts).items() if m in MLP)
-    uncopied = _uncast_experts(spec) or _gathered_weights(spec, 1)[0] > 0
+    uncopied = _uncast_experts(spec) or _gathers_experts(spec)
     return Fraction(layer_params(spec) - 2 * (spec.hidden or 0) - (experts if uncopied else 0))
 
 
@@ -465,9 +468,10 @@ def refined(spec: TrainingSpec) -> Estimate:
         if N != Nt:
             notes.append(f"{N - Nt:,} frozen parameters hold no gradients or optimizer states")
     notes += widened(spec)
-    if spec.batch_size and gathered_expert_bytes(spec, spec.batch_size):
-        notes.append(f"batched_mm experts keep k experts' weights per token: "
-                     f"{fmt_bytes(gathered_expert_bytes(spec, spec.batch_size))} a layer (grouped_mm keeps none)")
+    gathered_bytes = gathered_expert_bytes(spec, spec.batch_size or 0)
+    if gathered_bytes:
+        notes.append(f"batched_mm experts keep k experts' weights per token: {fmt_bytes(gathered_bytes)} a layer "
+                     "(grouped_mm keeps none)")
     per_device = {k: v / n if k in sharded else v for k, v in full.items()}
     states = sum(per_device.values()) if per_device else None
 

@@ -144,6 +144,10 @@ class TrainingSpec:
         """An expert's MLP width (the dense width when not set)."""
         return self.expert_ffn_hidden or self.ffn_hidden or 4 * (self.hidden or 0)
 
+    def mlp_ffn(self) -> int:
+        """The width of the MLP a token runs: an expert's under a mixture, else the dense one (4h when not set)."""
+        return self.expert_ffn() if self.experts > 1 else self.ffn_hidden or 4 * (self.hidden or 0)
+
     def with_(self, **changes: Any) -> TrainingSpec:
         """A copy with some fields changed."""
         return replace(self, **changes)
@@ -168,7 +172,7 @@ def block_linears(spec: TrainingSpec, experts: int) -> dict[str, tuple[int, int,
     ``gate_up``: in → 2f)."""
     h = spec.hidden or 0
     q, kv = spec.attention_widths()  # exact: heads divide hidden unless head_dim is set (validate)
-    f = spec.expert_ffn() if spec.experts > 1 else spec.ffn_hidden or 4 * h
+    f = spec.mlp_ffn()
     attn = {"qkv": (h, q + 2 * kv, 1)} if "qkv" in spec.fused_linears else {"q": (h, q, 1), "k": (h, kv, 1),
                                                                              "v": (h, kv, 1)}
     mlp = {"gate": (h, f, experts), "up": (h, f, experts)} if spec.gated_mlp else {"up": (h, f, experts)}
@@ -244,9 +248,10 @@ def validate(spec: TrainingSpec) -> TrainingSpec:
     if spec.quantize is not None and spec.params is not None:
         from .quant import quantized_weights  # quant builds on this module
 
-        if quantized_weights(spec) > spec.params:
+        quantized = quantized_weights(spec)
+        if quantized > spec.params:
             raise _allowed("params", spec.params, f"the {spec.quantize} layers of this architecture alone hold "
-                           f"{quantized_weights(spec):,} weights: give the parameter count of the same model")
+                           f"{quantized:,} weights: give the parameter count of the same model")
     if spec.double_quant and spec.quantize != "nf4":
         raise _allowed("double_quant", spec.double_quant, "it applies to quantize='nf4' only")
     if spec.quant_keeps_input and spec.quantize != "nf4":
