@@ -173,8 +173,13 @@ _A10G_ASSUMED = "GPU memory 24 GiB (the card's nominal memory; the source names 
 # for Llama 2) and pads the micro-batch to it; torch.optim.AdamW, bnb.optim.PagedAdamW under --quantize;
 # lm_head in chunks of 128 tokens and chunked cross-entropy without an fp32 upcast.
 _LITGPT_2023 = "Lightning-AI/litgpt tutorials/resource-tables.md @0cc02afa (code: finetune/lora.py @8641822)"
+# LitGPT's attention (lit_gpt/model.py @8641822, litgpt/model.py since): Q, K, V from one fused linear, K and V
+# repeated to the query heads under GQA, no KV cache in training; its RMSNorm at 8641822 computes in the input
+# dtype (the fp32 upcast came in 6178c7cc, "Half precision fixes", four days later).
+_LITGPT_CODE = {"fused_linears": ("qkv",), "kv_repeat": True, "kv_cache": False}
 _LITGPT_2023_SPEC = {"seq_len": 1304, "precision": "bf16-true", "attention": "sdpa", "loss_upcast": False,
-                     "strategy": "single", "lora_dropout": True, "keeps_outputs": True, "lora_layout": "litgpt"}
+                     "strategy": "single", "lora_dropout": True, "keeps_outputs": True, "lora_layout": "litgpt",
+                     "norm_upcast": False, **_LITGPT_CODE}
 # Both LitGPT scripts rebind `logits = model(...)` only when the next forward returns (the last micro-batch's
 # logits, and its graph, live through it), and quantise with bitsandbytes before 0.43.2 (unpinned in
 # requirements-all.txt @8641822, October 2023: 0.41; pyproject.toml @43c44323 and @e5493986: ==0.42.0), whose
@@ -204,7 +209,7 @@ def _litgpt_2023(key: str, size: str, b: int, quant: str, reported: str, quote: 
 _HUB = ("Lightning-AI/litgpt config_hub/finetune/README.md @26857050 (row since {commit}; the yaml and "
         "litgpt/finetune/{script}.py at {commit})")
 _HUB_SPEC = {"seq_len": 512, "precision": "bf16-true", "attention": "sdpa", "loss_upcast": False,
-             "strategy": "single", "lora_dropout": True, "keeps_outputs": True, "lora_layout": "litgpt"}
+             "strategy": "single", "lora_dropout": True, "keeps_outputs": True, "lora_layout": "litgpt", **_LITGPT_CODE}
 _HUB_SEQ = "the longest Alpaca2k batch reaches the 512-token truncation (padding is to the batch's longest sample)"
 _HUB_SETUP = ("{model}, Alpaca2k truncated to 512 tokens, padded per batch, micro-batch {b}, bf16-true, "
               "{method}, one GPU, no checkpointing")

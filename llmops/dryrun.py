@@ -232,6 +232,17 @@ def unpadded(batch: Any) -> tuple[bool, bool]:
     return no_padding, no_packing
 
 
+def _hf_masks(model: nn.Module, batch: Any, s: int | None) -> bool:
+    """Hugging Face's SDPA gets a mask for this batch, and then repeats K and V to the query heads
+    (``use_gqa_in_sdpa``): the batch is padded or packed (``unpadded``), or a sliding window is no longer than
+    the sequence. Without one it leaves causality to the kernel, which reads K and V as they are."""
+    cfg = next((m.config for m in model.modules() if getattr(getattr(m, "config", None), "model_type", None)), None)
+    if cfg is None:
+        return False
+    window = getattr(cfg, "sliding_window", None)
+    return not all(unpadded(batch)) or bool(isinstance(window, int) and s and s >= window)
+
+
 @contextmanager
 def _hf_sdpa_mask(no_padding: bool, no_packing: bool) -> Iterator[None]:
     """Let Hugging Face skip the causal mask under fake tensors as it does on real ones. Before SDPA it
@@ -405,6 +416,8 @@ def spec_from_model(model: nn.Module, batch: Any, spec: TrainingSpec, keep: set[
                              "batch_size": b, "seq_len": s, "dropout": has_dropout(model),
                              "largest_param": largest_trainable_param(model),
                              "recompute": recompute_mode(model), **lora_fields(model), **quant_fields(model)}
+    if found.get("attention") == "sdpa" and _hf_masks(model, batch, s):
+        found["kv_repeat"] = True
     found = {k: v for k, v in found.items() if v is not None and k not in keep}
     return spec.with_(**found), sorted(found)
 

@@ -37,7 +37,12 @@ GATED_ACTIVATIONS = ("silu", "swiglu", "geglu", "swish")
 GATED_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "gemma", "gemma2", "phi3")
 # Hugging Face model types whose blocks compute several projections in one linear (spec.FUSED): Phi-3's qkv_proj
 # and gate_up_proj, GPT-2's c_attn, GPT-NeoX's query_key_value
-FUSED_MODEL_TYPES = {"phi3": ("qkv", "gate_up"), "gpt2": ("qkv",), "gpt_neox": ("qkv",)}
+FUSED_MODEL_TYPES = {"phi3": ("qkv", "gate_up"), "gpt2": ("qkv",), "gpt_neox": ("qkv",), "falcon": ("qkv",)}
+# Hugging Face model types whose attention and MLP both read the block's input (spec.parallel_residual), by the
+# config flag that turns it off where there is one, and those with one norm for both (Phi-2, GPT-J, Falcon-7B)
+PARALLEL_MODEL_TYPES = {"gpt_neox": "use_parallel_residual", "falcon": "parallel_attn", "phi": None, "gptj": None}
+# learned absolute positions instead of RoPE (spec.rotary)
+UNROTATED_MODEL_TYPES = ("gpt2",)
 # LitGPT's Config (litgpt/config.py) names its MLP and norm by class (mlp_class_name, norm_class_name; _mlp_class and
 # _norm_class before 2024): MLP class → (gated, activation; GELU's tanh form by gelu_approximate). Its attention is
 # always F.scaled_dot_product_attention, and its loss (litgpt.utils.chunked_cross_entropy) does not upcast the logits.
@@ -70,7 +75,11 @@ def architecture(cfg: Any) -> dict[str, Any]:
         gated, activation = LITGPT_MLPS[litgpt]
         if activation == "gelu" and get(cfg, "gelu_approximate") == "tanh":
             activation = "gelu_tanh"
-        found.update(gated_mlp=gated, activation=activation, attention="sdpa", loss_upcast=False)
+        # its attention computes Q, K, V in one linear and repeats K and V to the query heads in training
+        found.update(gated_mlp=gated, activation=activation, attention="sdpa", loss_upcast=False,
+                     fused_linears=("qkv",), kv_repeat=True)
+        if get(cfg, "parallel_residual"):
+            found["parallel_residual"] = True
         if get(cfg, "norm_class_name", "_norm_class") == "RMSNorm":
             found["norm"] = "rmsnorm"
     act = str(get(cfg, "hidden_activation", "hidden_act", "activation_function", "mlp_class_name") or "").lower()
@@ -90,17 +99,31 @@ def architecture(cfg: Any) -> dict[str, Any]:
         found["experts_implementation"] = get(cfg, "_experts_implementation")
     if get(cfg, "model_type") in FUSED_MODEL_TYPES:
         found["fused_linears"] = FUSED_MODEL_TYPES[get(cfg, "model_type")]
+    model_type = get(cfg, "model_type")
+    if model_type in PARALLEL_MODEL_TYPES and get(cfg, PARALLEL_MODEL_TYPES[model_type] or "") is not False:
+        found["parallel_residual"] = True
+    if model_type is not None and get(cfg, "use_cache") is not False:  # transformers' default, in training too
+        found["kv_cache"] = True
+    if model_type in UNROTATED_MODEL_TYPES:
+        found["rotary"] = False
     if block_norms(cfg) != 2:
         found["block_norms"] = block_norms(cfg)
     impl = str(get(cfg, "_attn_implementation", "attn_implementation") or "")
     if impl in ("sdpa", "flash_attention_2", "flash_attention_3"):
         found["attention"] = "sdpa"
+    if impl == "eager":  # transformers' eager attention repeats K and V to the query heads (repeat_kv)
+        found["kv_repeat"] = True
     return found
 
 
 def block_norms(cfg: Any) -> int:
-    """Norms per block: Gemma 2 adds one after the attention and one after the MLP to the two before them."""
-    return 4 if get(cfg, "model_type") == "gemma2" else 2
+    """Norms per block: Gemma 2 adds one after the attention and one after the MLP to the two before them;
+    Phi-2, GPT-J, Falcon's first decoder and LitGPT's ``shared_attention_norm`` have one for both."""
+    model_type = get(cfg, "model_type")
+    if model_type == "gemma2":
+        return 4
+    single = model_type in ("phi", "gptj") or (model_type == "falcon" and not get(cfg, "new_decoder_architecture"))
+    return 1 if single or get(cfg, "shared_attention_norm") else 2
 
 
 def _head_dim(cfg: Any, h: int, a: int) -> int:

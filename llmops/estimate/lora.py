@@ -74,7 +74,7 @@ def adapters(spec: TrainingSpec) -> list[Adapter]:
     if spec.lora_rank is None:
         return []
     r, h, E = spec.lora_rank, spec.hidden or 0, spec.experts
-    linears = block_linears(spec, 1)
+    linears = adaptable_linears(spec)
     out = [Adapter(m, i, o, r, 1, 1) for m, (i, o, _) in linears.items() if m not in MLP and adapted(spec, m)]
     moe = E > 1
     if spec.stacked_experts and spec.lora_experts:
@@ -94,11 +94,19 @@ def adapters(spec: TrainingSpec) -> list[Adapter]:
     return out
 
 
+def adaptable_linears(spec: TrainingSpec) -> dict[str, tuple[int, int, int]]:
+    """``block_linears`` as LoRA sees them: PEFT adapts a fused module whole; LitGPT's ``LoRAQKVLinear`` gives
+    its fused qkv an adapter per projection its ``enable_lora`` turns on."""
+    if spec.lora_layout == "litgpt" and "qkv" in spec.fused_linears:
+        spec = spec.with_(fused_linears=tuple(m for m in spec.fused_linears if m != "qkv"))
+    return block_linears(spec, 1)
+
+
 def widened(spec: TrainingSpec) -> list[str]:
     """Notes for fused modules the targets name only part of: LoRA adapts such a module whole."""
     named = covered(spec)
     return [f"LoRA on {', '.join(p for p in FUSED[m] if p in named)} adapts {m} whole: the model computes "
-            f"{', '.join(FUSED[m])} in one linear" for m in block_linears(spec, 1)
+            f"{', '.join(FUSED[m])} in one linear" for m in adaptable_linears(spec)
             if m in FUSED and adapted(spec, m) and not set(FUSED[m]) <= named]
 
 

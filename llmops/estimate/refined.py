@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from typing import NamedTuple
 
 from .document import _int, gpus_rule_of_thumb
-from .lora import MLP, QKV, adapter_params, adapters, widened
+from .lora import MLP, QKV, Adapter, adapter_params, adapters, widened
 from .peak import FP32, Computing, Gathered, Held, Rebuild, loss_value_bytes, max_batch_moments, peak_moment
 from .quant import dequantized_bytes, quantized_bytes, quantized_weights
 from .solver import accumulate_for, min_world_size
@@ -74,8 +75,50 @@ def _mask(spec: TrainingSpec, value_bytes: Fraction | int) -> Fraction:
     return Fraction(1) if spec.device == "cuda" else Fraction(value_bytes)
 
 
+class LayerParts(NamedTuple):
+    """What one transformer layer keeps for backward, by part (``layer_parts``), in bytes."""
+
+    attention: Fraction
+    mlp: Fraction
+    norms: Fraction
+    adapters: Fraction
+
+    def total(self) -> Fraction:
+        return self.attention + self.mlp + self.norms + self.adapters
+
+
 def layer_activation_bytes(spec: TrainingSpec, b: int, with_scores: bool) -> Fraction:
-    """Bytes one transformer layer keeps for backward (formulas.md §4 table, generalised).
+    """Bytes one transformer layer keeps for backward (formulas.md §4 table, generalised; ``layer_parts``)."""
+    return layer_parts(spec, b, with_scores).total() / spec.tensor_parallel
+
+
+def first_layer_unkept(spec: TrainingSpec, b: int) -> Fraction:
+    """What the first layer does not keep where the embeddings are frozen (LoRA): its input needs no gradient,
+    so nothing before the first adapter's output is saved. Not the norm(s) before the attention; with no adapter
+    on the attention, neither the attention nor (a sequential block's) the MLP's norm; under a parallel residual,
+    whose MLP reads the block's input too, not the MLP unless an adapter is on it."""
+    if spec.lora_rank is None or spec.recompute in CHECKPOINTED:
+        return Fraction(0)
+    parts = layer_parts(spec, b, with_scores=True)
+    tokens = (spec.seq_len or 0) * b
+    pre = norm_bytes(spec, _residual_bytes(spec)) * tokens  # one norm before a sublayer
+    attention = {*QKV, "qkv", "o"}
+    modules = {a.module for a in adapters(spec)}
+    on_attention, on_mlp = bool(modules & attention), bool(modules - attention)
+    # the adapters that read the block's normed input drop it with no gradient to pass back: no mask kept
+    reading = {*QKV, "qkv"} | ({"gate", "up", "gate_up"} if spec.parallel_residual else set())
+    unkept = sum((a.per_token * mask * a.d_in * tokens for a, dropped, mask in _dropouts(spec)
+                  if dropped and a.module in reading), Fraction(0))
+    if spec.parallel_residual:  # both sublayers read the block's input: its norms are all unkept
+        unkept += parts.norms - (spec.block_norms - min(spec.block_norms, 2)) * pre  # not Gemma 2's after-norms
+        unkept += (0 if on_attention else parts.attention) + (0 if on_mlp else parts.mlp)
+    else:
+        unkept += pre + (0 if on_attention else parts.attention + pre)
+    return unkept / spec.tensor_parallel
+
+
+def layer_parts(spec: TrainingSpec, b: int, with_scores: bool) -> LayerParts:
+    """What one transformer layer keeps for backward, by part, before tensor parallelism divides it.
 
     Under autocast the residual stream is fp32 (the embeddings are fp32 and ``x + proj(y)``
     promotes), so the layer norms' inputs are 4 bytes while matmul inputs are the 2-byte
@@ -85,7 +128,6 @@ def layer_activation_bytes(spec: TrainingSpec, b: int, with_scores: bool) -> Fra
     s, h, a = spec.seq_len, spec.hidden, spec.heads
     assert s and h and a
     cuda = spec.device == "cuda"
-    r = _residual_bytes(spec)  # residual stream: layer-norm inputs
     drop = 1 if spec.dropout else 0
     h_q, h_kv = spec.attention_widths()
     f = spec.ffn_hidden or 4 * h
@@ -98,7 +140,7 @@ def layer_activation_bytes(spec: TrainingSpec, b: int, with_scores: bool) -> Fra
     kept_by_attention = 1 if spec.attention == "sdpa" or math_sdpa else 0
     attn = p * s * b * h * _saves_input(spec, ("q", "k", "v"))
     attn += p * s * b * h_q * max(kept_by_attention, _saves_input(spec, ("o",)))
-    attn += q * s * b * (h_q + 2 * h_kv)  # Q, K, V
+    attn += q * s * b * qkv_kept(spec, math_sdpa)  # Q, K, V
     attn += drop * _mask(spec, p) * s * b * h  # attention output dropout mask
     if spec.attention == "plain" or math_sdpa:
         if with_scores:
@@ -114,10 +156,42 @@ def layer_activation_bytes(spec: TrainingSpec, b: int, with_scores: bool) -> Fra
         mlp += s * b * h * (_expert_bytes(spec) * spec.experts_active + (p if spec.shared_expert_ffn_hidden else 0))
         mlp += gathered_expert_bytes(spec, b)
     mlp += drop * _mask(spec, p) * s * b * h
-    # the norms before the attention and the MLP read the residual stream; Gemma 2's after them, the sublayers'
-    # outputs (the compute dtype)
-    norms = (2 * norm_bytes(spec, r) + (spec.block_norms - 2) * norm_bytes(spec, p)) * s * b
-    return (attn + mlp + norms + adapter_activation_bytes(spec, b)) / spec.tensor_parallel
+    return LayerParts(attn, mlp, block_norm_bytes(spec) * s * b, adapter_activation_bytes(spec, b))
+
+
+def qkv_kept(spec: TrainingSpec, math_sdpa: bool = False) -> int:
+    """Values per token the attention keeps as its Q, K and V, by how the block makes them:
+
+    - each its own tensor, or views of one fused output (GPT-2's ``c_attn``): h_q + 2·h_kv;
+    - K and V repeated to the query heads first (``kv_repeat``, under grouped-query attention): a copy of
+      each at the query width, 3·h_q;
+    - one fused qkv output (``fused_linears``: Phi-3, GPT-NeoX, every LitGPT model) whose Q and K RoPE rotates
+      into new tensors while V stays a view of it: the whole output (h_q + 2·h_kv) lives on through V,
+      beside the rotated Q and K (h_q + h_kv). PyTorch's math SDPA keeps fp32 copies instead, and so does
+      Hugging Face's KV cache, which its forward fills in training too (``use_cache``, off under checkpointing)
+      and hands the attention its own copy of V.
+    """
+    h_q, h_kv = spec.attention_widths()
+    if spec.kv_repeat and h_kv < h_q:
+        return 3 * h_q
+    copied = spec.kv_cache and spec.recompute not in CHECKPOINTED  # Hugging Face's cache copies K and V
+    if "qkv" in spec.fused_linears and spec.rotary and not (math_sdpa or copied):
+        return (h_q + h_kv) + (h_q + 2 * h_kv)
+    return h_q + 2 * h_kv
+
+
+def block_norm_bytes(spec: TrainingSpec) -> Fraction:
+    """Bytes per token one block's norms keep (``norm_bytes``). The norms before the attention and the MLP
+    read the residual stream; Gemma 2's after them, the sublayers' outputs (the compute dtype). Under a
+    parallel residual the two before them read one tensor, kept once where neither copies it (a LayerNorm's,
+    or an RMSNorm's already in its compute dtype); a block with one norm (Phi-2) shares its output."""
+    r, p = _residual_bytes(spec), get_precision(spec.precision).compute_bytes
+    before = min(spec.block_norms, 2)
+    kept = before * norm_bytes(spec, r) + (spec.block_norms - before) * norm_bytes(spec, p)
+    copies = spec.norm == "rmsnorm" and spec.norm_upcast and r != FP32
+    if spec.parallel_residual and before == 2 and not copies:
+        kept -= r * (spec.hidden or 0)
+    return kept
 
 
 def _gathers_experts(spec: TrainingSpec) -> bool:
@@ -225,21 +299,35 @@ def adapter_activation_bytes(spec: TrainingSpec, b: int) -> Fraction:
     into the stack instead (``merged_stack_bytes``), with no ``A`` output per token."""
     p = get_precision(spec.precision).compute_bytes
     tokens = spec.seq_len * b if spec.seq_len else 0
-    kept = Fraction(0)
-    block = adapters(spec)
-    # LitGPT's LoRAQKVLinear is one layer over the fused qkv: its q/k/v adapters drop their shared input once,
-    # and unless all three are on, zero-padding their B outputs into the qkv width keeps them (index_copy_'s
-    # source, which its backward reads for the shape): Σ d_out values a token
-    qkv = [a for a in block if a.module in QKV] if spec.lora_layout == "litgpt" else []
-    for a in block:
-        # the input arrives in the residual dtype, except the output and down projections' (the compute dtype)
-        in_bytes = p if a.module in ("o", "down", "shared.down") else _residual_bytes(spec)
-        dropped = spec.lora_dropout and not (qkv and a.module in QKV and a is not qkv[0])
-        per_token = p * a.rank + ((p + _mask(spec, in_bytes)) * a.d_in if dropped else 0)
-        kept += a.per_token * per_token * tokens
+    kept = sum((a.per_token * (p * a.rank + (p + mask) * a.d_in * dropped) * tokens
+                for a, dropped, mask in _dropouts(spec)), Fraction(0))
+    # LitGPT's LoRAQKVLinear is one layer over the fused qkv: unless all three are on, zero-padding its q/k/v
+    # adapters' B outputs into the qkv width keeps them (index_copy_'s source, which its backward reads for the
+    # shape): Σ d_out values a token
+    qkv = [a for a in adapters(spec) if a.module in QKV] if spec.lora_layout == "litgpt" else []
     if 0 < len(qkv) < len(QKV):
         kept += p * tokens * sum(a.d_out for a in qkv)
     return kept
+
+
+def _dropouts(spec: TrainingSpec) -> list[tuple[Adapter, bool, Fraction]]:
+    """``(adapter, drops its own input, mask bytes per value)`` for one block's adapters. Under LoRA dropout
+    each adapter drops its input, except that LitGPT's q/k/v adapters (one ``LoRAQKVLinear``) drop their shared
+    input once. The mask (``_mask``) is of the dtype dropout sees: PEFT casts an adapter's input to its weights'
+    dtype first (``_cast_input_dtype``: fp32 under autocast); LitGPT drops the input as it arrives, in the
+    residual dtype, except the output and down projections' (the compute dtype)."""
+    prec = get_precision(spec.precision)
+    p = prec.compute_bytes
+    block = adapters(spec)
+    qkv = [a for a in block if a.module in QKV] if spec.lora_layout == "litgpt" else []
+    out = []
+    for a in block:
+        in_bytes = p if a.module in ("o", "down", "shared.down") else _residual_bytes(spec)
+        if spec.lora_layout == "peft":
+            in_bytes = Fraction(prec.param_bytes)
+        dropped = spec.lora_dropout and not (qkv and a.module in QKV and a is not qkv[0])
+        out.append((a, dropped, _mask(spec, in_bytes)))
+    return out
 
 
 def _mlp_width(spec: TrainingSpec, f: int, experts: bool = False) -> int:
@@ -259,11 +347,12 @@ def _mlp_width(spec: TrainingSpec, f: int, experts: bool = False) -> int:
 
 def norm_bytes(spec: TrainingSpec, r: Fraction) -> Fraction:
     """Bytes per token one norm saves, its input in the residual dtype ``r``. LayerNorm: the input and
-    its mean and 1/std per token. RMSNorm (Hugging Face's): the input upcast to fp32, the normalised
-    output in the input dtype, and 1/rms per token in fp32."""
+    its mean and 1/std per token. RMSNorm: its input upcast to fp32 (Hugging Face's; ``norm_upcast``) or as
+    it comes (LitGPT 2023's), the normalised output in the input dtype, and 1/rms per token."""
     h = spec.hidden or 0
     if spec.norm == "rmsnorm":  # the normalised output is kept for the weight's gradient: none when frozen
-        return FP32 * h + (r * h if spec.lora_rank is None else Fraction(0)) + FP32
+        c = Fraction(FP32) if spec.norm_upcast else r
+        return c * h + (r * h if spec.lora_rank is None else Fraction(0)) + c
     return r * h + _NORM_STATS * r
 
 
@@ -357,6 +446,7 @@ def activation_parts(spec: TrainingSpec) -> tuple[Fraction, Fraction]:
         layers = L * checkpointed_layer_bytes(spec, 1)  # its input and the outputs the policy saves
     else:
         layers = L * layer_activation_bytes(spec, 1, with_scores=spec.recompute == "none")
+        layers -= first_layer_unkept(spec, 1)
     fixed = weight_copy_bytes(spec)
     fixed += merged_stack_bytes(spec, layers=0 if spec.recompute in CHECKPOINTED else None)
     return fixed, layers + head_activation_bytes(spec, 1) + quant_inputs(spec, 1)[1]

@@ -83,6 +83,16 @@ class TrainingSpec:
     activation: str = "gelu"  # the MLP's activation function, by how much it saves (ACTIVATIONS)
     norm: str = "layernorm"  # "rmsnorm" upcasts to fp32 inside and keeps its normalised output
     block_norms: int = 2  # norms per block: before the attention and the MLP (Gemma 2 adds two after them)
+    norm_upcast: bool = True  # RMSNorm computes in fp32 (Hugging Face's; LitGPT's from 2024; not LitGPT 2023's)
+    # the attention and the MLP both read the block's input (GPT-NeoX, Pythia, Falcon, Phi-2, GPT-J): one
+    # residual tensor for both norms (refined.norms_bytes)
+    parallel_residual: bool = False
+    # how the attention gets its K and V (refined.qkv_kept): RoPE rotates Q and K into new tensors (GPT-2's
+    # learned positions do not); K and V repeated to the query heads first (LitGPT in training, Hugging Face's
+    # eager attention, and its SDPA when it is given a mask)
+    rotary: bool = True
+    kv_repeat: bool = False
+    kv_cache: bool = False  # the forward writes K and V into a cache in training (Hugging Face's use_cache=True)
     loss_upcast: bool = True  # the loss upcasts the logits to fp32 (Hugging Face's logits.float())
     largest_param: int | None = None  # elements of the largest trainable tensor (Adam's CPU temporaries)
     vocab: int | None = None  # V
