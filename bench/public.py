@@ -176,7 +176,7 @@ _LITGPT_2023 = "Lightning-AI/litgpt tutorials/resource-tables.md @0cc02afa (code
 # LitGPT's attention (lit_gpt/model.py @8641822, litgpt/model.py since): Q, K, V from one fused linear, K and V
 # repeated to the query heads under GQA, no KV cache in training; its RMSNorm at 8641822 computes in the input
 # dtype (the fp32 upcast came in 6178c7cc, "Half precision fixes", four days later).
-_LITGPT_CODE = {"fused_linears": ("qkv",), "kv_repeat": True, "kv_cache": False}
+_LITGPT_CODE = {"fused_linears": ("qkv",), "kv_repeat": True, "kv_cache": False, "rope_concat": True}
 _LITGPT_2023_SPEC = {"seq_len": 1304, "precision": "bf16-true", "attention": "sdpa", "loss_upcast": False,
                      "strategy": "single", "lora_dropout": True, "keeps_outputs": True, "lora_layout": "litgpt",
                      "norm_upcast": False, **_LITGPT_CODE}

@@ -1,7 +1,8 @@
 """What a Hugging Face block keeps as the attention's inputs and its norms' inputs, by how the block makes them,
 against autograd's own saved tensors (``saved_tensors_hooks``) in one block of a real forward: K and V repeated to
 the query heads (eager attention; SDPA given a padding mask), V as a view of a fused qkv output (Phi-3 without
-its KV cache), and one norm for both sublayers of a parallel block (Phi-2)."""
+its KV cache), one norm for both sublayers of a parallel block (Phi-2), and the output projection's copy of the
+attention's output where RoPE concatenates (GPT-NeoX, Phi-2, Phi-3)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ def _model(kind: str, attention: str, use_cache: bool):
     elif kind == "phi3":
         cfg = transformers.Phi3Config(**COMMON, num_key_value_heads=8, pad_token_id=0, bos_token_id=1, eos_token_id=2)
         cls = transformers.Phi3ForCausalLM
+    elif kind == "neox":
+        cfg = transformers.GPTNeoXConfig(**COMMON, rotary_pct=0.25, hidden_dropout=0.0, attention_dropout=0.0)
+        cls = transformers.GPTNeoXForCausalLM
     else:
         cfg, cls = transformers.PhiConfig(**COMMON, resid_pdrop=0.0, embd_pdrop=0.0), transformers.PhiForCausalLM
     cfg._attn_implementation, cfg.use_cache = attention, use_cache
@@ -43,9 +47,10 @@ def _saved_by_block(model, batch) -> int:
             seen[active[0]][t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
 
+    layers = model.gpt_neox.layers if hasattr(model, "gpt_neox") else model.model.layers
     for i in (0, 1):
-        model.model.layers[i].register_forward_pre_hook(lambda *_, i=i: active.__setitem__(0, i))
-        model.model.layers[i].register_forward_hook(lambda *_: active.__setitem__(0, None))
+        layers[i].register_forward_pre_hook(lambda *_, i=i: active.__setitem__(0, i))
+        layers[i].register_forward_hook(lambda *_: active.__setitem__(0, None))
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model(**batch)
@@ -72,7 +77,11 @@ def _kept(kind: str, attention: str, padded: bool, use_cache: bool) -> tuple[obj
 @pytest.mark.parametrize("kind,attention,expected", [
     ("llama-gqa", "sdpa", {"kv_repeat": False}),
     ("llama-gqa", "eager", {"kv_repeat": True}),  # repeat_kv before the matmuls
-    ("phi", "sdpa", {"parallel_residual": True, "block_norms": 1})])  # one norm for both: its input kept once
+    # one norm for both sublayers: its input, and its output (both sublayers' input), kept once; RoPE on part of
+    # each head, concatenated back: the output projection reads a transposed copy of the attention's output
+    ("phi", "sdpa", {"parallel_residual": True, "block_norms": 1, "rope_concat": True}),
+    ("neox", "sdpa", {"parallel_residual": True, "fused_linears": ("qkv",), "rope_concat": True}),
+    ("phi3", "sdpa", {"kv_cache": True, "rope_concat": True})])
 def test_a_hugging_face_block_keeps_what_autograd_saves(kind, attention, expected):
     spec, saved, predicted = _kept(kind, attention, False, True)
     assert {k: getattr(spec, k) for k in expected} == expected

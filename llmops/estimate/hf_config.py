@@ -41,8 +41,10 @@ FUSED_MODEL_TYPES = {"phi3": ("qkv", "gate_up"), "gpt2": ("qkv",), "gpt_neox": (
 # Hugging Face model types whose attention and MLP both read the block's input (spec.parallel_residual), by the
 # config flag that turns it off where there is one, and those with one norm for both (Phi-2, GPT-J, Falcon-7B)
 PARALLEL_MODEL_TYPES = {"gpt_neox": "use_parallel_residual", "falcon": "parallel_attn", "phi": None, "gptj": None}
-# learned absolute positions instead of RoPE (spec.rotary)
+# learned absolute positions instead of RoPE (spec.rotary); RoPE by concatenating rotated and passed parts
+# (spec.rope_concat: apply_rotary_pos_emb or the attention's torch.cat in their modelling code)
 UNROTATED_MODEL_TYPES = ("gpt2",)
+CONCAT_ROPE_MODEL_TYPES = ("gpt_neox", "phi", "phi3", "gptj")
 # LitGPT's Config (litgpt/config.py) names its MLP and norm by class (mlp_class_name, norm_class_name; _mlp_class and
 # _norm_class before 2024): MLP class → (gated, activation; GELU's tanh form by gelu_approximate). Its attention is
 # always F.scaled_dot_product_attention, and its loss (litgpt.utils.chunked_cross_entropy) does not upcast the logits.
@@ -77,7 +79,7 @@ def architecture(cfg: Any) -> dict[str, Any]:
             activation = "gelu_tanh"
         # its attention computes Q, K, V in one linear and repeats K and V to the query heads in training
         found.update(gated_mlp=gated, activation=activation, attention="sdpa", loss_upcast=False,
-                     fused_linears=("qkv",), kv_repeat=True)
+                     fused_linears=("qkv",), kv_repeat=True, rope_concat=True)
         if get(cfg, "parallel_residual"):
             found["parallel_residual"] = True
         if get(cfg, "norm_class_name", "_norm_class") == "RMSNorm":
@@ -104,6 +106,8 @@ def architecture(cfg: Any) -> dict[str, Any]:
         found["parallel_residual"] = True
     if model_type is not None and get(cfg, "use_cache") is not False:  # transformers' default, in training too
         found["kv_cache"] = True
+    if model_type in CONCAT_ROPE_MODEL_TYPES:
+        found["rope_concat"] = True
     if model_type in UNROTATED_MODEL_TYPES:
         found["rotary"] = False
     if block_norms(cfg) != 2:

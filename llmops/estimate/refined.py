@@ -139,7 +139,10 @@ def layer_parts(spec: TrainingSpec, b: int, with_scores: bool) -> LayerParts:
     # which fused attention keeps as its output anyway.
     kept_by_attention = 1 if spec.attention == "sdpa" or math_sdpa else 0
     attn = p * s * b * h * _saves_input(spec, ("q", "k", "v"))
-    attn += p * s * b * h_q * max(kept_by_attention, _saves_input(spec, ("o",)))
+    # a copy of it where RoPE's concatenation leaves the output head-major (``rope_concat``: transposing it back
+    # for the projection copies)
+    saves_o = _saves_input(spec, ("o",))
+    attn += p * s * b * h_q * (kept_by_attention + saves_o if spec.rope_concat else max(kept_by_attention, saves_o))
     attn += q * s * b * qkv_kept(spec, math_sdpa)  # Q, K, V
     attn += drop * _mask(spec, p) * s * b * h  # attention output dropout mask
     if spec.attention == "plain" or math_sdpa:
@@ -156,6 +159,8 @@ def layer_parts(spec: TrainingSpec, b: int, with_scores: bool) -> LayerParts:
         mlp += s * b * h * (_expert_bytes(spec) * spec.experts_active + (p if spec.shared_expert_ffn_hidden else 0))
         mlp += gathered_expert_bytes(spec, b)
     mlp += drop * _mask(spec, p) * s * b * h
+    if spec.block_norms == 1 and not _autocast(spec):  # one norm's output is both sublayers' input (Phi-2): kept once
+        mlp -= p * s * b * h * min(_saves_input(spec, ("q", "k", "v")), _saves_input(spec, ("gate", "up")))
     return LayerParts(attn, mlp, block_norm_bytes(spec) * s * b, adapter_activation_bytes(spec, b))
 
 

@@ -91,6 +91,9 @@ class TrainingSpec:
     # learned positions do not); K and V repeated to the query heads first (LitGPT in training, Hugging Face's
     # eager attention, and its SDPA when it is given a mask)
     rotary: bool = True
+    # RoPE rotates part of each head and concatenates the rest back (GPT-NeoX, Phi-2, Phi-3, GPT-J, LitGPT): Q, and
+    # so the attention's output, come out head-major, and the output projection reads a transposed copy
+    rope_concat: bool = False
     kv_repeat: bool = False
     kv_cache: bool = False  # the forward writes K and V into a cache in training (Hugging Face's use_cache=True)
     loss_upcast: bool = True  # the loss upcasts the logits to fp32 (Hugging Face's logits.float())
