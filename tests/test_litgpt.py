@@ -20,14 +20,16 @@ ARCHITECTURES = {"Llama-3.1-8B": (2, True, "rmsnorm", "silu"), "gemma-2b": (8, T
                  "pythia-160m": (8, False, "layernorm", "gelu")}
 
 
-def litgpt_lora(name: str, dtype=None, **enabled):
-    """A 2-layer LitGPT model of ``name``'s architecture (width 256, 8 heads), LoRA r=8 with dropout on what
-    ``enabled`` turns on (LitGPT's lora_query, lora_value, ...), only the adapters trainable, as LitGPT's
-    finetune/lora.py marks them."""
+def litgpt_lora(name: str, dtype=None, *, layers: int = 2, width: int = 256, kv: int | None = None,
+                ffn: int = 688, vocab: int = VOCAB, **enabled):
+    """A LitGPT model of ``name``'s architecture (``layers`` layers, ``width`` wide, 8 heads, ``kv`` query groups:
+    the architecture's by default), LoRA r=8 with dropout on what ``enabled`` turns on (LitGPT's lora_query,
+    lora_value, ...), only the adapters trainable, as LitGPT's finetune/lora.py marks them."""
     torch.manual_seed(0)
-    cfg = lora.Config.from_name(name, n_layer=2, n_embd=256, n_head=8, n_query_groups=ARCHITECTURES[name][0],
-                                intermediate_size=688, padded_vocab_size=VOCAB, vocab_size=VOCAB, block_size=512,
-                                lora_r=8, lora_alpha=16, lora_dropout=0.05, **enabled)
+    cfg = lora.Config.from_name(name, n_layer=layers, n_embd=width, n_head=8,
+                                n_query_groups=kv or ARCHITECTURES[name][0], intermediate_size=ffn,
+                                padded_vocab_size=vocab, vocab_size=vocab, block_size=512, lora_r=8, lora_alpha=16,
+                                lora_dropout=0.05, **enabled)
     model = lora.GPT(cfg).to(dtype or torch.float32)
     lora.mark_only_lora_as_trainable(model)
     model.max_seq_length = T
@@ -37,7 +39,7 @@ def litgpt_lora(name: str, dtype=None, **enabled):
 def loss(model, ids):
     """Next-token cross-entropy on the whole logits (LitGPT's finetune scripts chunk it; see the README)."""
     logits = model(ids)[..., :-1, :]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), ids[..., 1:].reshape(-1))
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), ids[..., 1:].reshape(-1))
 
 
 def _spec(model, ids, precision="fp32"):
@@ -122,21 +124,9 @@ def test_the_cli_plans_litgpts_layout_by_hand():
 
 
 def _wide(name: str, kv: int, dtype=None):
-    """A 4-layer LitGPT model of ``name``'s architecture whose layers outweigh its head (width 512, 8 heads,
-    ``kv`` query groups, a 512-token vocabulary), LoRA r=8 with dropout on q, v."""
-    torch.manual_seed(0)
-    cfg = lora.Config.from_name(name, n_layer=4, n_embd=512, n_head=8, n_query_groups=kv, intermediate_size=1376,
-                                padded_vocab_size=512, vocab_size=512, block_size=512, lora_r=8, lora_alpha=16,
-                                lora_dropout=0.05, lora_query=True, lora_value=True)
-    model = lora.GPT(cfg).to(dtype or torch.float32)
-    lora.mark_only_lora_as_trainable(model)
-    model.max_seq_length = T
-    return model
-
-
-def _wide_loss(model, ids):
-    logits = model(ids)[..., :-1, :]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, 512), ids[..., 1:].reshape(-1))
+    """A 4-layer model whose layers outweigh its head (width 512, ``kv`` query groups, a 512-token vocabulary),
+    LoRA on q, v."""
+    return litgpt_lora(name, dtype, layers=4, width=512, kv=kv, ffn=1376, vocab=512, lora_query=True, lora_value=True)
 
 
 def _saved_by(model, block, ids) -> int:
@@ -153,7 +143,7 @@ def _saved_by(model, block, ids) -> int:
     block.register_forward_hook(lambda *_: active.__setitem__(0, False))
     params = {p.untyped_storage().data_ptr() for p in (*model.parameters(), *model.buffers())}
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        _wide_loss(model, ids)
+        loss(model, ids)
     return sum(n for ptr, n in seen.items() if ptr not in params)
 
 
@@ -184,6 +174,6 @@ def test_refined_peak_of_a_wide_litgpt_step_within_2_percent(name, kv):
     ids = torch.randint(0, 512, (2, T), generator=torch.Generator().manual_seed(1))
     model = _wide(name, kv)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    truth = real_peak(model, ids, _wide_loss, optimizer).peak_bytes
+    truth = real_peak(model, ids, loss, optimizer).peak_bytes
     predicted = refined(_spec(_wide(name, kv), ids)).peak_bytes
     assert abs(predicted / truth - 1) < 0.02, (predicted, truth)
