@@ -22,7 +22,8 @@ CONFIG_NAMES: dict[str, tuple[str, ...]] = {
     "hidden": ("hidden_size", "n_embd", "d_model", "dim"),
     "kv_heads": ("num_key_value_heads", "n_query_groups", "n_kv_heads"),
     "ffn_hidden": ("intermediate_size", "n_inner", "ffn_dim", "hidden_dim"),
-    "vocab": ("vocab_size", "padded_vocab_size", "n_vocab"),
+    # LitGPT's embedding and head are padded_vocab_size wide (vocab_size is the tokenizer's: phi-1.5's 50,257 in 51,200)
+    "vocab": ("padded_vocab_size", "vocab_size", "n_vocab"),
     # mixture of experts (Mixtral, Qwen2-MoE, DeepSeek, LitGPT's LLaMAMoE)
     "experts": ("num_local_experts", "num_experts", "n_routed_experts", "n_expert"),
     "experts_active": ("num_experts_per_tok", "num_selected_experts", "n_expert_per_token", "moe_topk"),
