@@ -143,10 +143,12 @@ def real_peak_holding(
     optimizer: torch.optim.Optimizer,
     clear: Callable[[], None],
     steps: int = 4,
+    then: Any = None,
 ) -> Truth:
     """``real_peak`` for a loop that holds what a step leaves (its outputs, and what their graph keeps) into
     the next: ``clear`` drops that, and the last two steps are measured from the clean start it leaves, so
-    what the first of them leaves is counted while the second still holds it. The peak is the higher one's."""
+    what the first of them leaves is counted while the second still holds it. The peak is the higher one's.
+    ``then``: the second measured step's batch, where it differs (a shorter one after the longest)."""
     if steps < 3:
         raise ValueError("steps must be >= 3: one creates the states, two are measured")
     for _ in range(steps - 2):
@@ -158,6 +160,6 @@ def real_peak_holding(
         t0 = time.perf_counter()
         with record_function(_MARK):
             run_step(model, batch, loss_fn, optimizer)
-            run_step(model, batch, loss_fn, optimizer)
+            run_step(model, batch if then is None else then, loss_fn, optimizer)
         seconds = (time.perf_counter() - t0) / 2
     return Truth(peak_bytes=baseline + _highest(prof), baseline_bytes=baseline, seconds=seconds)

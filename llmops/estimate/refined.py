@@ -290,11 +290,12 @@ def held(spec: TrainingSpec, b: int) -> Held:
     """What outlives its use in a step of ``b`` samples (``peak.Held``): the logits the loop keeps
     (``keeps_outputs``, the compute dtype), the inputs old bitsandbytes keeps (``quant_inputs``), and, where
     the loop keeps its outputs, both from the last micro-batch (taken as large as this one) through this
-    forward."""
+    forward; none where the longest micro-batch comes first (``longest_first``: the first step peaks)."""
     p = get_precision(spec.precision).compute_bytes
     outputs = p * b * (spec.seq_len or 0) * (spec.vocab or 0) / spec.tensor_parallel if spec.keeps_outputs else 0
     graph = quant_inputs(spec, b)[0]
-    return Held(outputs=Fraction(outputs), graph=graph, previous=outputs + graph if spec.keeps_outputs else Fraction(0))
+    previous = outputs + graph if spec.keeps_outputs and not spec.longest_first else Fraction(0)
+    return Held(outputs=Fraction(outputs), graph=graph, previous=previous)
 
 
 def adapter_activation_bytes(spec: TrainingSpec, b: int) -> Fraction:

@@ -141,6 +141,9 @@ class TrainingSpec:
     # the training loop holds the last micro-batch's outputs, and so its graph, into the next forward
     # (LitGPT's finetune scripts: ``logits`` is rebound only when the next forward returns)
     keeps_outputs: bool = False
+    # the loop's first micro-batch is its longest, and the later ones are short enough that the step that peaks is
+    # the first, with no earlier micro-batch alive (LitGPT's 2023 finetune scripts force the longest sample first)
+    longest_first: bool = False
 
     def attention_widths(self) -> tuple[int, int]:
         """``(a·d, kv·d)``: the widths of Q (and the attention's output) and of K and V, d the head size."""
