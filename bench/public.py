@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops.estimate import PRECISIONS, Estimate, TrainingSpec, get_preset, refined
+from llmops.estimate.hf_config import spec_fields
 from llmops.estimate.lora import with_lora
 from llmops.estimate.units import parse_size
 
@@ -48,11 +49,12 @@ class Row:
     gpu: str
     gpu_memory: int  # bytes of one device
     setup: str  # model, tokens and padding, micro-batch, precision, LoRA, quantisation, strategy, checkpointing
-    preset: str
+    preset: str  # the architecture: a preset's name, or "" where ``config`` states it
     spec: dict[str, Any]  # TrainingSpec fields beside the preset's architecture
     lora: tuple[int, tuple[str, ...]] | None = None  # rank and targets; LoRA dropout is spec["lora_dropout"]
     untied_head: bool = False  # the run's model has its own output head where the preset ties it
     assumed: tuple[str, ...] = ()
+    config: dict[str, Any] | None = None  # the run's model config (LitGPT's Config fields), read as introspection does
 
     @property
     def fitted(self) -> bool:
@@ -144,7 +146,7 @@ def spec_for(row: Row) -> tuple[TrainingSpec, tuple[str, ...]]:
     if precision not in PRECISIONS and precision.endswith("-fsdp"):  # an estimator without FSDP2's policy
         fields_["precision"] = precision.replace("-fsdp", "-mixed")
         notes.append(f"precision={precision!r} is not in this estimator yet: predicted as {fields_['precision']!r}")
-    base = get_preset(row.preset).spec
+    base = TrainingSpec(**spec_fields(row.config)) if row.config else get_preset(row.preset).spec
     spec = base.with_(gpu_memory=row.gpu_memory, safety=1.0, **fields_)
     if row.untied_head:
         spec = spec.with_(params=(spec.params or 0) + (spec.vocab or 0) * (spec.hidden or 0))
@@ -177,9 +179,12 @@ _LITGPT_2023 = "Lightning-AI/litgpt tutorials/resource-tables.md @0cc02afa (code
 # repeated to the query heads under GQA, no KV cache in training; its RMSNorm at 8641822 computes in the input
 # dtype (the fp32 upcast came in 6178c7cc, "Half precision fixes", four days later).
 _LITGPT_CODE = {"fused_linears": ("qkv",), "kv_repeat": True, "kv_cache": False, "rope_concat": True}
-_LITGPT_2023_SPEC = {"seq_len": 1304, "precision": "bf16-true", "attention": "sdpa", "loss_upcast": False,
+# The longest sample comes first (get_batch(..., longest_seq_ix if iter_num == 0 else None)); every later
+# micro-batch is random Alpaca samples padded to their longest, far shorter, so the peak is the first step's,
+# with no earlier micro-batch's logits or kept inputs alive (longest_first).
+_LITGPT_2023_SPEC = {"precision": "bf16-true", "attention": "sdpa", "loss_upcast": False,
                      "strategy": "single", "lora_dropout": True, "keeps_outputs": True, "lora_layout": "litgpt",
-                     "norm_upcast": False, **_LITGPT_CODE}
+                     "norm_upcast": False, "longest_first": True, **_LITGPT_CODE}
 # Both LitGPT scripts rebind `logits = model(...)` only when the next forward returns (the last micro-batch's
 # logits, and its graph, live through it), and quantise with bitsandbytes before 0.43.2 (unpinned in
 # requirements-all.txt @8641822, October 2023: 0.41; pyproject.toml @43c44323 and @e5493986: ==0.42.0), whose
@@ -189,18 +194,39 @@ _LITGPT_2023_SPEC = {"seq_len": 1304, "precision": "bf16-true", "attention": "sd
 # pinned to the present), so under bf16-true MatMul4Bit's ``dequantize_4bit(B, state).to(A.dtype)`` holds both.
 _LITGPT_NF4 = {"quantize": "nf4", "optimizer": "paged_adamw", "quantize_head": True, "quant_keeps_input": True,
                "quantized_from": "fp16"}
-_LITGPT_2023_SETUP = ("Llama 2 {size}, Alpaca's longest sample (1304 tokens) forced first, micro-batch {b} padded to "
+_LITGPT_2023_SETUP = ("{model}, Alpaca's longest sample ({tokens} tokens) forced first, micro-batch {b} padded to "
                       "it, bf16-true, LoRA r=8 on q,v (dropout 0.05), {quant}, {opt}, one GPU, no checkpointing")
+# The table's other models, as lit_gpt/config.py @8641822 builds them (Config's defaults: LayerNorm, GptNeoxMLP
+# at 4h, parallel residual, biases, n_query_groups = n_head); their longest Alpaca sample is the table's own.
+_LITGPT_2023_MODELS: dict[str, tuple[int, str, dict[str, Any] | None]] = {
+    "Llama 2 7B": (1304, "llama-2-7b", None),
+    "Llama 2 13B": (1304, "llama-2-13b", None),
+    "phi-1.5": (1044, "", {"name": "phi-1_5", "padded_vocab_size": 51200, "vocab_size": 50257, "n_layer": 24,
+                           "n_head": 32, "n_embd": 2048, "intermediate_size": 8192, "n_query_groups": 32,
+                           "rotary_percentage": 0.5, "parallel_residual": True, "shared_attention_norm": True,
+                           "_norm_class": "LayerNorm", "_mlp_class": "GptNeoxMLP", "gelu_approximate": "tanh",
+                           "bias": True, "lm_head_bias": True}),
+    "StableLM Alpha 3B": (1034, "", {"name": "stablelm-base-alpha-3b", "padded_vocab_size": 50688,
+                                     "vocab_size": 50254, "n_layer": 16, "n_head": 32, "n_embd": 4096,
+                                     "intermediate_size": 16384, "n_query_groups": 32, "rotary_percentage": 0.25,
+                                     "parallel_residual": True, "_norm_class": "LayerNorm",
+                                     "_mlp_class": "GptNeoxMLP", "bias": True}),
+    "Falcon 40B": (1079, "", {"name": "falcon-40b", "padded_vocab_size": 65024, "vocab_size": 65024,
+                              "n_layer": 60, "n_head": 128, "n_embd": 8192, "intermediate_size": 32768,
+                              "n_query_groups": 8, "rotary_percentage": 1.0, "parallel_residual": True,
+                              "_norm_class": "LayerNorm", "_mlp_class": "GptNeoxMLP", "bias": False}),
+}
 
 
-def _litgpt_2023(key: str, size: str, b: int, quant: str, reported: str, quote: str) -> Row:
+def _litgpt_2023(key: str, model: str, b: int, quant: str, reported: str, quote: str) -> Row:
     nf4 = quant.startswith("bnb.nf4")
     q = {**_LITGPT_NF4, "double_quant": quant == "bnb.nf4-dq"} if nf4 else {}
+    tokens, preset, config = _LITGPT_2023_MODELS[model]
     return Row(key, _LITGPT_2023, quote, reported, "allocated", *A100_40,
-               _LITGPT_2023_SETUP.format(size=size, b=b, quant=quant if nf4 else "no quantisation",
+               _LITGPT_2023_SETUP.format(model=model, tokens=tokens, b=b, quant=quant if nf4 else "no quantisation",
                                          opt="bnb PagedAdamW" if nf4 else "torch AdamW"),
-               f"llama-2-{size.lower()}", {**_LITGPT_2023_SPEC, "batch_size": b, **q}, (8, ("q", "v")),
-               assumed=(_A100_ASSUMED,))
+               preset, {**_LITGPT_2023_SPEC, "seq_len": tokens, "batch_size": b, **q}, (8, ("q", "v")),
+               assumed=(_A100_ASSUMED,), config=config)
 
 
 # LitGPT config_hub/finetune/README.md (1xA10G, bf16-true, Alpaca2k, max_seq_length 512); the yaml and
@@ -254,23 +280,52 @@ _TUNE_ASSUMED = ("the longest alpaca_cleaned batch reaches the dataset's max_seq
                  "GPU not stated; 80 GiB assumed for the verdict")
 
 ROWS: tuple[Row, ...] = (
-    _litgpt_2023("litgpt-l2-7b-lora-b1", "7B", 1, "None", "21.30 GB",
-                 "| 7 B | Llama 2 | None | 1 | 4,194,304 | 21.30 GB | 2.36 min |"),
-    _litgpt_2023("litgpt-l2-7b-nf4-b1", "7B", 1, "bnb.nf4", "14.14 GB",
-                 "| 7 B | Llama 2 | bnb.nf4 | 1 | 4,194,304 | 14.14 GB | 3.68 min |"),
-    _litgpt_2023("litgpt-l2-7b-nf4dq-b1", "7B", 1, "bnb.nf4-dq", "13.84 GB",
-                 "| 7 B | Llama 2 | bnb.nf4-dq | 1 | 4,194,304 | 13.84 GB | 3.83 min |"),
-    _litgpt_2023("litgpt-l2-7b-lora-b2", "7B", 2, "None", "29.07 GB",
-                 "| 7 B | Llama 2 | None | 2 | 4,194,304 | 29.07 GB | 2.52 min |"),
-    _litgpt_2023("litgpt-l2-7b-lora-b4", "7B", 4, "None", "OOM", "| 7 B | Llama 2 | None | 4 | 4,194,304 | OOM | - |"),
-    _litgpt_2023("litgpt-l2-13b-lora-b1", "13B", 1, "None", "38.12 GB",
-                 "| 13 B | Llama 2 | None | 1 | 6,553,600 | 38.12 GB | 3.19 min |"),
-    _litgpt_2023("litgpt-l2-13b-nf4-b1", "13B", 1, "bnb.nf4", "23.14 GB",
-                 "| 13 B | Llama 2 | bnb.nf4 | 1 | 6,553,600 | 23.14 GB | 6.38 min |"),
-    _litgpt_2023("litgpt-l2-13b-nf4dq-b1", "13B", 1, "bnb.nf4-dq", "22.55 GB",
-                 "| 13 B | Llama 2 | bnb.nf4-dq | 1 | 6,553,600 | 22.55 GB | 6.55 min |"),
-    _litgpt_2023("litgpt-l2-13b-lora-b2", "13B", 2, "None", "OOM",
-                 "| 13 B | Llama 2 | None | 2 | 6,553,600 | OOM | - |"),
+    _litgpt_2023('litgpt-phi15-lora-b1', 'phi-1.5', 1, 'None', '4.82 GB',
+                 '| 1.3 B | phi-1.5 | None | 1 | 1,572,864 | 4.82 GB |'),
+    _litgpt_2023('litgpt-phi15-nf4-b1', 'phi-1.5', 1, 'bnb.nf4', '3.78 GB',
+                 '| 1.3 B | phi-1.5 | bnb.nf4 | 1 | 1,572,864 | 3.78 GB |'),
+    _litgpt_2023('litgpt-phi15-nf4dq-b1', 'phi-1.5', 1, 'bnb.nf4-dq', '3.72 GB',
+                 '| 1.3 B | phi-1.5 | bnb.nf4-dq | 1 | 1,572,864 | 3.72 GB |'),
+    _litgpt_2023('litgpt-phi15-lora-b2', 'phi-1.5', 2, 'None', '6.76 GB',
+                 '| 1.3 B | phi-1.5 | None | 2 | 1,572,864 | 6.76 GB |'),
+    _litgpt_2023('litgpt-phi15-lora-b4', 'phi-1.5', 4, 'None', '10.68 GB',
+                 '| 1.3 B | phi-1.5 | None | 4 | 1,572,864 | 10.68 GB |'),
+    _litgpt_2023('litgpt-stablelm3b-lora-b1', 'StableLM Alpha 3B', 1, 'None', '9.69 GB',
+                 '| 3 B | StableLM Alpha | None | 1 | 2,097,152 | 9.69 GB |'),
+    _litgpt_2023('litgpt-stablelm3b-nf4-b1', 'StableLM Alpha 3B', 1, 'bnb.nf4', '6.35 GB',
+                 '| 3 B | StableLM Alpha | bnb.nf4 | 1 | 2,097,152 | 6.35 GB |'),
+    _litgpt_2023('litgpt-stablelm3b-nf4dq-b1', 'StableLM Alpha 3B', 1, 'bnb.nf4-dq', '6.19 GB',
+                 '| 3 B | StableLM Alpha | bnb.nf4-dq | 1 | 2,097,152 | 6.19 GB |'),
+    _litgpt_2023('litgpt-stablelm3b-lora-b2', 'StableLM Alpha 3B', 2, 'None', '12.10 GB',
+                 '| 3 B | StableLM Alpha | None | 2 | 2,097,152 | 12.10 GB |'),
+    _litgpt_2023('litgpt-stablelm3b-lora-b4', 'StableLM Alpha 3B', 4, 'None', '16.92 GB',
+                 '| 3 B | StableLM Alpha | None | 4 | 2,097,152 | 16.92 GB |'),
+    _litgpt_2023('litgpt-l2-7b-lora-b1', 'Llama 2 7B', 1, 'None', '21.30 GB',
+                 '| 7 B | Llama 2 | None | 1 | 4,194,304 | 21.30 GB |'),
+    _litgpt_2023('litgpt-l2-7b-nf4-b1', 'Llama 2 7B', 1, 'bnb.nf4', '14.14 GB',
+                 '| 7 B | Llama 2 | bnb.nf4 | 1 | 4,194,304 | 14.14 GB |'),
+    _litgpt_2023('litgpt-l2-7b-nf4dq-b1', 'Llama 2 7B', 1, 'bnb.nf4-dq', '13.84 GB',
+                 '| 7 B | Llama 2 | bnb.nf4-dq | 1 | 4,194,304 | 13.84 GB |'),
+    _litgpt_2023('litgpt-l2-7b-lora-b2', 'Llama 2 7B', 2, 'None', '29.07 GB',
+                 '| 7 B | Llama 2 | None | 2 | 4,194,304 | 29.07 GB |'),
+    _litgpt_2023('litgpt-l2-7b-lora-b4', 'Llama 2 7B', 4, 'None', 'OOM',
+                 '| 7 B | Llama 2 | None | 4 | 4,194,304 | OOM | - |'),
+    _litgpt_2023('litgpt-l2-13b-lora-b1', 'Llama 2 13B', 1, 'None', '38.12 GB',
+                 '| 13 B | Llama 2 | None | 1 | 6,553,600 | 38.12 GB |'),
+    _litgpt_2023('litgpt-l2-13b-nf4-b1', 'Llama 2 13B', 1, 'bnb.nf4', '23.14 GB',
+                 '| 13 B | Llama 2 | bnb.nf4 | 1 | 6,553,600 | 23.14 GB |'),
+    _litgpt_2023('litgpt-l2-13b-nf4dq-b1', 'Llama 2 13B', 1, 'bnb.nf4-dq', '22.55 GB',
+                 '| 13 B | Llama 2 | bnb.nf4-dq | 1 | 6,553,600 | 22.55 GB |'),
+    _litgpt_2023('litgpt-l2-13b-lora-b2', 'Llama 2 13B', 2, 'None', 'OOM',
+                 '| 13 B | Llama 2 | None | 2 | 6,553,600 | OOM | - |'),
+    _litgpt_2023('litgpt-l2-13b-lora-b4', 'Llama 2 13B', 4, 'None', 'OOM',
+                 '| 13 B | Llama 2 | None | 4 | 6,553,600 | OOM | - |'),
+    _litgpt_2023('litgpt-falcon40b-lora-b1', 'Falcon 40B', 1, 'None', 'OOM',
+                 '| 40 B | Falcon | None | 1 | 12,042,240 | OOM | - |'),
+    _litgpt_2023('litgpt-falcon40b-nf4-b1', 'Falcon 40B', 1, 'bnb.nf4', 'OOM',
+                 '| 40 B | Falcon | bnb.nf4 | 1 | 12,042,240 | OOM | - |'),
+    _litgpt_2023('litgpt-falcon40b-nf4dq-b1', 'Falcon 40B', 1, 'bnb.nf4-dq', 'OOM',
+                 '| 40 B | Falcon | bnb.nf4-dq | 1 | 12,042,240 | OOM | - |'),
     _hub("hub-l3-8b-lora", "43c44323", "Llama 3 8B", "llama-3-8b", 1, "lora", "19.73 GB",
          "| llama-3-8b/lora.yaml | llama-3-8b | 2 | 512 | 1 | 1xA10G | 14.79 min | $0.4 | 19.73 GB |"),
     _hub("hub-l3-8b-qlora", "e5493986", "Llama 3 8B", "llama-3-8b", 2, "qlora", "17.41 GB",
@@ -378,6 +433,29 @@ def summary(results: list[Result]) -> str:
             f"max_abs_error={abs(worst):.1%} verdicts_right={right}/{len(results)}")
 
 
+def slopes(results: list[Result]) -> list[str]:
+    """Per model and setup measured at two or more micro-batches (one source, one GPU): the bytes one more sample
+    adds, reported and predicted, from the smallest to the largest batch with a figure (markdown list items)."""
+    groups: dict[tuple[str, str, str | None], list[Result]] = {}
+    for r in results:
+        if r.row.reported_bytes is not None:
+            model = r.row.preset or (r.row.config or {}).get("name", "")
+            groups.setdefault((r.row.source, model, r.row.spec.get("quantize")), []).append(r)
+    lines = []
+    for (_, model, quant), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r.row.spec["batch_size"])
+        lo, hi = rs[0], rs[-1]
+        db = hi.row.spec["batch_size"] - lo.row.spec["batch_size"]
+        if db == 0 or lo.row.reported_bytes is None or hi.row.reported_bytes is None:
+            continue
+        reported = (hi.row.reported_bytes - lo.row.reported_bytes) / db
+        predicted = (hi.predicted_bytes - lo.predicted_bytes) / db
+        lines.append(f"- {model}{f' ({quant})' if quant else ''}, micro-batch {lo.row.spec['batch_size']} → "
+                     f"{hi.row.spec['batch_size']}: {_gb(round(reported))} a sample reported, {_gb(round(predicted))} "
+                     f"predicted ({predicted / reported - 1:+.1%})")
+    return lines
+
+
 def details(results: list[Result]) -> list[str]:
     """Per row: source, quote, setup, assumptions and notes (markdown list items)."""
     lines = []
@@ -412,6 +490,7 @@ def markdown(results: list[Result]) -> str:
             f"{ALLOCATOR_CACHE_FRACTION['single']:.3f} on one device (pytorch/pytorch#40989: 15006 MB allocated, "
             "16726 MB reserved); neither run is scored here.",
             f"- CUDA context: {CUDA_CONTEXT_BYTES / 1e6:.0f} MB (pytorch/pytorch PR #86509, lazy module loading).",
+            "", "## What one more sample adds", "", *slopes(results),
             "", "## Rows", "", *details(results), "", "## Looked for, not used", "",
             *[f"- {item}" for item in EXCLUDED], ""]
     return "\n".join(out)
@@ -433,6 +512,8 @@ def main(argv: list[str] | None = None) -> list[Result]:
     for r in results:
         for note in r.notes:
             console.print(f"{r.row.key}: {note}", markup=False)
+    for line in slopes(results):
+        console.print(line, markup=False)
     console.print(summary(results), markup=False)
     if args.markdown:
         path = RESULTS / f"public-{datetime.date.today().isoformat()}.md"

@@ -177,3 +177,19 @@ def test_refined_peak_of_a_wide_litgpt_step_within_2_percent(name, kv):
     truth = real_peak(model, ids, loss, optimizer).peak_bytes
     predicted = refined(_spec(_wide(name, kv), ids)).peak_bytes
     assert abs(predicted / truth - 1) < 0.02, (predicted, truth)
+
+
+def test_the_public_tables_litgpt_2023_configs_read_as_litgpts_own():
+    """bench/public.py states phi-1.5, StableLM Alpha 3B and Falcon 40B as lit_gpt/config.py @8641822 built them;
+    LitGPT's named configs of today build the same shapes: the reading is the same, and the parameter count is
+    LitGPT's less the linears' biases (which the reading leaves out) within 0.05%."""
+    from bench.public import _LITGPT_2023_MODELS
+    from llmops.estimate.hf_config import architecture, param_count
+
+    for _, _, stated in (m for m in _LITGPT_2023_MODELS.values() if m[2]):
+        assert stated is not None
+        config = lora.Config.from_name(stated["name"])
+        assert architecture(stated) == architecture(config)
+        with torch.device("meta"):
+            built = sum(p.numel() for p in lora.GPT(config).parameters())
+        assert abs(param_count(stated)[0] / built - 1) < 5e-4, stated["name"]

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from bench.public import FIGURES, ROWS, allocator_cache_bytes, evaluate, markdown, predict, spec_for
+from bench.public import FIGURES, ROWS, allocator_cache_bytes, evaluate, markdown, predict, slopes, spec_for
 
 
 def _number(reported: str) -> str:
@@ -45,3 +45,19 @@ def test_reserved_and_nvidia_smi_add_their_terms_in_order():
 def test_markdown_has_a_line_per_row():
     text = markdown([evaluate(r) for r in ROWS])
     assert all(f"| {r.key} |" in text for r in ROWS) and "verdicts_right=" in text
+
+
+def test_litgpt_2023_rows_train_the_adapters_the_table_counts():
+    """The resource table's "Trainable parameters" column (LitGPT's own count) against the adapters planned from
+    each row's architecture, rank and targets: q and v at the query and the key/value widths (Falcon's GQA)."""
+    rows = [r for r in ROWS if r.source.startswith("Lightning-AI/litgpt tutorials/resource-tables.md")]
+    assert len(rows) == 23
+    for row in rows:
+        counted = int(row.quote.split("|")[5].replace(",", ""))
+        assert spec_for(row)[0].trainable_params == counted, row.key
+
+
+def test_slopes_compare_what_a_sample_adds_where_a_source_measured_several_batches():
+    lines = slopes([evaluate(r) for r in ROWS])
+    assert [line.split(",")[0] for line in lines] == ["- phi-1_5", "- stablelm-base-alpha-3b", "- llama-2-7b"]
+    assert "1.95 GB a sample reported" in lines[0]  # (10.68 − 4.82) / 3, the table's own figures
