@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: the real probes against nvidia-smi and torch.cuda, the accuracy
 # matrix (bench/accuracy.py: document, refined and dry run against max_memory_allocated) and the
-# largest-safe-batch comparison, a monitored Lightning fit, and the GPU-marked tests. About 5 minutes
+# largest-safe-batch comparison, LitGPT LoRA per-sample bytes by norm (the public table's Llama gap), a
+# monitored Lightning fit, and the GPU-marked tests. About 5 minutes
 # on an H100.
 # Uses the machine's python3 (with torch, lightning, prometheus-client, nvidia-ml-py installed).
 set -uo pipefail

@@ -1,4 +1,5 @@
-"""GPU checks (run by scripts/gpu-check.sh): NVML probe vs nvidia-smi, the accuracy matrix, a monitored fit."""
+"""GPU checks (run by scripts/gpu-check.sh): NVML probe vs nvidia-smi, the accuracy matrix, LitGPT's per-sample bytes by
+norm, a monitored fit."""
 
 from __future__ import annotations
 
@@ -38,6 +39,56 @@ def accuracy() -> None:
     safe_batch.main(["--device", "cuda", "--quick"])
 
 
+def litgpt_norm_slope(device: str = "cuda") -> None:
+    """What one more sample adds to a LitGPT LoRA step (bf16-true, q and v with dropout), measured against the
+    refined model: Llama with LitGPT's RMSNorm as it is (an fp32 upcast) and as its 2023 code ran it (none), and
+    Pythia's LayerNorm. In LitGPT's 2023 resource table a Llama 2 sample adds 9.6% more than the model says, 4h
+    bytes a token per layer, while phi-1.5's and StableLM's are within 3%. The non-upcasting row says which it is:
+    CUDA keeps that much more (a term the model lacks) or not (the table's Llama rows ran the upcasting norm)."""
+    from litgpt.model import RMSNorm
+
+    from bench.truth import real_peak, run_step
+    from llmops.estimate import refined
+    from tests.test_litgpt import _spec, litgpt_lora, loss
+
+    upcast = RMSNorm.forward
+
+    def no_upcast(self, x):  # lit_gpt/rmsnorm.py @8641822
+        return self.weight * (x * torch.rsqrt(torch.mean(x * x, dim=self.dim, keepdim=True) + self.eps))
+
+    def peak(model, ids) -> int:
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        if device == "cpu":
+            return real_peak(model, ids, loss, optimizer).peak_bytes
+        run_step(model, ids, loss, optimizer)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        run_step(model, ids, loss, optimizer)
+        return torch.cuda.max_memory_allocated()
+
+    try:
+        for name, forward, norm in (("Llama-3.1-8B", upcast, "RMSNorm upcast"), ("Llama-3.1-8B", no_upcast, "RMSNorm "
+                                     "as in 2023"), ("pythia-160m", upcast, "LayerNorm")):
+            RMSNorm.forward = forward
+            measured, predicted = [], []
+            for b in (1, 2):
+                ids = torch.randint(0, 512, (b, 512), device=device)
+                model = litgpt_lora(name, torch.bfloat16, layers=4, width=1024, kv=8, ffn=2752, vocab=512,
+                                    lora_query=True, lora_value=True)
+                model.max_seq_length = 512
+                model = model.to(device)
+                spec = _spec(model, ids, "bf16-true").with_(device=device, norm_upcast=forward is upcast)
+                estimate = refined(spec)
+                predicted.append((estimate.peak_bytes or 0) - (estimate.overhead_bytes or 0))
+                measured.append(peak(model, ids))
+            slope, model_slope = measured[1] - measured[0], predicted[1] - predicted[0]
+            print(f"litgpt {name} ({norm}): a sample adds {slope:,} B measured ({device}), {model_slope:,} "
+                  f"predicted ({model_slope / slope - 1:+.2%}); b=2 peak {measured[1]:,} measured, {predicted[1]:,} "
+                  f"predicted ({predicted[1] / measured[1] - 1:+.2%})")
+    finally:
+        RMSNorm.forward = upcast
+
+
 def monitored_fit() -> None:
     cfg = GPTConfig(n_layer=4, n_head=4, n_embd=256, vocab_size=1024, block_size=256, dropout=0.1)
     monitor = LLMOpsMonitor(port=0, run="gpu-check", interval=0.2)
@@ -53,4 +104,5 @@ def monitored_fit() -> None:
 if __name__ == "__main__":
     nvml_vs_smi()
     accuracy()
+    litgpt_norm_slope()
     monitored_fit()
