@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops.estimate import PRECISIONS, Estimate, TrainingSpec, get_preset, refined
-from llmops.estimate.hf_config import spec_fields
+from llmops.estimate.hf_config import LITGPT_CODE, spec_fields
 from llmops.estimate.lora import with_lora
 from llmops.estimate.units import parse_size
 
@@ -179,13 +179,12 @@ _LITGPT_2023 = "Lightning-AI/litgpt tutorials/resource-tables.md @0cc02afa (code
 # LitGPT's attention (lit_gpt/model.py @8641822, litgpt/model.py since): Q, K, V from one fused linear, K and V
 # repeated to the query heads under GQA, no KV cache in training; its RMSNorm at 8641822 computes in the input
 # dtype (the fp32 upcast came in 6178c7cc, "Half precision fixes", four days later).
-_LITGPT_CODE = {"fused_linears": ("qkv",), "kv_repeat": True, "kv_cache": False, "rope_concat": True}
 # The longest sample comes first (get_batch(..., longest_seq_ix if iter_num == 0 else None)); every later
 # micro-batch is random Alpaca samples padded to their longest, far shorter, so the peak is the first step's,
 # with no earlier micro-batch's logits or kept inputs alive (longest_first).
 _LITGPT_2023_SPEC = {"precision": "bf16-true", "attention": "sdpa", "loss_upcast": False,
                      "strategy": "single", "lora_dropout": True, "keeps_outputs": True, "lora_layout": "litgpt",
-                     "norm_upcast": False, "longest_first": True, **_LITGPT_CODE}
+                     "norm_upcast": False, "longest_first": True, **LITGPT_CODE}
 # Both LitGPT scripts rebind `logits = model(...)` only when the next forward returns (the last micro-batch's
 # logits, and its graph, live through it), and quantise with bitsandbytes before 0.43.2 (unpinned in
 # requirements-all.txt @8641822, October 2023: 0.41; pyproject.toml @43c44323 and @e5493986: ==0.42.0), whose
@@ -236,7 +235,7 @@ def _litgpt_2023(key: str, model: str, b: int, quant: str, reported: str, quote:
 _HUB = ("Lightning-AI/litgpt config_hub/finetune/README.md @26857050 (row since {commit}; the yaml and "
         "litgpt/finetune/{script}.py at {commit})")
 _HUB_SPEC = {"seq_len": 512, "precision": "bf16-true", "attention": "sdpa", "loss_upcast": False,
-             "strategy": "single", "lora_dropout": True, "keeps_outputs": True, "lora_layout": "litgpt", **_LITGPT_CODE}
+             "strategy": "single", "lora_dropout": True, "keeps_outputs": True, "lora_layout": "litgpt", **LITGPT_CODE}
 _HUB_SEQ = "the longest Alpaca2k batch reaches the 512-token truncation (padding is to the batch's longest sample)"
 _HUB_SETUP = ("{model}, Alpaca2k truncated to 512 tokens, padded per batch, micro-batch {b}, bf16-true, "
               "{method}, one GPU, no checkpointing")

@@ -193,3 +193,23 @@ def test_the_public_tables_litgpt_2023_configs_read_as_litgpts_own():
         with torch.device("meta"):
             built = sum(p.numel() for p in lora.GPT(config).parameters())
         assert abs(param_count(stated)[0] / built - 1) < 5e-4, stated["name"]
+
+
+def test_the_cli_plans_a_litgpt_finetune_as_the_public_bench_does():
+    """``--framework litgpt`` on a preset gives LitGPT's code (fused qkv, K and V repeated, SDPA, no KV cache, no
+    fp32 loss, its LoRA layout, the held logits): the plan equals bench/public.py's prediction of LitGPT's
+    config-hub Llama 2 7B LoRA row, whose spec is written out there field by field. Without it, transformers'
+    code is planned: a different figure."""
+    import json
+
+    from bench.public import ROWS, evaluate
+    from tests.helpers.cli import llmops, one_line_exit_2
+
+    run = ("estimate", "--model", "llama-2-7b", "--lora-rank", "32", "--lora-dropout", "--seq-len", "512",
+           "--batch-size", "2", "--precision", "bf16-true", "--gpu-memory", "24GiB", "--safety", "1", "--json")
+    litgpt, hf = (json.loads(llmops(*run, *extra).stdout) for extra in (("--framework", "litgpt"), ()))
+    row = evaluate(next(r for r in ROWS if r.key == "hub-l2-7b-lora"))
+    assert litgpt["refined"]["peak_bytes"] == row.estimate.peak_bytes
+    assert litgpt["inputs"]["lora_layout"] == "litgpt" and litgpt["inputs"]["kv_repeat"] is True
+    assert hf["refined"]["peak_bytes"] != litgpt["refined"]["peak_bytes"]
+    one_line_exit_2(llmops(*run, "--framework", "unsloth"), "hf, litgpt")

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..estimate import PRESETS, TrainingSpec, document, get_preset, refined
-from ..estimate.hf_config import read_config, spec_fields
+from ..estimate.hf_config import FRAMEWORKS, read_config, spec_fields
 from ..estimate.lora import parse_targets, with_lora
 from ..estimate.presets import ALIASES as MODEL_ALIASES
 from ..estimate.spec import (
@@ -57,6 +57,10 @@ def _opt(*decls: str, **kw: Any) -> Any:
 @_opt("--model", type=Name(list(PRESETS), MODEL_ALIASES), help="A preset (see `llmops models`).")
 @_opt("--config", "config_path", type=click.Path(dir_okay=False), metavar="CONFIG.JSON",
       help="A local Hugging Face config.json: the exact architecture, read without the hub.")
+@_opt("--framework", type=Name(list(FRAMEWORKS)),
+      help="Whose code runs the model: hf (transformers and PEFT, the default) or litgpt (LitGPT's model, LoRA and "
+           "finetune scripts: fused qkv, K and V repeated, SDPA, no KV cache, the loss in the logits' dtype, one "
+           "LoRAQKVLinear, the last logits held into the next forward).")
 @_opt("--params", type=Count(), help="N, parameters: 7e9, 7B, 1.3b, 7000000000.")
 @_opt("--trainable-params", type=Count(), help="Parameters with gradients (default: all).")
 @_opt("--layers", type=PositiveInt(), help="L, transformer layers.")
@@ -110,9 +114,9 @@ def _opt(*decls: str, **kw: Any) -> Any:
               help="Seconds the dry run may take before it is skipped.")
 @click.option("--fail-on-oom", is_flag=True,
               help=f"Exit {EXIT_OOM} when the verdict is OOM (the most exact model's), for a CI gate.")
-def estimate(model: str | None, config_path: str | None, lora_rank: int | None, lora_targets: str | None,
-             lora_dropout: bool, as_json: bool, gib: bool, show_what_if: bool, dry_run: str | None,
-             dry_run_timeout: float, fail_on_oom: bool, **flags: Any) -> None:
+def estimate(model: str | None, config_path: str | None, framework: str | None, lora_rank: int | None,
+             lora_targets: str | None, lora_dropout: bool, as_json: bool, gib: bool, show_what_if: bool,
+             dry_run: str | None, dry_run_timeout: float, fail_on_oom: bool, **flags: Any) -> None:
     """Predict memory per device, the OOM verdict, the largest safe batch and GPU counts."""
     spec, sources = TrainingSpec(), {}
     if model:
@@ -125,6 +129,9 @@ def estimate(model: str | None, config_path: str | None, lora_rank: int | None, 
             raise click.BadParameter(_one_line(e), param_hint="'--config'") from None
         spec = spec.with_(**from_config)
         sources.update({k: f"config {config_path}" for k in from_config})
+    if framework:
+        spec = spec.with_(**FRAMEWORKS[framework])
+        sources.update({k: f"framework {framework}" for k in FRAMEWORKS[framework]})
     given = {FIELDS[k]: v for k, v in flags.items() if v is not None}
     spec = spec.with_(**given)
     sources.update({k: "flag" for k in given})

@@ -51,6 +51,16 @@ CONCAT_ROPE_MODEL_TYPES = ("gpt_neox", "phi", "phi3", "gptj")
 # always F.scaled_dot_product_attention, and its loss (litgpt.utils.chunked_cross_entropy) does not upcast the logits.
 LITGPT_MLPS = {"LLaMAMLP": (True, "silu"), "LLaMAMoE": (True, "silu"), "GemmaMLP": (True, "gelu"),
                "GptNeoxMLP": (False, "gelu")}
+# What LitGPT's code does with any config: Q, K, V from one fused linear, K and V repeated to the query heads in
+# training, RoPE by concatenation, F.scaled_dot_product_attention, no KV cache in training, and a loss
+# (chunked_cross_entropy) that keeps the logits' dtype.
+LITGPT_CODE: dict[str, Any] = {"attention": "sdpa", "loss_upcast": False, "fused_linears": ("qkv",), "kv_repeat": True,
+                               "kv_cache": False, "rope_concat": True}
+# Whose code runs a model (``llmops estimate --framework``), beyond what its config says: Hugging Face's (transformers
+# and PEFT, what the presets' configs describe) or LitGPT's model, LoRA layers (one LoRAQKVLinear) and finetune
+# scripts, which hold the last micro-batch's logits into the next forward.
+FRAMEWORKS: dict[str, dict[str, Any]] = {"hf": {},
+                                         "litgpt": {**LITGPT_CODE, "lora_layout": "litgpt", "keeps_outputs": True}}
 
 
 def get(cfg: Any, *names: str) -> Any:
@@ -78,9 +88,7 @@ def architecture(cfg: Any) -> dict[str, Any]:
         gated, activation = LITGPT_MLPS[litgpt]
         if activation == "gelu" and get(cfg, "gelu_approximate") == "tanh":
             activation = "gelu_tanh"
-        # its attention computes Q, K, V in one linear and repeats K and V to the query heads in training
-        found.update(gated_mlp=gated, activation=activation, attention="sdpa", loss_upcast=False,
-                     fused_linears=("qkv",), kv_repeat=True, rope_concat=True)
+        found.update(gated_mlp=gated, activation=activation, **LITGPT_CODE)
         if get(cfg, "parallel_residual"):
             found["parallel_residual"] = True
         if get(cfg, "norm_class_name", "_norm_class") == "RMSNorm":
