@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,6 +175,8 @@ _A10G_ASSUMED = "GPU memory 24 GiB (the card's nominal memory; the source names 
 # for Llama 2) and pads the micro-batch to it; torch.optim.AdamW, bnb.optim.PagedAdamW under --quantize;
 # lm_head in chunks of 128 tokens and chunked cross-entropy without an fp32 upcast.
 _LITGPT_2023 = "Lightning-AI/litgpt tutorials/resource-tables.md @0cc02afa (code: finetune/lora.py @8641822)"
+# Its Llama 2 7B micro-batch-1 rows were first published by 982abcbc (tutorials/finetune_lora.md, 2023-10-05), whose
+# model, LoRA and loop code differ from 8641822's in type hints and the LR scheduler only.
 # LitGPT's attention (lit_gpt/model.py @8641822, litgpt/model.py since): Q, K, V from one fused linear, K and V
 # repeated to the query heads under GQA, no KV cache in training; its RMSNorm at 8641822 computes in the input
 # dtype (the fp32 upcast came in 6178c7cc, "Half precision fixes", four days later).
@@ -382,27 +383,6 @@ ROWS: tuple[Row, ...] = (
 )
 
 
-# Readings the sources leave open, shown beside the table and never scored: the rows as stated, then as if this
-# had run. (description, the rows it touches, the spec fields it changes)
-WHAT_IF: tuple[tuple[str, Callable[[Row], bool], dict[str, Any]], ...] = (
-    ("the Llama 2 rows ran LitGPT's RMSNorm with its fp32 upcast (6178c7cc, merged 2023-10-24, three days before "
-     "the table landed; the table names 8641822, before it)",
-     lambda row: row.source == _LITGPT_2023 and row.preset.startswith("llama-2"), {"norm_upcast": True}),
-)
-
-
-def what_if(results: list[Result]) -> list[str]:
-    """Each ``WHAT_IF`` reading: its rows' errors and verdicts under it (markdown list items)."""
-    lines = []
-    for text, applies, fields in WHAT_IF:
-        alt = [evaluate(dataclasses.replace(r.row, spec={**r.row.spec, **fields})) for r in results if applies(r.row)]
-        each = ", ".join(f"{r.row.key} {'' if r.error is None else f'{r.error:+.1%} '}"
-                         f"({'fits' if r.predicted_fits else 'OOM'}{'' if r.verdict_right else ', wrong'})"
-                         for r in alt)
-        lines.append(f"- if {text}: {each}; verdicts right {sum(r.verdict_right for r in alt)}/{len(alt)}")
-    return lines
-
-
 # Published figures read but left out, and why (the report lists them too).
 EXCLUDED = (
     "LitGPT resource-tables.md multi-GPU LoRA rows (2-4 x A100, FSDP1 with block checkpointing): 7B reads 22.18, "
@@ -511,8 +491,7 @@ def markdown(results: list[Result]) -> str:
             f"{ALLOCATOR_CACHE_FRACTION['single']:.3f} on one device (pytorch/pytorch#40989: 15006 MB allocated, "
             "16726 MB reserved); neither run is scored here.",
             f"- CUDA context: {CUDA_CONTEXT_BYTES / 1e6:.0f} MB (pytorch/pytorch PR #86509, lazy module loading).",
-            "", "## What one more sample adds", "", *slopes(results), "", "## Readings left open", "",
-            *what_if(results),
+            "", "## What one more sample adds", "", *slopes(results),
             "", "## Rows", "", *details(results), "", "## Looked for, not used", "",
             *[f"- {item}" for item in EXCLUDED], ""]
     return "\n".join(out)
@@ -534,7 +513,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
     for r in results:
         for note in r.notes:
             console.print(f"{r.row.key}: {note}", markup=False)
-    for line in (*slopes(results), *what_if(results)):
+    for line in slopes(results):
         console.print(line, markup=False)
     console.print(summary(results), markup=False)
     if args.markdown:

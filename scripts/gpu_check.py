@@ -42,14 +42,16 @@ def accuracy() -> None:
 def litgpt_norm_slope(device: str = "cuda") -> None:
     """What one more sample adds to a LitGPT LoRA step (bf16-true, q and v with dropout), measured against the
     refined model: Llama with LitGPT's RMSNorm as it is (an fp32 upcast) and as its 2023 code ran it (none), and
-    Pythia's LayerNorm. In LitGPT's 2023 resource table a Llama 2 sample adds 9.6% more than the model says, 4h
-    bytes a token per layer, while phi-1.5's and StableLM's are within 3%. The non-upcasting row says which it is:
-    CUDA keeps that much more (a term the model lacks) or not (the table's Llama rows ran the upcasting norm)."""
+    Pythia's LayerNorm; and what autograd saves in one block there against the model's layer term. In LitGPT's 2023
+    resource table a Llama 2 sample adds 9.6% more than the model says, 4h bytes a token per layer, while
+    phi-1.5's and StableLM's are within 3%, and on the CPU the same code keeps what the model counts: this shows
+    whether CUDA keeps more for LitGPT's Llama, by norm, and whether in the saved tensors or beside them."""
     from litgpt.model import RMSNorm
 
     from bench.truth import real_peak, run_step
     from llmops.estimate import refined
-    from tests.test_litgpt import _spec, litgpt_lora, loss
+    from llmops.estimate.refined import layer_activation_bytes
+    from tests.test_litgpt import _saved_by, _spec, litgpt_lora, loss
 
     upcast = RMSNorm.forward
 
@@ -81,10 +83,13 @@ def litgpt_norm_slope(device: str = "cuda") -> None:
                 estimate = refined(spec)
                 predicted.append((estimate.peak_bytes or 0) - (estimate.overhead_bytes or 0))
                 measured.append(peak(model, ids))
+            saved = _saved_by(model, model.transformer.h[1], ids)
+            layer = float(layer_activation_bytes(spec, 2, with_scores=True))
             slope, model_slope = measured[1] - measured[0], predicted[1] - predicted[0]
             print(f"litgpt {name} ({norm}): a sample adds {slope:,} B measured ({device}), {model_slope:,} "
                   f"predicted ({model_slope / slope - 1:+.2%}); b=2 peak {measured[1]:,} measured, {predicted[1]:,} "
-                  f"predicted ({predicted[1] / measured[1] - 1:+.2%})")
+                  f"predicted ({predicted[1] / measured[1] - 1:+.2%}); block 1 saves {saved:,} B, the model's layer "
+                  f"term {layer:,.0f} ({layer / saved - 1:+.2%})")
     finally:
         RMSNorm.forward = upcast
 

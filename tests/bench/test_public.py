@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from bench.public import FIGURES, ROWS, allocator_cache_bytes, evaluate, markdown, predict, slopes, spec_for, what_if
+from bench.public import FIGURES, ROWS, allocator_cache_bytes, evaluate, markdown, predict, slopes, spec_for
 
 
 def _number(reported: str) -> str:
@@ -61,10 +61,3 @@ def test_slopes_compare_what_a_sample_adds_where_a_source_measured_several_batch
     lines = slopes([evaluate(r) for r in ROWS])
     assert [line.split(",")[0] for line in lines] == ["- phi-1_5", "- stablelm-base-alpha-3b", "- llama-2-7b"]
     assert "1.95 GB a sample reported" in lines[0]  # (10.68 − 4.82) / 3, the table's own figures
-
-
-def test_a_reading_left_open_is_shown_beside_the_rows_and_changes_only_its_own():
-    results = [evaluate(r) for r in ROWS]
-    (line,) = what_if(results)
-    assert line.count("litgpt-l2-") == 10 and "phi" not in line and "hub-" not in line
-    assert "verdicts right " in line and "verdicts right" in markdown(results)
