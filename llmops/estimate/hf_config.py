@@ -47,8 +47,7 @@ PARALLEL_MODEL_TYPES = {"gpt_neox": "use_parallel_residual", "falcon": "parallel
 UNROTATED_MODEL_TYPES = ("gpt2",)
 CONCAT_ROPE_MODEL_TYPES = ("gpt_neox", "phi", "phi3", "gptj")
 # LitGPT's Config (litgpt/config.py) names its MLP and norm by class (mlp_class_name, norm_class_name; _mlp_class and
-# _norm_class before 2024): MLP class → (gated, activation; GELU's tanh form by gelu_approximate). Its attention is
-# always F.scaled_dot_product_attention, and its loss (litgpt.utils.chunked_cross_entropy) does not upcast the logits.
+# _norm_class before 2024): MLP class → (gated, activation; GELU's tanh form by gelu_approximate).
 LITGPT_MLPS = {"LLaMAMLP": (True, "silu"), "LLaMAMoE": (True, "silu"), "GemmaMLP": (True, "gelu"),
                "GptNeoxMLP": (False, "gelu")}
 # What LitGPT's code does with any config: Q, K, V from one fused linear, K and V repeated to the query heads in
