@@ -164,9 +164,13 @@ def evaluate(row: Row) -> Result:
 
 # --- the rows -------------------------------------------------------------------------------------
 
-A100_40 = ("A100-SXM4-40GB", 40 * GiB)
+# What CUDA reports for the card, not its nominal 40 GiB (the driver keeps the rest): total_memory=40536MB
+# (PaddlePaddle/Paddle python/paddle/device/cuda/__init__.py, get_device_properties' docstring); a CUDA 12.2
+# driver's deviceQuery shows 40339 MiB (bottlerocket-os/bottlerocket#3873). The larger, which favours "fits".
+A100_40 = ("A100-SXM4-40GB", 40536 * MiB)
 A10G = ("1xA10G", 24 * GiB)
-_A100_ASSUMED = "GPU memory 40 GiB (the card's nominal HBM; the source names the card only)"
+_A100_ASSUMED = ("GPU memory 40,536 MiB (CUDA's total_memory for the card, published elsewhere; the source names "
+                 "the card only)")
 _A10G_ASSUMED = "GPU memory 24 GiB (the card's nominal memory; the source names the machine only)"
 
 # LitGPT tutorials/resource-tables.md as added in 0cc02afa ("Lit-GPT version: commit 8641822"; A100-SXM4-40GB,
@@ -463,7 +467,7 @@ def details(results: list[Result]) -> list[str]:
     for r in results:
         row, e = r.row, r.estimate
         lines += [f"- **{row.key}** — {row.source}", f"  - quote: `{row.quote}`", f"  - setup: {row.setup}; "
-                  f"GPU {row.gpu} ({row.gpu_memory / GiB:.0f} GiB); figure: {row.figure}",
+                  f"GPU {row.gpu} ({row.gpu_memory / GiB:.1f} GiB); figure: {row.figure}",
                   f"  - refined: peak {_gb(e.peak_bytes)} ({e.peak_phase}) = params {_gb(e.params_bytes)}, grads "
                   f"{_gb(e.grads_bytes)}, optimizer {_gb(e.optimizer_state_bytes)}, activations "
                   f"{_gb(e.activation_bytes)}, temporaries {_gb(e.temporary_bytes)}, overhead {_gb(e.overhead_bytes)}"]
