@@ -61,3 +61,11 @@ def test_slopes_compare_what_a_sample_adds_where_a_source_measured_several_batch
     lines = slopes([evaluate(r) for r in ROWS])
     assert [line.split(",")[0] for line in lines] == ["- phi-1_5", "- stablelm-base-alpha-3b", "- llama-2-7b"]
     assert "1.95 GB a sample reported" in lines[0]  # (10.68 − 4.82) / 3, the table's own figures
+
+
+def test_the_default_safety_verdict_is_scored_beside_the_strict_one():
+    """safety 1 asks "does it fit"; the CLI's default 0.9 is what a user reads. Both are counted, from one estimate."""
+    results = [evaluate(r) for r in ROWS]
+    close = next(r for r in results if r.row.key == "litgpt-l2-7b-lora-b4")  # 42.1 GB predicted on a 42.5 GB card
+    assert close.predicted_fits and not close.verdict_right and close.default_verdict_right
+    assert "verdicts_right_at_default_safety=" in markdown(results)
