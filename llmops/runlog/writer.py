@@ -86,7 +86,7 @@ class RunLogWriter:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._write_lock = threading.Lock()
-        self._last_fsync = 0.0
+        self._last_fsync = -math.inf  # the first flush fsyncs, however young the monotonic clock (near boot)
         self._unchecked: list[str] = []  # written since the last check that the path names the open file
         self.closed = False
 

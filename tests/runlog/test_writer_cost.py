@@ -56,6 +56,20 @@ def test_deleted_run_dir_noticed_at_the_next_fsync_loses_nothing_written_since(t
     assert r.last("llmops_train_step") == 3 and r.last("llmops_memory_actual_bytes", component="params") == 1000
 
 
+def test_the_first_flush_fsyncs_on_a_machine_booted_less_than_an_interval_ago(tmp_path, monkeypatch):
+    """time.monotonic counts from boot on Linux: on a machine up for a minute, a first fsync taken as due
+    ``fsync_interval`` after 0 came an hour late (this suite failed on a machine up under an hour)."""
+    monkeypatch.setattr("llmops.runlog.writer.time.monotonic", lambda: 60.0)
+    synced = []
+    monkeypatch.setattr("llmops.runlog.writer.os.fsync", lambda fd: synced.append(fd))
+    w = RunLogWriter(tmp_path / "r" / "rank0.jsonl", MetricState(), interval=3600, fsync_interval=3600)
+    w.open("r", 0)
+    assert len(synced) == 1
+    w._flush()
+    assert len(synced) == 1  # the next is an interval away
+    w.close()
+
+
 def test_reopened_log_gets_every_series_in_the_same_flush(tmp_path):
     state = MetricState()
     w = RunLogWriter(tmp_path / "r" / "rank0.jsonl", state, interval=3600, fsync_interval=3600)
