@@ -48,6 +48,7 @@ def litgpt_norm_slope(device: str = "cuda") -> None:
     whether CUDA keeps more for LitGPT's Llama, by norm, and whether in the saved tensors or beside them."""
     from litgpt.model import RMSNorm
 
+    from bench.public import predicted_allocated_bytes
     from bench.truth import real_peak, run_step
     from llmops.estimate import refined
     from llmops.estimate.refined import layer_activation_bytes
@@ -81,7 +82,7 @@ def litgpt_norm_slope(device: str = "cuda") -> None:
                 model = model.to(device)
                 spec = _spec(model, ids, "bf16-true").with_(device=device, norm_upcast=forward is upcast)
                 estimate = refined(spec)
-                predicted.append((estimate.peak_bytes or 0) - (estimate.overhead_bytes or 0))
+                predicted.append(predicted_allocated_bytes(estimate))
                 measured.append(peak(model, ids))
             saved = _saved_by(model, model.transformer.h[1], ids)
             layer = float(layer_activation_bytes(spec, 2, with_scores=True))

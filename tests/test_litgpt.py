@@ -186,8 +186,7 @@ def test_the_public_tables_litgpt_2023_configs_read_as_litgpts_own():
     from bench.public import _LITGPT_2023_MODELS
     from llmops.estimate.hf_config import architecture, param_count
 
-    for _, _, stated in (m for m in _LITGPT_2023_MODELS.values() if m[2]):
-        assert stated is not None
+    for stated in (c for _, _, c in _LITGPT_2023_MODELS.values() if c):
         config = lora.Config.from_name(stated["name"])
         assert architecture(stated) == architecture(config)
         with torch.device("meta"):
@@ -198,8 +197,8 @@ def test_the_public_tables_litgpt_2023_configs_read_as_litgpts_own():
 def test_the_cli_plans_a_litgpt_finetune_as_the_public_bench_does():
     """``--framework litgpt`` on a preset gives LitGPT's code (fused qkv, K and V repeated, SDPA, no KV cache, no
     fp32 loss, its LoRA layout, the held logits): the plan equals bench/public.py's prediction of LitGPT's
-    config-hub Llama 2 7B LoRA row, whose spec is written out there field by field. Without it, transformers'
-    code is planned: a different figure."""
+    config-hub Llama 2 7B LoRA row, whose spec states the loop and the layout by hand and LitGPT's code by the same
+    LITGPT_CODE. Without it, transformers' code is planned: a different figure."""
     import json
 
     from bench.public import ROWS, evaluate
