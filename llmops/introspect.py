@@ -242,12 +242,12 @@ def _qkv_enabled(layer: nn.Module) -> tuple[bool, ...] | None:
 
 def _adapted(name: str, layer: nn.Module) -> tuple[str, ...]:
     """The projections one LoRA layer adapts, from its module name (``HF_NAMES``, LitGPT's). A module named
-    ``gate`` is a mixture's router. LitGPT's fused ``LoRAQKVLinear`` adapts the projections ``enable_lora`` says."""
+    ``gate`` is a mixture's router, ``shared_expert_gate`` a shared expert's. LitGPT's fused ``LoRAQKVLinear`` adapts the projections ``enable_lora`` says."""
     enabled = _qkv_enabled(layer)
     if enabled is not None:
         return tuple(p for p, on in zip(QKV, enabled, strict=True) if on)
     parent, _, last = name.rpartition(".")
-    if last == "gate":
+    if last in ("gate", "shared_expert_gate"):
         return (ROUTER,)
     if last == "proj":
         return ("o",) if parent.rsplit(".", 1)[-1] == "attn" else ("down",)
@@ -259,7 +259,7 @@ def lora_fields(module: nn.Module) -> dict[str, Any]:
     (PEFT, LitGPT); else {}. A module named ``gate`` is a mixture's router (the MLP's is ``gate_proj`` or
     ``w1``). A fused ``gate_up_proj`` stack at 2r is its two projections at r (PEFT's all-linear), else
     ``gate_up`` at its own rank. Fused stacks without adapters leave the experts out (``lora_experts``): the
-    MLP names read are a shared expert's. A shared expert's gate (h → 1) is left out of the targets."""
+    MLP names read are a shared expert's."""
     layers = _lora_layers(module)
     if not layers:
         return {}

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..estimate import PRESETS, TrainingSpec, document, get_preset, refined
 from ..estimate.hf_config import FRAMEWORKS, read_config, spec_fields
-from ..estimate.lora import parse_targets, with_lora
+from ..estimate.lora import lora_experts_note, parse_targets, with_lora
 from ..estimate.presets import ALIASES as MODEL_ALIASES
 from ..estimate.spec import (
     ATTENTION,
@@ -42,7 +42,7 @@ FIELDS = {
     "recompute": "recompute", "dropout": "dropout", "device": "device", "overhead": "overhead_bytes",
     "quantize": "quantize", "double_quant": "double_quant", "quantize_head": "quantize_head",
     "quantized_from": "quantized_from",
-    "fused_experts": "fused_experts", "experts_implementation": "experts_implementation", "lora_layout": "lora_layout",
+    "fused_experts": "fused_experts", "lora_experts": "lora_experts", "experts_implementation": "experts_implementation", "lora_layout": "lora_layout",
 }
 FLAGS = {field: "--" + flag.replace("_", "-") for flag, field in FIELDS.items()}
 EXIT_OOM = 3  # --fail-on-oom: the verdict is OOM (2 is bad input, as click's usage errors)
@@ -92,6 +92,9 @@ def _opt(*decls: str, **kw: Any) -> Any:
 @_opt("--fused-experts/--per-expert-linears",
       help="A mixture's experts as fused stacks (transformers 5, the default): LoRA on them adapts each stack "
            "whole and keeps the merged stack for backward; or one nn.Linear per expert (transformers 4).")
+@_opt("--lora-experts/--no-lora-experts",
+      help="Whether LoRA's MLP targets reach a mixture's fused experts and its router. Default: yes, as PEFT 0.22 "
+           "adapts them; PEFT 0.21 leaves Qwen2-MoE's alone (--no-lora-experts).")
 @_opt("--lora-layout", type=Name(list(LORA_LAYOUTS)),
       help="Whose LoRA layers: peft (one adapter a module, the default) or litgpt (one LoRAQKVLinear for q, k, v: "
            "one dropped input, and its zero-padded B outputs kept unless all three are adapted).")
@@ -196,7 +199,8 @@ def estimate(model: str | None, config_path: str | None, framework: str | None, 
     console.print(inputs_table(rows))
     for line in dict.fromkeys(doc.missing + ref.missing):
         console.print(f"[yellow]not computed[/]: {line}")
-    for line in ref.notes + (dry.notes if dry else ((skipped,) if skipped else ())):
+    assumed = [] if "lora_experts" in sources else lora_experts_note(spec)
+    for line in [*assumed, *ref.notes, *(dry.notes if dry else ((skipped,) if skipped else ()))]:
         console.print(f"note: {line}")
     if show_what_if:
         console.print(whatif_table(plans, binary=gib))

@@ -68,8 +68,9 @@ def adapters(spec: TrainingSpec) -> list[Adapter]:
     - Fused expert stacks (``spec.stacked_experts``; transformers 5 stores ``gate_up_proj``, E × 2f × h, and
       ``down_proj``, E × h × f): PEFT's ParamWrapper adapts a stack whole, at r for each projection named (its
       all-linear gives gate_up 2r through ``rank_pattern``), at r where ``gate_up`` is named itself.
-    - A shared expert (Qwen2-MoE) is a dense MLP its own linears adapt; ``router`` adapts the routing gates: the
-      router (h → E) and a shared expert's gate (h → 1), both ``nn.Linear`` as PEFT sees them.
+    - A shared expert (Qwen2-MoE) is a dense MLP its own linears adapt; ``router`` adapts the routing gates: a
+      shared expert's gate (h → 1), an ``nn.Linear``, and the router (h → E). Beside fused stacks the router is a
+      bare parameter that PEFT adapts through the same conversion that reaches the stacks (``lora_experts``).
     """
     if spec.lora_rank is None:
         return []
@@ -88,10 +89,19 @@ def adapters(spec: TrainingSpec) -> list[Adapter]:
         out += [Adapter(f"shared.{m}", i, o, r, 1, 1) for m, (i, o) in {**shared, "down": (f_shared, h)}.items()
                 if adapted(spec, m)]
     if ROUTER in spec.lora_targets and moe:
-        out.append(Adapter(ROUTER, h, E, r, 1, 1))
+        if spec.lora_experts or not spec.stacked_experts:
+            out.append(Adapter(ROUTER, h, E, r, 1, 1))
         if f_shared:
             out.append(Adapter("shared.router", h, 1, r, 1, 1))
     return out
+
+
+def lora_experts_note(spec: TrainingSpec) -> list[str]:
+    """The PEFT behaviour a plan assumes where LoRA's targets reach a mixture's fused experts (``lora_experts``)."""
+    if not (spec.lora_rank and spec.lora_experts and spec.stacked_experts and {*MLP, ROUTER} & set(spec.lora_targets)):
+        return []
+    return ["LoRA adapts the mixture's fused expert stacks and router, as PEFT 0.22 does; PEFT 0.21 leaves "
+            "Qwen2-MoE's alone (--no-lora-experts plans that)"]
 
 
 def adaptable_linears(spec: TrainingSpec) -> dict[str, tuple[int, int, int]]:

@@ -127,8 +127,9 @@ class TrainingSpec:
     fused_experts: bool = True
     experts_implementation: str = "grouped_mm"  # how fused stacks run (EXPERTS_IMPLEMENTATIONS)
     fused_linears: tuple[str, ...] = ()  # modules of FUSED the block stores as one linear (Phi-3: qkv, gate_up)
-    # the MLP's LoRA targets reach the experts; False where only a shared expert's linears are adapted (a live
-    # run's reading: PEFT 0.21 leaves Qwen2-MoE's fused stacks alone under the projections' names)
+    # the MLP's LoRA targets reach the experts (and, beside fused stacks, the router); False where only a shared
+    # expert's linears are: PEFT adapts fused stacks only on the architectures its v4 → v5 conversion knows
+    # (0.21 leaves Qwen2-MoE's alone; 0.22 adapts them). A live run reads it; planning assumes the newest PEFT
     lora_experts: bool = True
     quantize: str | None = None  # the frozen base's block linears in nf4 or int8; compute stays in precision
     double_quant: bool = False  # nf4's block constants quantised too (QLoRA's double quantisation)

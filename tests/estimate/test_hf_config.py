@@ -206,20 +206,20 @@ def test_half_a_fused_expert_stack_is_one_line():
                            "--seq-len", "512", "--batch-size", "1"), "one gate_up_proj stack")
 
 
-def test_a_shared_expert_adapts_as_a_dense_mlp_and_the_router_includes_its_gate():
-    """Qwen2-MoE's shared expert is three nn.Linear and its gate one more (h → 1): all-linear adapts them. PEFT 0.21
-    leaves the fused experts and the router alone on qwen2_moe (no v4→v5 mapping for it), which a live run reads
-    as lora_experts=False; planned, the stacks are adapted as on Mixtral. Against PEFT's count of that run."""
-    peft = pytest.importorskip("peft")
+def test_a_shared_expert_adapts_as_a_dense_mlp_and_the_router_follows_the_fused_experts():
+    """Qwen2-MoE's shared expert is three nn.Linear and its gate one more (h → 1): all-linear adapts them. Beside
+    fused stacks the router (h → E) is a bare parameter PEFT adapts only with the stacks (``lora_experts``); the
+    counts against each PEFT release are in test_peft_releases.py. A hand count:"""
     cfg = {"model_type": "qwen2_moe", "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
            "num_key_value_heads": 2, "intermediate_size": 512, "moe_intermediate_size": 64,
            "shared_expert_intermediate_size": 256, "num_experts": 4, "num_experts_per_tok": 2, "vocab_size": 1000}
-    model = peft.get_peft_model(hf_model(cfg, "cpu"), peft.LoraConfig(r=8, target_modules="all-linear"))
-    trainable, _ = model.get_nb_trainable_parameters()
-    read = lora_fields(model)
-    assert read["lora_experts"] is False and read["fused_experts"] is True
-    spec = TrainingSpec(**spec_fields(cfg), lora_experts=False)
-    router = 2 * 8 * (128 + 4)  # layers × r × (h + E): PEFT cannot adapt this router module
-    assert adapter_params(spec, 8, parse_targets("all-linear")) - router == trainable
+    attention = 2 * 8 * ((128 + 128) * 2 + (128 + 64) * 2)  # layers × r × (q, o: h + h; k, v: h + kv·d)
     shared = 2 * 8 * (2 * (128 + 256) + 256 + 128)  # layers × r × (gate and up: h + f, down: f + h)
-    assert adapter_params(spec, 8, parse_targets("gate_proj,up_proj,down_proj")) == shared
+    gates = 2 * 8 * (128 + 1)  # the shared expert's gate, h → 1
+    router = 2 * 8 * (128 + 4)  # h → E
+    stacks = 2 * 4 * (8 * 2 * (128 + 2 * 64) + 8 * (64 + 128))  # layers × E × (gate_up at 2r, down at r)
+    all_linear = parse_targets("all-linear")
+    spec = TrainingSpec(**spec_fields(cfg))
+    assert adapter_params(spec.with_(lora_experts=False), 8, all_linear) == attention + shared + gates
+    assert adapter_params(spec, 8, all_linear) == attention + shared + gates + router + stacks
+    assert adapter_params(spec, 8, parse_targets("gate_proj,up_proj,down_proj")) - stacks == shared
