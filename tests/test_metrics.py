@@ -27,7 +27,7 @@ ROW = re.compile(r"^\|\s*`(llmops_\w+)(?:\{([^}]*)\})?`\s*\|\s*(\w+)\s*\|", re.M
 # theirs that is listed must match, and one that is not yet listed is left for that issue (time: #16,
 # ecosystem: #14). Move a name here when its issue lands.
 LANDED_SECTIONS: set[str] = {"ecosystem", "time"}
-PENDING = re.compile(r"^## .*\(added with the (\w+) issue\)", re.MULTILINE)
+PENDING = re.compile(r"^## .*\(added with the ([\w-]+) issue\)", re.MULTILINE)
 
 
 def _contract(binding_only: bool = True) -> str:
