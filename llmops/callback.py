@@ -148,8 +148,9 @@ class MonitorCallback:
             pushgateway_url=pushgateway_url, serve=serve, runlog=runlog, run_dir=run_dir, dry_run=dry_run,
             dry_run_timeout=dry_run_timeout, peak_flops=peak_flops, stall_factor=stall_factor,
             stall_min_seconds=stall_min_seconds, endpoint=endpoint)
-        self.monitor = Monitor(self.config, registry=_registry, nvml_client=_nvml_client,  # test hooks: private
-                               step_clock=_step_clock)
+        # test hooks, private to this process: a copy in another process makes its own
+        self._process_hooks = {"registry": _registry, "nvml_client": _nvml_client, "step_clock": _step_clock}
+        self._monitor: Monitor | None = None
         self._needs_preflight = True
         self._user_hook: tuple[Any, Any] = (None, None)
         for name, value in (("log_to_loggers", log_to_loggers), ("log_all_ranks", log_all_ranks),
@@ -163,6 +164,25 @@ class MonitorCallback:
         self._batch_shape: tuple[Any, ...] = (None, None)
         self._restored_run: str | None = None  # the run name a checkpoint carried
         self._stepping = True  # the current micro-batch ends with the optimizer step
+
+    @property
+    def monitor(self) -> Monitor:
+        """This process's monitor (endpoint, registry, sampler thread), made on first use, never at construction."""
+        if self._monitor is None:
+            self._monitor = Monitor(self.config, **self._process_hooks)
+        return self._monitor
+
+    # -- pickle and deepcopy (ddp_spawn, notebooks): the settings travel, what a process holds does not --
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_monitor=None, _process_hooks={}, _logger_metrics=None, _user_hook=(None, None))
+        for name in ("log", "log_dict"):  # the fitted module's, which Lightning attaches at every fit
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._process_hooks = {}
 
     # -- checkpointed state: a resumed run keeps its name (one series in Prometheus, one run log) --
     def state_dict(self) -> dict[str, Any]:
@@ -205,7 +225,8 @@ class MonitorCallback:
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         self._on_exception(trainer, exception)
-        self.monitor.end_runlog(exception)
+        with self.monitor.guard("teardown"):  # Lightning calls no teardown after an exception
+            self.monitor.close(exception)
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage == "fit":
@@ -216,8 +237,8 @@ class MonitorCallback:
     def _start(self, trainer: Any) -> None:
         self._needs_preflight = True
         with self.monitor.guard("checkpoint"):
-            wrap_checkpoint_io(trainer.strategy, self.monitor.state, self.monitor.guard, self.monitor.stall.paused)
-            mark_saves(trainer, self.monitor.state, self.monitor.guard, self.monitor.stall.paused)
+            wrap_checkpoint_io(trainer.strategy, self.monitor.state, self.monitor.guard, self.monitor.stall_paused)
+            mark_saves(trainer, self.monitor.state, self.monitor.guard, self.monitor.stall_paused)
         with self.monitor.guard("comm"):
             self._user_hook = take_user_hook(trainer.strategy)
         with self.monitor.guard("loggers"):

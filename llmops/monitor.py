@@ -9,11 +9,13 @@ seconds. Everything is exported through one ``MetricState``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
 from dataclasses import asdict
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -90,6 +92,7 @@ class Monitor:
         self.steps = StepTimer(self.state, step_clock or HostClock(), config.peak_flops)
         self.stall = StallDetector(self.state, config.stall_factor, config.stall_min_seconds)
         self._precision = ""
+        self._segments: dict[str, int] = {}  # fits this monitor ran under each run name (run log segments)
 
     @property
     def metrics_url(self) -> str | None:
@@ -134,7 +137,11 @@ class Monitor:
         self.state.set("llmops_run_start_timestamp_seconds", time.time())
         self.state.set("llmops_run_end_timestamp_seconds", None)  # a later fit of the same monitor runs again
         self._failed = False
-        self._open_runlog(run, rank, build_labels)
+        self._segments[run] = segment = self._segments.get(run, 0) + 1
+        if segment > 1 and rank == 0:
+            log.info("llmops: fit %d with this monitor under run %s: its run log goes on as segment %d",
+                     segment, run, segment)
+        self._open_runlog(run, rank, build_labels, segment)
         use_nvml = self.config.nvml if self.config.nvml is not None else device_index is not None
         if use_nvml:
             with self.guard("nvml"):
@@ -163,12 +170,15 @@ class Monitor:
             else:
                 self.node = NodeSender(address, on_error=lambda e: self.guard.record("node_handoff", e))
 
-    def close(self) -> None:
-        """Stop sampling and push the final state; the endpoint serves until the process ends. Once per
-        start: a fit that failed before train start (nothing started) and a second call do nothing."""
+    def close(self, error: BaseException | None = None) -> None:
+        """End the fit: stop sampling, close the run log (its end record names ``error``, what stopped the fit)
+        and push the final state; the endpoint serves until the process ends. Once per start: a fit that failed
+        before train start (nothing started) and a second call do nothing."""
         if not self._started:
             return
         self._started = False
+        if error is not None:
+            self._failed = True
         self._stop.set()
         hung = False
         if self._thread is not None:
@@ -193,7 +203,7 @@ class Monitor:
         if self.exporter is not None and not self._final_scrape_registered:
             self._final_scrape_registered = True
             atexit.register(self._final_scrape)
-        self.end_runlog()
+        self.end_runlog(error)
         if self.config.pushgateway_url:
             with self.guard("pushgateway"):
                 push_final(self.config.pushgateway_url, self.registry,
@@ -223,8 +233,15 @@ class Monitor:
         if self.node is not None:
             self.node.close()
 
+    @contextlib.contextmanager
+    def stall_paused(self) -> Iterator[None]:
+        """Pause the stall clock of the fit in progress (a checkpoint save, a wait for rank 0's save): the
+        detector is the fit's, made at each start, so this is looked up when the pause begins."""
+        with self.stall.paused():
+            yield
+
     # -- the run log -------------------------------------------------------------------------
-    def _open_runlog(self, run: str, rank: int, build_labels: dict[str, str]) -> None:
+    def _open_runlog(self, run: str, rank: int, build_labels: dict[str, str], segment: int = 1) -> None:
         """Open ``llmops_runs/<run>/rank<R>.jsonl``; its thread writes what changes in ``self.state``."""
         if not self.config.runlog:
             return
@@ -232,7 +249,7 @@ class Monitor:
             writer = RunLogWriter(run_path(self.config.run_dir, run) / f"rank{rank}.jsonl", self.state,
                                   interval=self.config.interval, on_error=lambda e: self.guard.record("runlog", e))
             writer.open(run, rank, build=build_labels, device=self.device, interval=self.config.interval,
-                        url=self.metrics_url)
+                        url=self.metrics_url, segment=segment)
             self.runlog = writer
 
     def _log_preflight(self, models: dict[str, Estimate]) -> None:
