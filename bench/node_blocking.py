@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from llmops.config import MonitorConfig
 from llmops.exporter import NodeReceiver, NodeSender, node_address
-from llmops.monitor import Monitor
+from llmops.monitor.config import MonitorConfig
+from llmops.monitor.core import Monitor
 
 BUILD = {"version": "bench", "torch": torch.__version__, "lightning": "-", "strategy": "ddp", "precision": "32-true"}
 CASES = ("rank", "node_serving", "node_stopped", "node_stalled")

@@ -9,7 +9,7 @@ Prints each config's median step, its median ratio to the run without a monitor 
 thread per step; the time inside the monitor's hooks is taken on plain steps. Then what a measured
 step costs (on the CPU the live-bytes count, the real peak, and the activation meter): the same
 training step plain and measured, alternated, and that cost spread over the steps the default schedule
-puts between measurements at that cost (``llmops.measure_schedule``). Then the time issue's targets:
+puts between measurements at that cost (``llmops.telemetry.schedule``). Then the time issue's targets:
 the monitor (phases, tokens, FLOPs and MFU with ``peak_flops`` given, on top of everything above)
 under 0.5% of the step, and tokens/s and MFU
 against a figure computed by hand from the run's own wall clock (a callback's timestamps, not the
@@ -47,7 +47,7 @@ from lightning.pytorch.loggers import CSVLogger
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.node_blocking import report as node_blocking_report  # noqa: E402
 from llmops import LLMOpsMonitor  # noqa: E402
-from llmops.measure_schedule import DEFAULT_INTERVAL, stretch  # noqa: E402
+from llmops.telemetry.schedule import DEFAULT_INTERVAL, stretch  # noqa: E402
 from tests.helpers.models import GPT, GPTConfig, make_module, token_loader  # noqa: E402
 
 
@@ -331,7 +331,7 @@ def main() -> None:
     print(f"a measured step (live-bytes count, CPU real peak; activation meter): +{extra * 1e3:.1f} ms on a "
           f"step of {base * 1e3:.1f} ms "
           f"({extra / base:.2f}×); the default schedule measures steps 0, 1, {DEFAULT_INTERVAL} and then every "
-          f"{gap} at that cost (llmops.measure_schedule): {extra / base / gap:.3%} of the step, amortized "
+          f"{gap} at that cost (llmops.telemetry.schedule): {extra / base / gap:.3%} of the step, amortized "
           f"({extra / base / DEFAULT_INTERVAL:.3%} at a fixed {DEFAULT_INTERVAL})")
     if "llmops" in inside and background is not None:
         hooks, live = statistics.median(inside["llmops"]) / base_step, extra / base / gap
@@ -361,7 +361,7 @@ def agreement(steps: int = 60, batch: int = 8) -> dict[str, float]:
     """Tokens/s and MFU as the monitor reports them (one window: the whole run) and as computed by hand:
     tokens = steps × b × s, FLOPs per token 6·N + 12·L·h·s with N counted from the config (blocks, tied head,
     final norm; no position table), time from the stopwatch."""
-    from llmops.steps import PHASES
+    from llmops.telemetry.steps import PHASES
 
     torch.manual_seed(0)
     monitor, watch = LLMOpsMonitor(port=0, runlog=False, peak_flops=PEAK_FLOPS, interval=3600), Stopwatch()
@@ -383,7 +383,7 @@ def measured_step_cost(rounds: int = 20) -> tuple[float, float]:
     backward, AdamW) timed plain and as the monitor measures it on the CPU (the live-bytes count over the
     step, the activation meter over forward), alternated, medians."""
     from bench.gpt import lm_loss
-    from llmops.dryrun import lightning_step
+    from llmops.dryrun.run import lightning_step
     from llmops.probes import ActivationMeter, LiveBytes
 
     torch.manual_seed(0)
@@ -481,9 +481,9 @@ def loop_costs(steps: int = 100) -> str:
     """What one pass of each background loop costs in CPU: the sampler's ``Monitor.sample`` and its parts,
     the run-log writer's ``_flush`` and its parts, each timed by its thread's CPU clock over a monitored
     fit of ``steps`` steps (the calls on the training thread, at open and close, left out)."""
-    from llmops.monitor import Monitor
+    from llmops.monitor.core import Monitor
     from llmops.runlog.writer import RunLogWriter
-    from llmops.steps import StepTimer
+    from llmops.telemetry.steps import StepTimer
 
     parts = [(Monitor, "sample"), (Monitor, "count_steps"), (Monitor, "_check_stall"), (StepTimer, "drain"),
              (RunLogWriter, "_flush"), (RunLogWriter, "_drain"), (RunLogWriter, "_metrics_line"),

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from llmops.estimate import PRECISIONS, Estimate, TrainingSpec, get_preset, refined
-from llmops.estimate.hf_config import LITGPT_CODE, spec_fields
 from llmops.estimate.lora import with_lora
-from llmops.estimate.units import parse_size
+from llmops.spec.hf_config import LITGPT_CODE, spec_fields
+from llmops.units import parse_size
 
 FIGURES = ("allocated", "reserved", "nvidia-smi")
 GiB, MiB = 2**30, 2**20

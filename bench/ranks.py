@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from llmops.exporter import LLMOpsCollector, MetricState
+from llmops.exporter import LLMOpsCollector
+from llmops.metrics import MetricState
 
 GPUS_PER_NODE = 8
 COMPONENTS = ("params", "grads", "optimizer_states", "activations", "overhead", "peak")

@@ -29,9 +29,9 @@ from typing import Any
 import yaml
 
 from bench.ranks import RankFarm
-from llmops.dashboards import panel_queries, substitute
-from llmops.shipped import DASHBOARDS, DEPLOY
-from llmops.stack import Stack, free_port
+from llmops.ops.dashboards import panel_queries, substitute
+from llmops.ops.shipped import DASHBOARDS, DEPLOY
+from llmops.ops.stack import Stack, free_port
 
 REMOTE_WRITE = DEPLOY / "prometheus" / "remote-write" / "victoria-metrics.yml"
 RUN = "scale"

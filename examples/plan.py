@@ -6,8 +6,8 @@
 from dataclasses import replace
 
 from llmops.estimate import estimate, get_preset
-from llmops.estimate.units import fmt_bytes
-from llmops.tables import estimate_table, to_text
+from llmops.render.tables import estimate_table, to_text
+from llmops.units import fmt_bytes
 
 spec = replace(get_preset("llama-2-7b").spec, seq_len=4096, batch_size=1, precision="bf16-mixed",
                optimizer="adamw", strategy="ddp", world_size=8, gpu_memory=80 * 10**9, device="cuda",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .estimate import TrainingSpec
+from llmops.estimate import TrainingSpec
 
 __all__ = ["DISTRIBUTION", "LLMOpsMonitor", "OOMRiskError", "OOMRiskWarning", "TrainingSpec", "version"]
 
@@ -41,11 +41,11 @@ def __getattr__(name: str) -> Any:
     # Lazy, so `import llmops.estimate` (the CLI, planning) never imports torch or Lightning.
     if name == "LLMOpsMonitor":
         try:
-            from .lightning import LLMOpsMonitor
+            from llmops.lightning import LLMOpsMonitor
         except ImportError:
-            from .pytorch_lightning import LLMOpsMonitor  # type: ignore[assignment]
+            from llmops.pytorch_lightning import LLMOpsMonitor  # type: ignore[assignment]
         return LLMOpsMonitor
     if name in ("OOMRiskError", "OOMRiskWarning"):
-        from . import guard
+        from llmops.monitor import guard
         return getattr(guard, name)
     raise AttributeError(f"module 'llmops' has no attribute {name!r}")

@@ -2,7 +2,7 @@
 
 from lightning.pytorch.callbacks import Callback
 
-from .callback import MonitorCallback
+from llmops.integration.callback import MonitorCallback
 
 
 class LLMOpsMonitor(MonitorCallback, Callback):

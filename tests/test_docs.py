@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from llmops.metrics import LABELS, METRICS
-from llmops.metrics_doc import render
+from llmops.metrics.catalogue import LABELS, METRICS
+from llmops.metrics.doc import render
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "deploy" / "runbooks.md"]
@@ -23,7 +23,7 @@ def anchors(page: Path) -> set[str]:
 
 def test_metrics_md_is_generated_from_the_metric_list():
     assert (ROOT / "docs/metrics.md").read_text() == render(), \
-        "docs/metrics.md is out of date: python -m llmops.metrics_doc > docs/metrics.md"
+        "docs/metrics.md is out of date: python -m llmops.metrics.doc > docs/metrics.md"
     text = render()
     assert all(f"`{m.name}" in text for m in METRICS)
     assert {label for m in METRICS for label in m.labels} <= set(LABELS)

@@ -7,11 +7,10 @@ import sys
 import click
 
 from llmops import DISTRIBUTION
-
-from .dashboards_cmd import dashboards, deploy, stack
-from .demo_cmd import demo
-from .estimate_cmd import estimate, models
-from .report_cmd import report
+from llmops.cli.dashboards_cmd import dashboards, deploy, stack
+from llmops.cli.demo_cmd import demo
+from llmops.cli.estimate_cmd import estimate, models
+from llmops.cli.report_cmd import report
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from llmops import shipped
-from llmops import stack as stack_mod
+from llmops.ops import shipped
+from llmops.ops import stack as stack_mod
 
 
 def _base(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -30,7 +30,7 @@ def _base(ctx: click.Context, param: click.Parameter, value: str | None) -> str 
               help="Where the alerts' runbook_url links point: your copy of runbooks.md.")
 def dashboards(out: str, prometheus_rule_out: str | None, rules: str, runbook_base: str) -> None:
     """Write the Grafana dashboards (grafana-foundation-sdk) as JSON, and optionally the PrometheusRule."""
-    from llmops.dashboards import prometheus_rule, write_all
+    from llmops.ops.dashboards import prometheus_rule, write_all
 
     try:
         paths = write_all(out)

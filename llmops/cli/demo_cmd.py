@@ -23,7 +23,7 @@ import click
               help="CPU processes (DDP over gloo when > 1).")
 @click.option("--budget", default="1GB", show_default=True,
               help="Memory budget per device for the OOM check ('none' for no check); e.g. 20MB shows the OOM verdict.")
-@click.option("--stack", is_flag=True, help="Also start the local Prometheus and Alertmanager (llmops.stack).")
+@click.option("--stack", is_flag=True, help="Also start the local Prometheus and Alertmanager (llmops.ops.stack).")
 @click.option("--port", type=click.IntRange(0, 65535), default=9445, show_default=True,
               help="Metrics port of rank 0 (rank r serves port + r; a busy port moves on).")
 @click.option("--run-dir", default=None, help="Root of the run logs (default $LLMOPS_RUN_DIR or ./llmops_runs).")
@@ -35,7 +35,7 @@ def demo(steps: int, batch_size: int, seq_len: int, devices: int, budget: str, s
     Prints the preflight table and the metrics URL, shows the progress bar, prints the final
     predicted-vs-measured table, writes the report and samples a few lines. Ctrl-C stops cleanly.
     """
-    from ..demo.run import run_demo
+    from llmops.demo.run import run_demo
 
     budget_value = None if budget.strip().lower() in ("none", "0", "") else budget
     if run_dir is not None:
@@ -66,11 +66,11 @@ def _check_writable(root: Path) -> None:
 
 
 def _start_stack(port: int, devices: int) -> Any:
-    """A local Prometheus + Alertmanager (``llmops.stack``) scraping the demo's ranks; ``None`` when unavailable."""
+    """A local Prometheus + Alertmanager (``llmops.ops.stack``) scraping the demo's ranks; ``None`` when unavailable."""
     try:
-        stack = importlib.import_module("llmops.stack")  # local Prometheus + Alertmanager (the dashboards work)
+        stack = importlib.import_module("llmops.ops.stack")  # local Prometheus + Alertmanager (the dashboards work)
     except ImportError:
-        click.echo("llmops demo: --stack needs llmops.stack (local Prometheus and Alertmanager), which this "
+        click.echo("llmops demo: --stack needs llmops.ops.stack (local Prometheus and Alertmanager), which this "
                    "install does not have; going on without it: the metrics endpoint still serves", err=True)
         return None
     targets = tuple(f"127.0.0.1:{port + r}" for r in range(devices)) if port else stack.LOCAL_TARGETS

@@ -9,11 +9,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..estimate import PRESETS, TrainingSpec, document, get_preset, refined
-from ..estimate.hf_config import FRAMEWORKS, read_config, spec_fields
-from ..estimate.lora import lora_experts_note, parse_targets, with_lora
-from ..estimate.presets import ALIASES as MODEL_ALIASES
-from ..estimate.spec import (
+from llmops.cli.params import Count, Name, PositiveInt, Seconds, Size, UnitFraction
+from llmops.estimate import PRESETS, TrainingSpec, document, get_preset, refined
+from llmops.estimate.lora import lora_experts_note, parse_targets, with_lora
+from llmops.estimate.whatif import what_if
+from llmops.render.tables import estimate_table, inputs_table, whatif_table
+from llmops.spec.hf_config import FRAMEWORKS, read_config, spec_fields
+from llmops.spec.presets import ALIASES as MODEL_ALIASES
+from llmops.spec.training import (
     ATTENTION,
     DEVICES,
     EXPERTS_IMPLEMENTATIONS,
@@ -25,11 +28,8 @@ from ..estimate.spec import (
     STRATEGIES,
     validate_input,
 )
-from ..estimate.units import ALIASES as PRECISION_ALIASES
-from ..estimate.units import DOCUMENT_PRECISIONS, PRECISIONS
-from ..estimate.whatif import what_if
-from ..tables import estimate_table, inputs_table, whatif_table
-from .params import Count, Name, PositiveInt, Seconds, Size, UnitFraction
+from llmops.units import ALIASES as PRECISION_ALIASES
+from llmops.units import DOCUMENT_PRECISIONS, PRECISIONS
 
 # flag name → TrainingSpec field
 FIELDS = {
@@ -42,7 +42,8 @@ FIELDS = {
     "recompute": "recompute", "dropout": "dropout", "device": "device", "overhead": "overhead_bytes",
     "quantize": "quantize", "double_quant": "double_quant", "quantize_head": "quantize_head",
     "quantized_from": "quantized_from",
-    "fused_experts": "fused_experts", "lora_experts": "lora_experts", "experts_implementation": "experts_implementation", "lora_layout": "lora_layout",
+    "fused_experts": "fused_experts", "lora_experts": "lora_experts",
+    "experts_implementation": "experts_implementation", "lora_layout": "lora_layout",
 }
 FLAGS = {field: "--" + flag.replace("_", "-") for flag, field in FIELDS.items()}
 EXIT_OOM = 3  # --fail-on-oom: the verdict is OOM (2 is bad input, as click's usage errors)
@@ -155,7 +156,7 @@ def estimate(model: str | None, config_path: str | None, framework: str | None, 
                         "lora_dropout": "flag" if lora_dropout else "default"})
     built = None
     if dry_run:
-        from .. import dryrun  # torch only with --dry-run: the estimator alone imports none
+        from llmops.dryrun import run as dryrun  # torch only with --dry-run: the estimator alone imports none
 
         try:
             built = dryrun.build(dry_run)
@@ -218,7 +219,7 @@ def _gate(fail_on_oom: bool, verdict: Any) -> None:
 
 def _dry_run(built: Any, spec: TrainingSpec, target: str, timeout_s: float) -> tuple[Any, str | None]:
     """``(DryRun, None)``, or ``(None, why)`` when the dry run ran past its limit."""
-    from .. import dryrun
+    from llmops.dryrun import run as dryrun
 
     try:
         return built.run(spec.precision, timeout_s, spec.world_size if spec.strategy == "fsdp" else 1), None
@@ -235,7 +236,7 @@ def _one_line(e: BaseException) -> str:
 
 
 def _to_estimate(result: Any, spec: TrainingSpec) -> Any:
-    from ..dryrun import to_estimate
+    from llmops.dryrun.run import to_estimate
 
     return to_estimate(result, spec)
 

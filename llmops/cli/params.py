@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..estimate.units import closest, parse_count, parse_size
+from llmops.units import closest, parse_count, parse_size
 
 
 class _Parsed(click.ParamType):

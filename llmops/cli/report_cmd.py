@@ -13,9 +13,9 @@ import click
               help="Folder for report.html and the PNGs (default RUN_DIR/report).")
 def report(run_dir: Path, out: Path | None) -> None:
     """Write an offline HTML report (and PNGs) from a run log, llmops_runs/<run>/."""
-    from ..report import write_report
-    from ..report.summary import ending
-    from ..runlog import read_run
+    from llmops.report import write_report
+    from llmops.report.summary import ending
+    from llmops.runlog import read_run
 
     try:
         run = read_run(run_dir)

@@ -1,6 +1,6 @@
 """A small nanoGPT-style model: the demo trains it, the tests and benchmarks measure it.
 
-Config names are nanoGPT's, so ``llmops.introspect`` reads it as it reads nanoGPT. ``attention`` and
+Config names are nanoGPT's, so ``llmops.spec.live`` reads it as it reads nanoGPT. ``attention`` and
 ``recompute`` are the variants the refined estimator counts (the accuracy matrix in
 ``bench/accuracy.py`` changes one at a time); the demo keeps plain attention and no recomputation.
 """
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..sampling import sample
+from llmops.demo.sampling import sample
 
 
 @dataclass

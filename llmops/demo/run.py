@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from ..lightning import LLMOpsMonitor
-from ..runlog import read_run, run_path
-from .data import CharDataset, load_text
-from .model import GPT, GPTConfig
+from llmops.demo.data import CharDataset, load_text
+from llmops.demo.model import GPT, GPTConfig
+from llmops.lightning import LLMOpsMonitor
+from llmops.runlog import read_run, run_path
 
 RUN_ENV = "LLMOPS_DEMO_RUN"  # the run's name, handed from rank 0 to the ranks Lightning starts
 PROMPT = "Shall I "
@@ -93,8 +93,8 @@ def run_demo(steps: int = 700, batch_size: int = 16, seq_len: int = 64, devices:
              hidden: int = 128, heads: int = 4, sample_chars: int = 240, seed: int = 1337,
              progress_bar: bool = True, echo: Callable[[str], None] = print) -> DemoResult:
     """Train, report and sample; ``budget`` is a size like ``"1GB"`` or ``None`` for no OOM check."""
-    from ..report import write_report
-    from ..report.summary import comparison_text
+    from llmops.report import write_report
+    from llmops.report.summary import comparison_text
 
     module, loader, data = char_gpt(seq_len, batch_size, layers, hidden, heads, seed)
     # Leave a core to the monitor's threads and the rest of the machine: intra-op threads spin at
@@ -121,7 +121,7 @@ def run_demo(steps: int = 700, batch_size: int = 16, seq_len: int = 64, devices:
         result.interrupted = True
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the report in half
-        monitor.monitor.end_runlog(KeyboardInterrupt() if result.interrupted else None)
+        monitor.monitor.close(KeyboardInterrupt() if result.interrupted else None)
     result.steps, result.rank = trainer.global_step, trainer.global_rank
     result.metrics_url = monitor.metrics_url
     if trainer.global_rank != 0:

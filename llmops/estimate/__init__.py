@@ -1,11 +1,11 @@
 """Pure-math memory and GPU estimator (formulas.md); imports no torch."""
 
-from .document import document
-from .presets import PRESETS, Preset, get_preset
-from .refined import refined
-from .solver import accumulate_for, max_batch, min_world_size
-from .spec import COMPONENTS, Estimate, TrainingSpec, validate
-from .units import PRECISIONS, bytes_per_value, get_precision, parse_count, parse_size
+from llmops.estimate.document import document
+from llmops.estimate.refined import refined
+from llmops.estimate.solver import accumulate_for, max_batch, min_world_size
+from llmops.spec.presets import PRESETS, Preset, get_preset
+from llmops.spec.training import COMPONENTS, Estimate, TrainingSpec, validate
+from llmops.units import PRECISIONS, bytes_per_value, get_precision, parse_count, parse_size
 
 
 def estimate(spec: TrainingSpec) -> dict[str, Estimate]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from .solver import accumulate_for, max_batch
-from .spec import SHARDED, Estimate, TrainingSpec, validate
-from .units import bytes_per_value, exact
+from llmops.estimate.solver import accumulate_for, max_batch
+from llmops.spec.training import SHARDED, Estimate, TrainingSpec, validate
+from llmops.units import bytes_per_value, exact
 
 ADAM_FP32_STATE_BYTES = 12  # fp32 master copy + first moment + second moment: 4 + 4 + 4 (§3)
 RULE_BYTES_PER_PARAM = 18  # everything kept in training, per parameter (§6)

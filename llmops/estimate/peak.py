@@ -29,8 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .spec import CHECKPOINTED, SHARDED, TrainingSpec
-from .units import get_precision
+from llmops.spec.training import CHECKPOINTED, SHARDED, TrainingSpec
+from llmops.units import get_precision
 
 FP32 = 4
 ADAM_FAMILY = ("adamw", "adam", "adamw-amsgrad", "adam-amsgrad")

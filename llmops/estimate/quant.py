@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from .spec import TrainingSpec, block_linears
-from .units import compute_dtype, get_precision
+from llmops.spec.training import TrainingSpec, block_linears
+from llmops.units import compute_dtype, get_precision
 
 NF4_BLOCK = 64  # weights per absmax
 DQ_BLOCK = 256  # absmax per second-level fp32 constant under double quantisation

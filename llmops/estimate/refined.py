@@ -18,12 +18,21 @@ import math
 from fractions import Fraction
 from typing import NamedTuple
 
-from .document import _int, gpus_rule_of_thumb
-from .lora import MLP, QKV, Adapter, adapter_params, adapters, widened
-from .peak import FP32, Computing, Gathered, Held, Rebuild, loss_value_bytes, max_batch_moments, peak_moment
-from .quant import dequantized_bytes, quantized_bytes, quantized_weights
-from .solver import accumulate_for, min_world_size
-from .spec import (
+from llmops.estimate.document import _int, gpus_rule_of_thumb
+from llmops.estimate.lora import MLP, QKV, Adapter, adapter_params, adapters, widened
+from llmops.estimate.peak import (
+    FP32,
+    Computing,
+    Gathered,
+    Held,
+    Rebuild,
+    loss_value_bytes,
+    max_batch_moments,
+    peak_moment,
+)
+from llmops.estimate.quant import dequantized_bytes, quantized_bytes, quantized_weights
+from llmops.estimate.solver import accumulate_for, min_world_size
+from llmops.spec.training import (
     ACTIVATIONS,
     CHECKPOINTED,
     EIGHT_BIT_BLOCK,
@@ -37,7 +46,7 @@ from .spec import (
     block_linears,
     validate,
 )
-from .units import exact, fmt_bytes, get_precision
+from llmops.units import exact, fmt_bytes, get_precision
 
 # CUDA context, cuBLAS/cuDNN workspaces and NCCL buffers per process: several hundred MB
 # (formulas.md §4). Measured by the monitor where a GPU exists; override with overhead_bytes.

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .refined import refined
-from .spec import SHARDED, TrainingSpec
+from llmops.estimate.refined import refined
+from llmops.spec.training import SHARDED, TrainingSpec
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.utils import floatToGoString
 
-from llmops.exporter.state import HistogramValue, MetricState, Series, Snapshot
-from llmops.metrics import ABSENT_AT_ZERO, COMMON_LABELS, RUN_LEVEL, SUFFIX_UNITS, MetricSpec
+from llmops.metrics.catalogue import ABSENT_AT_ZERO, COMMON_LABELS, RUN_LEVEL, SUFFIX_UNITS, MetricSpec
+from llmops.metrics.state import HistogramValue, MetricState, Series, Snapshot
 
 
 class LLMOpsCollector:
@@ -21,7 +21,7 @@ class LLMOpsCollector:
 
     Register it on a registry of your own: ``registry.register(LLMOpsCollector(state, run, rank))``.
     Metrics without any series are left out, so an unavailable reading is absent, never 0. The series
-    budget: run-level series (``llmops.metrics.RUN_LEVEL``, the same on every rank) are exported by rank 0
+    budget: run-level series (``llmops.metrics.catalogue.RUN_LEVEL``, the same on every rank) are exported by rank 0
     only unless ``run_level_on_every_rank``, and the ``ABSENT_AT_ZERO`` counters only once non-zero.
     ``peers`` (one endpoint per node): other ranks' ``(run, rank, snapshot)``, exported beside this rank's by
     the same rules, each under its own ``run`` and ``rank``.

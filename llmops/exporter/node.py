@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from llmops.exporter.state import Snapshot
 from llmops.exporter.wire import decode, encode
+from llmops.metrics.state import Snapshot
 
 log = logging.getLogger("llmops")
 MAX_DATAGRAM_BYTES = 4 * 1024 * 1024  # a rank's snapshot is a few kB (50 series); the send buffer is sized to this

@@ -6,7 +6,7 @@ import json
 import math
 from types import MappingProxyType
 
-from llmops.exporter.state import HistogramValue, Series, Snapshot
+from llmops.metrics.state import HistogramValue, Series, Snapshot
 
 VERSION = 1
 

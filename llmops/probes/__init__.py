@@ -1,7 +1,7 @@
 """Measurements behind small interfaces: NVML, the CUDA allocator, tensor state and saved activations."""
 
-from .activations import ActivationMeter
-from .base import (
+from llmops.probes.activations import ActivationMeter
+from llmops.probes.base import (
     AllocatorReading,
     GpuReading,
     NvmlClient,
@@ -10,12 +10,12 @@ from .base import (
     NvmlProcess,
     ProbeUnavailable,
 )
-from .clock import CudaEventClock, HostClock, StepClock
-from .cuda import CudaAllocatorProbe, cuda_device_uuid
-from .fake import FakeCudaEvents, FakeGpu, FakeNvmlClient
-from .live import LiveBytes, LivePeak, tensors_of
-from .nvml import NvmlProbe, PynvmlClient
-from .tensors import state_bytes
+from llmops.probes.clock import CudaEventClock, HostClock, StepClock
+from llmops.probes.cuda import CudaAllocatorProbe, cuda_device_uuid
+from llmops.probes.fake import FakeCudaEvents, FakeGpu, FakeNvmlClient
+from llmops.probes.live import LiveBytes, LivePeak, tensors_of
+from llmops.probes.nvml import NvmlProbe, PynvmlClient
+from llmops.probes.tensors import state_bytes
 
 __all__ = [
     "ActivationMeter",

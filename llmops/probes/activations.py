@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch.autograd.graph import saved_tensors_hooks
 
-from .tensors import storage_key
+from llmops.probes.tensors import storage_key
 
 _local = threading.local()  # saved-tensor hooks are per thread, and so are the active meters
 

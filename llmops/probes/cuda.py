@@ -6,7 +6,7 @@ import uuid as uuidlib
 
 import torch
 
-from .base import AllocatorReading, ProbeUnavailable
+from llmops.probes.base import AllocatorReading, ProbeUnavailable
 
 
 def cuda_device_uuid(index: int) -> str | None:

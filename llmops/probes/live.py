@@ -21,7 +21,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from .tensors import local, tensors_in
+from llmops.probes.tensors import local, tensors_in
 
 # The categories of a step's peak, as PyTorch's MemTracker names them (where they differ, ours are
 # the metric's component labels): states, what the forward allocated (saved for backward, the

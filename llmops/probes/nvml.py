@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .base import (
+from llmops.probes.base import (
     NVML_ERROR_LIBRARY_NOT_FOUND,
     NVML_ERROR_NOT_SUPPORTED,
     NVML_ERROR_UNINITIALIZED,
@@ -19,7 +19,7 @@ from .base import (
     NvmlProcess,
     ProbeUnavailable,
 )
-from .cuda import cuda_device_uuid
+from llmops.probes.cuda import cuda_device_uuid
 
 T = TypeVar("T")
 

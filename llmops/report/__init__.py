@@ -14,10 +14,10 @@ __all__ = ["write_report"]
 
 def write_report(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None) -> Path:
     """Write the report for ``run_dir``; returns the HTML's path. ``FileNotFoundError`` when there is no log."""
-    from ..runlog import read_run
-    from . import plots
-    from .alerts import evaluate
-    from .html import render
+    from llmops.report import plots
+    from llmops.report.alerts import evaluate
+    from llmops.report.html import render
+    from llmops.runlog import read_run
 
     run = read_run(run_dir)
     out = Path(out_dir) if out_dir is not None else run.path / "report"

@@ -1,6 +1,6 @@
 """The alerts that would have fired: the alert rules' conditions, evaluated offline on the run log.
 
-The names are those of the shipped rules file (``llmops/deploy/prometheus/rules/llmops.rules.yml``);
+The names are those of the shipped rules file (``llmops/ops/deploy/prometheus/rules/llmops.rules.yml``);
 thresholds and ``for:`` are read from it, or from the defaults below (which mirror it) where it
 cannot be read. Prometheus evaluates PromQL on scraped samples; this evaluates the same conditions
 on the logged series (a value holds until the next change was written, or the end of the log), so
@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..drift import SlidingSlope
-from ..runlog import RankLog, RunLog
-from ..shipped import RULES
-from .summary import budget_room
+from llmops.ops.shipped import RULES
+from llmops.report.summary import budget_room
+from llmops.runlog import RankLog, RunLog
+from llmops.telemetry.drift import SlidingSlope
 
 THRESHOLDS = {  # the defaults of the rules file's `llmops-thresholds` group
     "drift": 0.20,  # |measured / refined − 1|

@@ -6,12 +6,12 @@ import base64
 import datetime as dt
 import html
 
-from .. import version
-from ..estimate.units import fmt_bytes, unit_for
-from ..runlog import RunLog
-from .alerts import AlertResult
-from .summary import MEASURED, comparison_rows, ending, last_memory, verdict
-from .throughput import summary as throughput_summary
+from llmops import version
+from llmops.report.alerts import AlertResult
+from llmops.report.summary import MEASURED, comparison_rows, ending, last_memory, verdict
+from llmops.report.throughput import summary as throughput_summary
+from llmops.runlog import RunLog
+from llmops.units import fmt_bytes, unit_for
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1000px;color:#222}

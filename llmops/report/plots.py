@@ -16,10 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ..estimate.units import unit_for  # noqa: E402
-from ..runlog import RankLog, RunLog  # noqa: E402
-from .summary import COMPONENTS, budget_room, predicted  # noqa: E402
-from .throughput import PHASES, phase_seconds  # noqa: E402
+from llmops.report.summary import COMPONENTS, budget_room, predicted  # noqa: E402
+from llmops.report.throughput import PHASES, phase_seconds  # noqa: E402
+from llmops.runlog import RankLog, RunLog  # noqa: E402
+from llmops.units import unit_for  # noqa: E402
 
 MAX_POINTS = 4000  # steps drawn one by one; past it, per-bucket median and range
 PHASE_COLORS = {"data": "tab:gray", "forward": "tab:blue", "backward": "tab:orange", "optimizer": "tab:green",

@@ -8,9 +8,10 @@ from typing import Any
 
 from rich.table import Table
 
-from ..estimate.units import fmt_bytes, in_unit, unit_for
-from ..runlog import RankLog
-from ..tables import to_text
+from llmops.estimate.verdict import deciding
+from llmops.render.tables import to_text
+from llmops.runlog import RankLog
+from llmops.units import fmt_bytes, in_unit, unit_for
 
 # What each figure holds at the step's peak moment (the prediction's phase; on the CPU the measured one's).
 COMPONENTS = ("params", "grads", "optimizer_states", "activations", "temporaries")
@@ -93,7 +94,7 @@ def verdict(rank: RankLog) -> str:
     if pre is None:
         return "no preflight was recorded (the run stopped before its first step, or the monitor could not predict)"
     models = pre.get("models", {})
-    best = models.get("refined") or models.get("document") or {}
+    best = deciding(models)[1] or {}
     budget, peak, risk = best.get("budget_bytes"), best.get("peak_bytes"), best.get("oom_risk")
     b = (pre.get("spec") or {}).get("batch_size")
     if budget is None:
@@ -145,7 +146,7 @@ def last_memory(rank: RankLog) -> list[tuple[str, str]]:
 def budget_room(rank: RankLog) -> float | None:
     """Bytes the tensors may use: safety × budget less the predicted fixed overhead (as the monitor checks)."""
     models = (rank.preflight or {}).get("models", {})
-    best: dict[str, Any] = models.get("refined") or models.get("document") or {}
+    best: dict[str, Any] = deciding(models)[1] or {}
     budget = best.get("budget_bytes")
     return None if budget is None else budget - (best.get("overhead_bytes") or 0)
 

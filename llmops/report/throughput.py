@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..flops import hardware_flops_per_token, model_flops_per_token
-from ..runlog import RankLog
-from ..steps import PHASES
+from llmops.estimate.flops import hardware_flops_per_token, model_flops_per_token
+from llmops.runlog import RankLog
+from llmops.telemetry.steps import PHASES
 
 
 def phase_seconds(rank: RankLog) -> dict[str, float]:

@@ -12,7 +12,7 @@ thread snapshots the monitor's ``MetricState`` every ``interval`` seconds, write
 and flushes. ``read_run`` reads a run directory back, ranks and all, torn last line included.
 """
 
-from .reader import RankLog, RunLog, read_run
-from .writer import RunLogWriter, run_path
+from llmops.runlog.reader import RankLog, RunLog, read_run
+from llmops.runlog.writer import RunLogWriter, run_path
 
 __all__ = ["RankLog", "RunLog", "RunLogWriter", "read_run", "run_path"]

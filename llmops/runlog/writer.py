@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..exporter.state import HistogramValue, MetricState
+from llmops.metrics.state import HistogramValue, MetricState
 
 try:  # POSIX: a second process writing the same log is detected by an advisory lock
     import fcntl

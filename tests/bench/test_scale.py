@@ -12,7 +12,7 @@ import pytest
 
 from bench.ranks import RankFarm
 from bench.scale import VictoriaMetrics, api, measure
-from llmops.stack import Stack
+from llmops.ops.stack import Stack
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None or shutil.which("prometheus-alertmanager") is None,
                                 reason="needs Debian's prometheus and prometheus-alertmanager (.ci/run installs them)")

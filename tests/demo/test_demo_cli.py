@@ -127,9 +127,9 @@ def test_two_cpu_processes_with_ddp(tmp_path):
 def test_stack_unavailable_says_so(monkeypatch, capsys):
     from llmops.cli import demo_cmd
 
-    monkeypatch.setitem(sys.modules, "llmops.stack", None)  # import fails as when the module is absent
+    monkeypatch.setitem(sys.modules, "llmops.ops.stack", None)  # import fails as when the module is absent
     assert demo_cmd._start_stack(9445, 1) is None
-    assert "--stack needs llmops.stack" in capsys.readouterr().err
+    assert "--stack needs llmops.ops.stack" in capsys.readouterr().err
 
 
 def test_bad_arguments_are_one_line_errors():

@@ -24,9 +24,9 @@ import pytest
 import yaml
 
 from llmops import LLMOpsMonitor, TrainingSpec
-from llmops.dashboards import label_values, panel_queries, substitute, variable_queries
-from llmops.shipped import DASHBOARDS, RUNBOOKS
-from llmops.stack import RULES, Stack, free_port
+from llmops.ops.dashboards import label_values, panel_queries, substitute, variable_queries
+from llmops.ops.shipped import DASHBOARDS, RUNBOOKS
+from llmops.ops.stack import RULES, Stack, free_port
 from tests.deploy.e2e_helpers import Receiver, api, finite_series
 from tests.helpers.models import GPT, GPTConfig, make_module, token_loader
 

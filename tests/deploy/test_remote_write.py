@@ -10,9 +10,9 @@ import subprocess
 import pytest
 import yaml
 
-from llmops.dashboards import metric_names
-from llmops.shipped import DEPLOY, PROMETHEUS_YML
-from tests.dashboards.test_metric_names import dashboard_exprs, rule_exprs
+from llmops.ops.dashboards import metric_names
+from llmops.ops.shipped import DEPLOY, PROMETHEUS_YML
+from tests.ops.dashboards.test_metric_names import dashboard_exprs, rule_exprs
 
 EXAMPLE = DEPLOY / "prometheus" / "remote-write" / "victoria-metrics.yml"
 

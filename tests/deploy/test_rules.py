@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmops.dashboards import prometheus_rule
-from llmops.shipped import RUNBOOK_BASE
+from llmops.ops.dashboards import prometheus_rule
+from llmops.ops.shipped import RUNBOOK_BASE
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy/prometheus/rules/llmops.rules.yml"

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from llmops.cli import main
-from llmops.shipped import DEPLOY, RUNBOOK_BASE, RUNBOOKS
+from llmops.ops.shipped import DEPLOY, RUNBOOK_BASE, RUNBOOKS
 from tests.helpers.cli import llmops, one_line_exit_2
 
 ROOT = Path(__file__).resolve().parents[2]

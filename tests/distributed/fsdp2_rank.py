@@ -17,8 +17,8 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.truth import live_bytes, real_peak  # noqa: E402
 from bench.zoo import hf_loss  # noqa: E402
-from llmops.introspect import fsdp2_precision  # noqa: E402
 from llmops.probes.live import LiveBytes  # noqa: E402
+from llmops.spec.live import fsdp2_precision  # noqa: E402
 from tests.helpers.models import llama_batch, small_llama  # noqa: E402
 
 B, S = 4, 256

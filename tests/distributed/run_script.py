@@ -71,7 +71,7 @@ class Record(pl.Callback):
             time.sleep(self.sleep)
         m = self.monitor.monitor if self.monitor is not None else None
         if trainer.global_rank == 0 and trainer.global_step == self.stop_node_at and m is not None:
-            m.node.close()  # the node endpoint goes away mid-run: its hand-off socket and its HTTP server
+            m.session.node.close()  # the node endpoint goes away mid-run: its hand-off socket and its HTTP server
             m.exporter.close()
         if trainer.global_rank == self.die_rank and trainer.global_step >= self.die_at:
             os.kill(os.getpid(), signal.SIGKILL)  # a rank lost mid-run: no exception, no cleanup

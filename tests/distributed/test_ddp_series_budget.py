@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmops.metrics import SERIES_PER_RANK_BUDGET
+from llmops.metrics.catalogue import SERIES_PER_RANK_BUDGET
 from tests.distributed.test_ddp import finish, free_ports, launch, results
 from tests.helpers.series import llmops_series, split
 

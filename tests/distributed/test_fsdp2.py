@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llmops.dryrun import build
+from llmops.dryrun.run import build
 from llmops.estimate import TrainingSpec, refined
 from tests.helpers.cli import llmops, one_line_exit_2
 
@@ -83,7 +83,7 @@ def test_model_parallel_strategy_is_read_as_fsdp_over_data_parallel_ranks_with_t
     import torch
     from lightning.pytorch.strategies import ModelParallelStrategy
 
-    from llmops.introspect import introspect
+    from llmops.spec.live import introspect
     from tests.helpers.models import small_llama
 
     ids = torch.zeros(2, 16, dtype=torch.long)

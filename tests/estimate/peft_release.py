@@ -11,9 +11,9 @@ import torch
 import transformers
 
 from llmops.estimate import TrainingSpec
-from llmops.estimate.hf_config import spec_fields
 from llmops.estimate.lora import parse_targets, with_lora
-from llmops.introspect import lora_fields
+from llmops.spec.hf_config import spec_fields
+from llmops.spec.live import lora_fields
 
 RANK = 8
 MIXTURES = {
@@ -36,7 +36,8 @@ def measure(config: dict) -> dict:
     spec = TrainingSpec(**spec_fields(config)).with_(fused_experts=read["fused_experts"],
                                                      lora_experts=read["lora_experts"])
     _, planned = with_lora(spec, RANK, read["lora_targets"])
-    _, all_linear = with_lora(spec, RANK, parse_targets("all-linear"))  # `--lora-targets all-linear [--no-lora-experts]`
+    # `--lora-targets all-linear [--no-lora-experts]`
+    _, all_linear = with_lora(spec, RANK, parse_targets("all-linear"))
     return {"peft_trainable": model.get_nb_trainable_parameters()[0], "lora_experts": read["lora_experts"],
             "planned_from_reading": planned, "planned_all_linear": all_linear}
 

@@ -11,9 +11,8 @@ import json
 import pytest
 
 from llmops.estimate import PRESETS, TrainingSpec
-from llmops.estimate.hf_config import param_count, spec_fields
 from llmops.estimate.lora import adapter_params, parse_targets
-from llmops.introspect import lora_fields
+from llmops.spec.hf_config import param_count, spec_fields
 from tests.helpers.cli import llmops, one_line_exit_2
 
 torch = pytest.importorskip("torch")

@@ -9,9 +9,9 @@ import pytest
 
 from bench.truth import real_peak
 from bench.zoo import hf_loss
-from llmops.dryrun import spec_from_model
+from llmops.dryrun.run import spec_from_model
 from llmops.estimate import TrainingSpec, refined
-from llmops.introspect import has_dropout, lora_fields
+from llmops.spec.live import has_dropout, lora_fields
 from tests.helpers.cli import llmops, one_line_exit_2
 from tests.helpers.models import llama_batch, small_llama
 

@@ -8,9 +8,9 @@ import pytest
 
 from bench.truth import real_peak
 from bench.zoo import hf_loss
-from llmops.dryrun import spec_from_model
+from llmops.dryrun.run import spec_from_model
 from llmops.estimate import TrainingSpec, refined
-from llmops.introspect import count_parameters
+from llmops.spec.live import count_parameters
 from tests.helpers.models import llama_batch, small_llama
 
 torch = pytest.importorskip("torch")

@@ -107,7 +107,7 @@ def test_8bit_optimizer_states_by_hand():
 def test_introspection_names_bitsandbytes_optimizers_by_class():
     import types
 
-    from llmops.introspect import BNB_OPTIMIZERS, optimizer_name
+    from llmops.spec.live import BNB_OPTIMIZERS, optimizer_name
 
     for cls, name in BNB_OPTIMIZERS.items():
         fake_cls = types.new_class(cls)

@@ -4,7 +4,7 @@ import pytest
 
 from llmops.estimate import TrainingSpec, get_preset, refined
 from llmops.estimate.refined import activation_bytes
-from llmops.estimate.spec import validate
+from llmops.spec.training import validate
 
 N = 1_000_000
 

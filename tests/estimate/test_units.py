@@ -31,7 +31,7 @@ def test_unknown_preset_suggests():
 
 
 def test_sizes_read_in_the_unit_that_suits_them():
-    from llmops.estimate.units import fmt_bytes, in_unit, unit_for
+    from llmops.units import fmt_bytes, in_unit, unit_for
 
     assert fmt_bytes(64_720_000) == "64.72 MB" and fmt_bytes(163_630_000_000) == "163.63 GB"
     assert fmt_bytes(2.8e12) == "2,800.00 GB"  # GB at most: planning figures stay comparable

@@ -7,8 +7,9 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmops.exporter import LLMOpsCollector, MetricState
-from llmops.metrics import BY_NAME
+from llmops.exporter import LLMOpsCollector
+from llmops.metrics import MetricState
+from llmops.metrics.catalogue import BY_NAME
 
 RUN = {"run": "gpt-test", "rank": "3"}
 

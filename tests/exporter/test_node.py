@@ -10,8 +10,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmops import LLMOpsMonitor
-from llmops.exporter import LLMOpsCollector, MetricState, NodeReceiver, NodeSender, node_address
+from llmops.exporter import LLMOpsCollector, NodeReceiver, NodeSender, node_address
 from llmops.exporter.wire import decode, encode
+from llmops.metrics import MetricState
 
 RUN = "node-test"
 

@@ -9,7 +9,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from prometheus_client import CollectorRegistry
 
-from llmops.exporter import LLMOpsCollector, MetricState, push_final
+from llmops.exporter import LLMOpsCollector, push_final
+from llmops.metrics import MetricState
 
 
 class _Gateway(BaseHTTPRequestHandler):

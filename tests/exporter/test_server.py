@@ -18,7 +18,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmops.exporter import Exporter, LLMOpsCollector, MetricState, start_exporter
+from llmops.exporter import Exporter, LLMOpsCollector, start_exporter
+from llmops.metrics import MetricState
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from llmops import LLMOpsMonitor
 from llmops.estimate import TrainingSpec, refined
-from llmops.estimate.spec import validate_input
+from llmops.spec.training import validate_input
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

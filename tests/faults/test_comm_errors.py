@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmops.comm import CommTimer
-from llmops.exporter import MetricState
+from llmops.metrics import MetricState
+from llmops.telemetry.comm import CommTimer
 
 
 class Bucket:

@@ -8,7 +8,7 @@ import pytest
 
 from llmops import LLMOpsMonitor
 from tests.helpers.models import GPT, GPTConfig
-from tests.monitor.test_callback_fit import fit
+from tests.integration.test_callback_fit import fit
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")

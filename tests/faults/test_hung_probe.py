@@ -6,10 +6,10 @@ import json
 import time
 
 from llmops import LLMOpsMonitor
-from llmops.monitor import PROBE_TIMEOUT_S
+from llmops.monitor.core import PROBE_TIMEOUT_S
 from tests.helpers.models import GPT, GPTConfig
 from tests.helpers.scrape import scrape, value
-from tests.monitor.test_callback_fit import fake_gpu_client, fit
+from tests.integration.test_callback_fit import fake_gpu_client, fit
 
 
 def test_nvml_read_that_blocks_forever_leaves_fit_returning_and_the_log_ended(tmp_path):
@@ -35,7 +35,7 @@ def test_nvml_open_that_blocks_is_bounded_and_the_run_goes_on():
     try:
         monitor = LLMOpsMonitor(port=0, nvml=True, _nvml_client=client, interval=0.01, runlog=False)
         trainer, _ = fit(monitor, GPT(GPTConfig()), steps=2)
-        assert trainer.global_step == 2 and monitor.monitor._nvml is None
+        assert trainer.global_step == 2 and monitor.monitor.fit.nvml is None
         assert value(scrape(monitor.metrics_url), "llmops_monitor_errors_total", probe="nvml") == 1
     finally:
         client.release.set()

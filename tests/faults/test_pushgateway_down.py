@@ -7,7 +7,7 @@ import time
 
 from llmops import LLMOpsMonitor
 from tests.helpers.models import GPT, GPTConfig
-from tests.monitor.test_callback_fit import fit
+from tests.integration.test_callback_fit import fit
 
 
 def _closed_port() -> int:

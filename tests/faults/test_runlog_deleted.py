@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 from llmops import LLMOpsMonitor
 from llmops.runlog import read_run
 from tests.helpers.models import GPT, GPTConfig
-from tests.monitor.test_callback_fit import fit
+from tests.integration.test_callback_fit import fit
 
 
 def test_deleted_run_dir_is_reopened_and_counted(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from llmops import LLMOpsMonitor
 from tests.helpers.models import GPT, GPTConfig
-from tests.monitor.test_callback_fit import fit
+from tests.integration.test_callback_fit import fit
 
 SECRET = "s3cret-Pa55"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmops.metrics import RUN_LEVEL
+from llmops.metrics.catalogue import RUN_LEVEL
 
 
 def llmops_series(samples: list[tuple[str, dict[str, str], float]]) -> list[tuple[str, dict[str, str]]]:

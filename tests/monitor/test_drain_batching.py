@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from llmops.exporter import MetricState
-from llmops.steps import PHASES, StepTimer
-from tests.monitor.test_throughput import ScriptedClock
+from llmops.metrics import MetricState
+from llmops.telemetry.steps import PHASES, StepTimer
+from tests.telemetry.test_throughput import ScriptedClock
 
 # micro-batch durations with awkward floats; every third batch ends a step of gradient accumulation
 DURATIONS = [0.1, 0.2, 0.30000000000000004, 1 / 3, 0.7, 1e-9, 0.05, 0.11, 2.0, 0.013, 0.9, 0.0, 0.4, 0.6]

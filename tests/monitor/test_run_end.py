@@ -54,22 +54,22 @@ def test_at_exit_waits_for_one_scrape_after_the_end_and_no_longer(tmp_path):
         scrapes.times.extend([time.time() - 1.0, time.time() - 0.5])
 
     scraped_every_half_second()
-    m._ended_at = time.time()
+    m.session.ended_at = time.time()
     late = threading.Timer(0.3, lambda: scrape(monitor.metrics_url))  # its next scrape, after the end
     late.start()
     t0 = time.monotonic()
-    m._final_scrape()
+    m.session.final_scrape()
     waited = time.monotonic() - t0
     assert 0.2 < waited < 1.5, waited  # until that scrape came, not the bound (2 × 0.5 s + 1 s)
-    assert scrapes.times[-1] > m._ended_at
+    assert scrapes.times[-1] > m.session.ended_at
     scraped_every_half_second()
-    m._ended_at = time.time()  # and no scrape comes: the wait stops at its bound
+    m.session.ended_at = time.time()  # and no scrape comes: the wait stops at its bound
     t0 = time.monotonic()
-    m._final_scrape()
+    m.session.final_scrape()
     assert 1.8 < time.monotonic() - t0 < 2.6
     scrapes.times.clear()  # never scraped (no Prometheus): no wait at all
     t0 = time.monotonic()
-    m._final_scrape()
+    m.session.final_scrape()
     assert time.monotonic() - t0 < 0.05
     m.shutdown()
 

@@ -7,7 +7,7 @@ import time
 import lightning.pytorch as pl
 
 from llmops import LLMOpsMonitor
-from llmops.metrics import SERIES_PER_RANK_BUDGET
+from llmops.metrics.catalogue import SERIES_PER_RANK_BUDGET
 from tests.helpers.models import GPT, GPTConfig, make_module, token_loader
 from tests.helpers.scrape import scrape
 from tests.helpers.series import split

@@ -52,7 +52,8 @@ def test_the_wheel_holds_the_deploy_files_and_the_license(installed):
     wheel, _ = installed
     assert wheel.name.startswith(DISTRIBUTION.replace("-", "_") + "-")
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = {f"llmops/deploy/{p.relative_to(ROOT / 'deploy')}" for p in (ROOT / "deploy").rglob("*") if p.is_file()}
+    shipped = {f"llmops/ops/deploy/{p.relative_to(ROOT / 'deploy')}"
+               for p in (ROOT / "deploy").rglob("*") if p.is_file()}
     assert shipped and shipped <= names, sorted(shipped - names)
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert "llmops/demo/data/sonnets.txt" in names
@@ -60,7 +61,7 @@ def test_the_wheel_holds_the_deploy_files_and_the_license(installed):
 
 def test_llmops_imports_from_the_new_venv(installed, tmp_path):
     _, bin_dir = installed
-    where = run([str(bin_dir / "python"), "-c", "import llmops, llmops.shipped as s; print(llmops.__file__); "
+    where = run([str(bin_dir / "python"), "-c", "import llmops, llmops.ops.shipped as s; print(llmops.__file__); "
                  "print(s.RULES.is_file())"], cwd=tmp_path).split()
     assert Path(where[0]).is_relative_to(bin_dir.parent) and where[1] == "True", where
 

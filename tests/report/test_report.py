@@ -213,7 +213,7 @@ def test_throughput_summary_from_the_logged_counters():
 
 
 def test_report_shows_a_stall_its_stack_and_the_alert_condition(tmp_path):
-    from tests.monitor.test_stall import SleepOnce
+    from tests.telemetry.test_stall import SleepOnce
 
     monitor = LLMOpsMonitor(port=0, run="stalled", run_dir=str(tmp_path), interval=0.1, stall_min_seconds=0.5,
                             stall_factor=1.5)

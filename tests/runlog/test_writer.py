@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from llmops.exporter import MetricState
+from llmops.metrics import MetricState
 from llmops.runlog import RunLogWriter, read_run, run_path
 
 

@@ -10,7 +10,7 @@ from fractions import Fraction
 
 import pytest
 
-from llmops.exporter import MetricState
+from llmops.metrics import MetricState
 from llmops.runlog import RunLogWriter, read_run
 from llmops.runlog.writer import _default, _step_line
 

@@ -1,0 +1,505 @@
+"""The dry run: one real training step of the user's model on fake tensors, measured exactly.
+
+The model is copied onto ``FakeTensorMode`` tensors (shapes, dtypes and devices, no memory), and
+three training steps run as Lightning runs them (forward with the last step's gradients alive,
+``zero_grad``, backward, optimizer step); the third is measured by ``LiveBytes``, the monitor's own
+live-bytes count: the real peak of the step (what ``max_memory_allocated`` reads on a GPU) and
+what it held at that moment, by category. The same step also counts what the forward saves for
+backward. A CPU-only build cannot run a step on fake CUDA tensors, so there the fake tensors are
+CPU tensors and the refined model supplies what CUDA's kernels keep differently.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+import math
+import os
+import sys
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.graph import saved_tensors_hooks
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map_only
+
+from llmops.estimate import Estimate, TrainingSpec, refined
+from llmops.estimate.document import _int
+from llmops.estimate.refined import DEFAULT_OVERHEAD_BYTES, layer_activation_bytes, weight_copy_bytes
+from llmops.estimate.solver import accumulate_for, max_batch
+from llmops.probes.live import LiveBytes
+from llmops.probes.tensors import local
+from llmops.spec.training import CHECKPOINTED
+from llmops.units import exact
+
+DEFAULT_TIMEOUT_S = 120.0  # a 1.3B-parameter GPT takes about 6 s on a 2-core CPU (README)
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+
+
+class DryRunSkipped(RuntimeError):
+    """The dry run was stopped or could not run; the message says why and what to change."""
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What one fake training step held, in bytes; ``categories`` sum to ``peak_bytes``."""
+
+    device: str  # where the fake tensors lived: "cpu" or "cuda"
+    batch_size: int | None
+    peak_bytes: int  # live tensors at the step's peak (what CUDA's max_memory_allocated reads)
+    categories: dict[str, int]  # CATEGORIES at that peak (probes.live)
+    phase: str  # where the peak fell: forward, backward or optimizer
+    saved_bytes: int  # tensors the forward saved for backward, parameters excluded
+    state: dict[str, int]  # params, grads, optimizer_states after the step
+    seconds: float
+    attention: str = "plain"  # "sdpa" when the step ran F.scaled_dot_product_attention
+    dropout: bool = False  # whether the step dropped anything
+
+
+
+@dataclass
+class _Deadline(TorchDispatchMode):
+    """Notes every operator the step runs; ``check`` stops the step once ``limit_s`` seconds have passed.
+
+    The check runs before each module's forward (forward and recomputation) and before the optimizer
+    step, never inside an operator: an exception raised from within dispatch aborts the process.
+    """
+
+    limit_s: float
+    started: float = field(default_factory=time.perf_counter)
+    ops: set[str] = field(default_factory=set)  # operators seen, to tell which kernels the model uses
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        self.ops.add(func.__name__)
+        if func.__name__.startswith("_grouped_mm") and any(
+                isinstance(a, torch.Tensor) and a.dtype == torch.float32 for a in args):
+            # MoE experts (transformers' grouped_mm): the CPU kernel takes fp32, but the fake-tensor
+            # (meta) kernel checks for bf16. Same shapes through bf16, the result cast back: the
+            # step above this mode sees one fp32 output, as the real kernel makes.
+            cast = [a.to(torch.bfloat16) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+                    for a in args]
+            return func(*cast, **(kwargs or {})).to(torch.float32)
+        return func(*args, **(kwargs or {}))
+
+    def check(self, *_: Any) -> None:
+        if time.perf_counter() - self.started > self.limit_s:
+            raise DryRunSkipped(f"dry run skipped: it ran past its limit of {self.limit_s:g} s "
+                                f"(dry_run_timeout={self.limit_s:g}); raise the limit to let it finish")
+
+    @contextmanager
+    def hooks(self) -> Iterator[None]:
+        from torch.nn.modules.module import register_module_forward_pre_hook
+        from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+        handles = [register_module_forward_pre_hook(self.check), register_optimizer_step_pre_hook(self.check)]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+
+class _SavedBytes:
+    """Bytes of the unique storages saved for backward, excluding ``exclude``'s storages.
+
+    The monitor's ``ActivationMeter`` keys storages by address, which fake tensors do not have;
+    this keys them by the storage object, held weakly so that backward still frees them.
+    """
+
+    def __init__(self, exclude: Iterable[torch.Tensor]) -> None:
+        self._exclude = {id(local(t).untyped_storage()) for t in exclude}
+        self._seen: dict[int, weakref.ref[Any]] = {}
+        self.bytes = 0
+
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        st = local(t).untyped_storage()
+        key = id(st)
+        ref = self._seen.get(key)
+        if key not in self._exclude and (ref is None or ref() is None):  # a dead one: the id was reused
+            self._seen[key] = weakref.ref(st)
+            self.bytes += st.nbytes()
+        return t
+
+    def hooks(self) -> saved_tensors_hooks:
+        return saved_tensors_hooks(self.pack, lambda t: t)
+
+
+def _storage_bytes(tensors: Iterable[torch.Tensor], seen: set[int]) -> int:
+    total = 0
+    for t in tensors:
+        st = local(t).untyped_storage()
+        if id(st) not in seen:
+            seen.add(id(st))
+            total += st.nbytes()
+    return total
+
+
+def _state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, int]:
+    """The monitor's state count (``probes.tensors.state_bytes``), by storage object."""
+    seen: set[int] = set()
+    params = list(model.parameters())
+    out = {"params": _storage_bytes(params, seen),
+           "grads": _storage_bytes([p.grad for p in params if p.grad is not None], seen)}
+    states = [t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+    out["optimizer_states"] = _storage_bytes(states, seen)
+    return out
+
+
+def fake_copy(model: nn.Module, mode: Any) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers are fake (no memory); the model is untouched."""
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(mode.from_tensor(p.detach()), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = mode.from_tensor(b)
+    return copy.deepcopy(model, memo)
+
+
+def _cast(model: nn.Module, dtype: torch.dtype) -> None:
+    """``model.to(dtype)`` for fake parameters (``Module.to`` cannot swap a fake tensor in place)."""
+    done: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        for name, p in list(module.named_parameters(recurse=False)):
+            if p.is_floating_point() and p.dtype != dtype:
+                if id(p) not in done:  # tied weights stay tied
+                    done[id(p)] = nn.Parameter(p.detach().to(dtype), requires_grad=p.requires_grad)
+                setattr(module, name, done[id(p)])
+
+
+def default_loss(model: nn.Module, batch: Any) -> torch.Tensor:
+    """``training_step(batch, 0)`` of a LightningModule; else ``model(x)``: a scalar is the loss,
+    logits get cross-entropy against ``y`` (a ``(x, y)`` batch) or against ``x`` itself."""
+    step = getattr(model, "training_step", None)
+    if callable(step):
+        out = step(batch, 0)
+        return out["loss"] if isinstance(out, dict) else out
+    x, y = batch if isinstance(batch, (tuple, list)) and len(batch) == 2 else (batch, None)
+    out = model(x)
+    if out.dim() == 0:
+        return out
+    target = y if y is not None else x
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), target.reshape(-1))
+
+
+def _optimizer_factory(optimizer: Any) -> Callable[[list[nn.Parameter]], torch.optim.Optimizer]:
+    if optimizer is None:
+        return lambda params: torch.optim.AdamW(params)
+    if isinstance(optimizer, torch.optim.Optimizer):  # the run's own: same class, same settings
+        accepted = inspect.signature(type(optimizer).__init__).parameters
+        # defaults can hold settings the constructor derives (AdamW's decoupled_weight_decay)
+        defaults = {k: v for k, v in optimizer.defaults.items() if k in accepted}
+        return lambda params: type(optimizer)(params, **defaults)
+    return optimizer  # type: ignore[no-any-return]
+
+
+def _autocast(precision: str, device: str) -> Any:
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(precision))
+    return torch.autocast(device, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def _batch_size(batch: Any) -> int | None:
+    from llmops.spec.live import batch_shape
+
+    return batch_shape(batch)[0]
+
+
+def _batch_field(batch: Any, name: str) -> Any:
+    return batch.get(name) if isinstance(batch, dict) else getattr(batch, name, None)
+
+
+def unpadded(batch: Any) -> tuple[bool, bool]:
+    """``(no padding, no packing)`` of a real batch: no ``attention_mask`` or one of all ones; no
+    ``position_ids`` or ones that restart nowhere (one sequence per row). A fake batch carries no values:
+    taken as neither (equal-length sequences, the usual training batch)."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    def real(t: Any) -> bool:
+        return isinstance(t, torch.Tensor) and not is_fake(t)
+
+    mask, pos = _batch_field(batch, "attention_mask"), _batch_field(batch, "position_ids")
+    no_padding = not real(mask) or bool(mask.all())
+    no_packing = not real(pos) or bool((torch.diff(pos, dim=-1) == 1).all())
+    return no_padding, no_packing
+
+
+def _hf_masks(model: nn.Module, batch: Any, s: int | None) -> bool:
+    """Hugging Face's SDPA gets a mask for this batch, and then repeats K and V to the query heads
+    (``use_gqa_in_sdpa``): the batch is padded or packed (``unpadded``), or a sliding window is no longer than
+    the sequence. Without one it leaves causality to the kernel, which reads K and V as they are."""
+    cfg = next((m.config for m in model.modules() if getattr(getattr(m, "config", None), "model_type", None)), None)
+    if cfg is None:
+        return False
+    window = getattr(cfg, "sliding_window", None)
+    return not all(unpadded(batch)) or bool(isinstance(window, int) and s and s >= window)
+
+
+@contextmanager
+def _hf_sdpa_mask(no_padding: bool, no_packing: bool) -> Iterator[None]:
+    """Let Hugging Face skip the causal mask under fake tensors as it does on real ones. Before SDPA it
+    checks whether the mask can be left to ``is_causal`` (no padding, no packed sequences, the query as
+    long as the keys); on a fake tensor it cannot read the values, so it builds the s×s mask and each layer
+    saves a float copy: +3% to +8% of a small Llama's peak that the real step never holds. Here both checks
+    are answered from the real batch (``unpadded``), by Hugging Face's rules."""
+    masking = sys.modules.get("transformers.masking_utils")
+    ignore_mask = getattr(masking, "_ignore_causal_mask_sdpa", None)
+    find_packed = getattr(masking, "find_packed_sequence_indices", None)
+    if ignore_mask is None or find_packed is None:
+        yield
+        return
+
+    def ignore(padding_mask: Any, q_length: int, kv_length: int, q_offset: Any = 0, kv_offset: Any = 0,
+               local_attention_size: int | None = None) -> bool:
+        if local_attention_size is not None and kv_length >= local_attention_size:
+            return False  # a sliding window needs its mask
+        return (q_length == 1 or kv_length == q_length) and no_padding
+
+    def packed(position_ids: Any) -> Any:
+        return None if no_packing else find_packed(position_ids)
+
+    masking._ignore_causal_mask_sdpa, masking.find_packed_sequence_indices = ignore, packed  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        masking._ignore_causal_mask_sdpa, masking.find_packed_sequence_indices = ignore_mask, find_packed  # type: ignore[union-attr]
+
+
+def dry_run(model: nn.Module, batch: Any, *, loss: LossFn | None = None, optimizer: Any = None,
+            precision: str = "fp32", timeout_s: float = DEFAULT_TIMEOUT_S,
+            fake_mode: Any = None, fsdp_world_size: int = 1) -> DryRun:
+    """Three training steps of ``model`` on ``batch`` with fake tensors; the third one measured.
+
+    ``loss(model, batch)`` returns the loss (default ``default_loss``); ``optimizer`` is the run's
+    optimizer (copied: class and settings), a factory ``params -> Optimizer``, or None for AdamW.
+    ``precision`` is Lightning's name: ``*-mixed`` runs under autocast, ``*-true`` casts the copy.
+    Pass ``fake_mode`` when ``model`` and ``batch`` were built under it (``from_factory`` does).
+    ``fsdp_world_size > 1`` shards the copy with FSDP2 over a fake process group of that size
+    (``llmops.dryrun.fsdp``): the step is rank 0's. Raises ``DryRunSkipped`` past ``timeout_s`` seconds.
+    """
+    from llmops.dryrun.fsdp import ShardingSkipped, fake_group, is_sharded, shard
+
+    if is_sharded(model):
+        raise DryRunSkipped("dry run skipped: the module is already sharded (DTensor parameters); "
+                            "the refined model counts FSDP2 (strategy='fsdp')")
+    if fsdp_world_size > 1:
+        try:
+            with fake_group(fsdp_world_size) as mesh:
+                return _dry_run(model, batch, loss, optimizer, precision, timeout_s, fake_mode,
+                                lambda m: shard(m, mesh, precision))
+        except ShardingSkipped as e:
+            raise DryRunSkipped(f"dry run skipped: {e}") from None
+    return _dry_run(model, batch, loss, optimizer, precision, timeout_s, fake_mode, None)
+
+
+def _dry_run(model: nn.Module, batch: Any, loss: LossFn | None, optimizer: Any, precision: str, timeout_s: float,
+             fake_mode: Any, shard: Callable[[nn.Module], nn.Module] | None) -> DryRun:
+    """``dry_run``'s step; ``shard`` wraps the fake model before the optimizer is made."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    t0 = time.perf_counter()
+    mode = fake_mode or FakeTensorMode(allow_non_fake_inputs=False)
+    deadline = _Deadline(timeout_s)
+    with warnings.catch_warnings(), _hf_sdpa_mask(*unpadded(batch)):
+        warnings.simplefilter("ignore")  # self.log without a trainer
+        if fake_mode is None:
+            model = fake_copy(model, mode)
+            batch = tree_map_only(torch.Tensor, mode.from_tensor, batch)
+        first = next(model.parameters(), None)
+        device = first.device.type if first is not None else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise DryRunSkipped("dry run skipped: the model is on CUDA but this build of PyTorch has no CUDA")
+        # *-true, and the document's bf16/fp16, keep the weights themselves in the 2-byte type
+        true_dtype = {"bf16-true": torch.bfloat16, "16-true": torch.float16, "bf16": torch.bfloat16,
+                      "fp16": torch.float16}.get(str(precision))
+        loss_fn = loss or default_loss
+        model.train()
+        with mode, deadline, deadline.hooks():
+            if true_dtype is not None:
+                _cast(model, true_dtype)
+            if shard is not None:
+                model = shard(model)
+            params = list(model.parameters())
+            opt = _optimizer_factory(optimizer)([p for p in params if p.requires_grad])
+            for _ in range(2):  # the first creates the optimizer states, the second a step's gradients
+                lightning_step(model, batch, loss_fn, opt, precision, device, None, None)
+            live = LiveBytes.for_step(params, [opt], batch, model.buffers())
+            saved = _SavedBytes(params)
+            try:
+                lightning_step(model, batch, loss_fn, opt, precision, device, saved, live)
+            except BaseException:
+                live.abort()  # leave the dispatch-mode stack as it was
+                raise
+            peak = live.finish(params, [opt])
+            state = _state(model, opt)
+    return DryRun(device=device, batch_size=_batch_size(batch), peak_bytes=peak.peak_bytes,
+                  categories=dict(peak.categories), phase=peak.phase, saved_bytes=saved.bytes, state=state,
+                  seconds=time.perf_counter() - t0,
+                  attention="sdpa" if any("scaled_dot_product" in op for op in deadline.ops) else "plain",
+                  dropout=any(op.startswith(("native_dropout", "bernoulli")) for op in deadline.ops))
+
+
+def lightning_step(model: nn.Module, batch: Any, loss_fn: LossFn, opt: torch.optim.Optimizer, precision: str,
+                   device: str, saved: _SavedBytes | None, live: LiveBytes | None) -> None:
+    """One step in Lightning's order: forward, zero_grad (last step's gradients live until here), backward, step."""
+    with _autocast(precision, device), saved.hooks() if saved is not None else nullcontext():
+        loss = loss_fn(model, batch)
+    opt.zero_grad(set_to_none=True)
+    if live is not None:
+        live.phase("backward")
+    loss.backward()
+    del loss
+    if live is not None:
+        live.phase("optimizer")
+    opt.step()
+
+
+@dataclass
+class Built:
+    """What ``module:factory`` built under fake tensors, ready to ``run``."""
+
+    model: nn.Module
+    batch: Any
+    loss: LossFn | None
+    optimizer: Any
+    mode: Any
+
+    def run(self, precision: str = "fp32", timeout_s: float = DEFAULT_TIMEOUT_S, fsdp_world_size: int = 1) -> DryRun:
+        return dry_run(self.model, self.batch, loss=self.loss, optimizer=self.optimizer, precision=precision,
+                       timeout_s=timeout_s, fake_mode=self.mode, fsdp_world_size=fsdp_world_size)
+
+
+def build(target: str) -> Built:
+    """Call ``module:factory`` under fake tensors (a 7B model allocates nothing). It returns
+    ``(model, batch)``, ``(model, batch, loss)`` or ``(model, batch, loss, optimizer_factory)``;
+    ``ValueError`` says what was wrong."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    factory = load_factory(target)
+    mode = FakeTensorMode(allow_non_fake_inputs=False)
+    try:
+        with mode:
+            made = factory()
+    except Exception as e:  # the user's code: report it as a bad --dry-run value, not a traceback
+        raise ValueError(f"{target}() raised {type(e).__name__}: {e}") from None
+    if not isinstance(made, (tuple, list)) or not 2 <= len(made) <= 4 or not isinstance(made[0], nn.Module):
+        raise ValueError(f"{target}() returned {type(made).__name__}; expected (model, batch[, loss[, optimizer]])")
+    model, batch, *rest = made
+    return Built(model, batch, rest[0] if rest else None, rest[1] if len(rest) > 1 else None, mode)
+
+
+def spec_from_model(model: nn.Module, batch: Any, spec: TrainingSpec, keep: set[str]) -> tuple[TrainingSpec, list[str]]:
+    """Fill ``spec``'s fields not in ``keep`` from the model (parameters, config) and the batch shape;
+    returns the new spec and the fields filled."""
+    from llmops.spec.live import (
+        batch_shape,
+        count_parameters,
+        find_config,
+        has_dropout,
+        largest_trainable_param,
+        lora_fields,
+        quant_fields,
+        recompute_mode,
+    )
+
+    total, trainable = count_parameters(model)
+    b, s = batch_shape(batch)
+    found: dict[str, Any] = {**find_config(model)[0], "params": total, "trainable_params": trainable,
+                             "batch_size": b, "seq_len": s, "dropout": has_dropout(model),
+                             "largest_param": largest_trainable_param(model),
+                             "recompute": recompute_mode(model), **lora_fields(model), **quant_fields(model)}
+    if found.get("attention") == "sdpa" and _hf_masks(model, batch, s):
+        found["kv_repeat"] = True
+    found = {k: v for k, v in found.items() if v is not None and k not in keep}
+    return spec.with_(**found), sorted(found)
+
+
+def load_factory(target: str) -> Callable[[], Any]:
+    """``package.module:function`` → the function; ``ValueError`` says what was wrong."""
+    module_name, sep, attr = str(target).partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"{target!r} is not module:factory, e.g. mypkg.models:make_gpt")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` would: the user's own modules are importable
+    try:
+        module = importlib.import_module(module_name)
+    except (Exception, SystemExit) as e:  # the user's module: a syntax error or a raise at import is a bad value
+        raise ValueError(f"{target!r}: cannot import {module_name!r} ({type(e).__name__}: {e})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"{target!r}: {module_name!r} has no callable {attr!r}")
+    return factory  # type: ignore[no-any-return]
+
+
+def cuda_kernel_bytes(spec: TrainingSpec) -> int:
+    """What CUDA's kernels keep minus what the CPU's keep for ``spec`` (dropout masks of 1 byte,
+    fused SDPA with dropout, softmax in fp32 under autocast), from the refined model's layer terms."""
+    b = spec.batch_size or 1
+    L = 1 if spec.recompute in CHECKPOINTED else spec.layers or 0
+    with_scores = spec.recompute != "attention"
+    diff = (layer_activation_bytes(spec.with_(device="cuda"), b, with_scores)
+            - layer_activation_bytes(spec.with_(device="cpu"), b, with_scores))
+    return math.ceil(L * diff)
+
+
+def to_estimate(result: DryRun, spec: TrainingSpec) -> Estimate:
+    """The dry run as the monitor's third model, ``model="dryrun"``: its measured peak, by category at
+    that moment. For ``spec.device == "cuda"`` the fixed overhead is added, and a step run on fake
+    CPU tensors adds what CUDA's kernels keep differently (``cuda_kernel_bytes``, from the refined model).
+    """
+    notes = [f"dry run: one fake {result.device} training step, {result.seconds:.1f} s; "
+             f"its peak falls in the {result.phase} phase"]
+    c = result.categories
+    params, grads, states = c["params"], c["grads"], c["optimizer_states"]
+    act, temps = c["activations"], c["temporaries"] + c["other"]
+    overhead = 0
+    ref = refined(spec)
+    if spec.device == "cuda":
+        if result.device == "cpu" and result.phase != "optimizer" and spec.layers and spec.heads and spec.hidden \
+                and spec.seq_len:
+            act += cuda_kernel_bytes(spec.with_(attention=result.attention, dropout=result.dropout))
+            notes.append("ran on fake CPU tensors; CUDA's kernel differences added from the refined model")
+        overhead = spec.overhead_bytes if spec.overhead_bytes is not None else DEFAULT_OVERHEAD_BYTES["cuda"]
+    peak = params + grads + states + act + temps + overhead
+    budget = exact(spec.safety) * spec.gpu_memory if spec.gpu_memory else None
+    # The largest batch: the states stay, what the forward saved grows with b. The optimizer step's
+    # moment does not grow with b, so it alone can rule every batch out.
+    full_states = sum(result.state.values())
+    fixed = math.ceil(weight_copy_bytes(spec)) if spec.layers and spec.hidden and spec.heads else 0
+    b = result.batch_size or spec.batch_size
+    scaled = max(result.saved_bytes, act + temps + grads + params + states - full_states
+                 if result.phase != "optimizer" else 0)
+    per_sample = Fraction(max(scaled - fixed, 1), b) if b else None
+    b_max = max_batch(budget, full_states + overhead + fixed, per_sample) if per_sample else None
+    if b_max and budget is not None and result.phase == "optimizer" and peak > budget:
+        b_max = 0
+    return Estimate(
+        model="dryrun", inference_bytes=ref.inference_bytes, params_bytes=params, grads_bytes=grads,
+        optimizer_state_bytes=states, activation_bytes=act, temporary_bytes=temps, overhead_bytes=overhead,
+        peak_bytes=peak, budget_bytes=_int(budget), peak_phase=result.phase,
+        gpus_training=ref.gpus_training, gpus_inference=ref.gpus_inference,
+        max_batch_size=b_max, accumulate=accumulate_for(spec.global_batch, b_max, spec.world_size),
+        oom_risk=None if budget is None else peak > budget, notes=tuple(notes),
+        extra={"dryrun_categories": dict(c), "dryrun_seconds": round(result.seconds, 3),
+               "dryrun_saved_bytes": result.saved_bytes, "gpus_training_fsdp": ref.extra.get("gpus_training_fsdp")},
+    )
+
+
+def for_run(module: nn.Module, batch: Any, optimizers: list[torch.optim.Optimizer], spec: TrainingSpec,
+            timeout_s: float = DEFAULT_TIMEOUT_S) -> Estimate:
+    """The callback's dry run: the run's module (a LightningModule's ``training_step``), first batch
+    and optimizer on fake tensors, as the third model of the preflight table.
+
+    Raises ``DryRunSkipped`` past ``timeout_s``; the module, batch and optimizer are not touched.
+    """
+    result = dry_run(module, batch, optimizer=optimizers[0] if optimizers else None, precision=spec.precision,
+                     timeout_s=timeout_s)
+    return to_estimate(result, spec)
