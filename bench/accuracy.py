@@ -41,7 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import zoo  # noqa: E402
 from bench.gpt import GPT, BenchConfig, lm_loss  # noqa: E402
 from bench.truth import real_peak  # noqa: E402
-from llmops.dryrun.run import dry_run, spec_from_model, to_estimate  # noqa: E402
+from llmops.dryrun.factory import spec_from_model
+from llmops.dryrun.result import to_estimate
+from llmops.dryrun.run import dry_run  # noqa: E402
 from llmops.estimate import TrainingSpec, document, refined  # noqa: E402
 from llmops.spec.live import LIGHTNING_PRECISION, count_parameters, largest_trainable_param  # noqa: E402
 

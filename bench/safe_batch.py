@@ -31,7 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.accuracy import Case, autocast, build, make_optimizer, measure, spec_for  # noqa: E402
 from bench.gpt import lm_loss  # noqa: E402
-from llmops.dryrun.run import dry_run, to_estimate  # noqa: E402
+from llmops.dryrun.result import to_estimate
+from llmops.dryrun.run import dry_run  # noqa: E402
 from llmops.estimate import refined  # noqa: E402
 from llmops.units import parse_size  # noqa: E402
 

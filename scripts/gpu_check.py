@@ -51,7 +51,7 @@ def litgpt_norm_slope(device: str = "cuda") -> None:
     from bench.public import predicted_allocated_bytes
     from bench.truth import real_peak, run_step
     from llmops.estimate import refined
-    from llmops.estimate.refined import layer_activation_bytes
+    from llmops.estimate.layer import layer_activation_bytes
     from tests.spec.test_litgpt import _saved_by, _spec, litgpt_lora, loss
 
     upcast = RMSNorm.forward

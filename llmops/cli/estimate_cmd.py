@@ -156,7 +156,7 @@ def estimate(model: str | None, config_path: str | None, framework: str | None, 
                         "lora_dropout": "flag" if lora_dropout else "default"})
     built = None
     if dry_run:
-        from llmops.dryrun import run as dryrun  # torch only with --dry-run: the estimator alone imports none
+        from llmops import dryrun  # torch only with --dry-run: the estimator alone imports none
 
         try:
             built = dryrun.build(dry_run)
@@ -219,7 +219,7 @@ def _gate(fail_on_oom: bool, verdict: Any) -> None:
 
 def _dry_run(built: Any, spec: TrainingSpec, target: str, timeout_s: float) -> tuple[Any, str | None]:
     """``(DryRun, None)``, or ``(None, why)`` when the dry run ran past its limit."""
-    from llmops.dryrun import run as dryrun
+    from llmops import dryrun
 
     try:
         return built.run(spec.precision, timeout_s, spec.world_size if spec.strategy == "fsdp" else 1), None
@@ -236,7 +236,7 @@ def _one_line(e: BaseException) -> str:
 
 
 def _to_estimate(result: Any, spec: TrainingSpec) -> Any:
-    from llmops.dryrun.run import to_estimate
+    from llmops.dryrun.result import to_estimate
 
     return to_estimate(result, spec)
 

@@ -12,10 +12,7 @@ CPU tensors and the refined model supplies what CUDA's kernels keep differently.
 from __future__ import annotations
 
 import copy
-import importlib
 import inspect
-import math
-import os
 import sys
 import time
 import warnings
@@ -23,7 +20,6 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 import torch
@@ -33,16 +29,12 @@ from torch.autograd.graph import saved_tensors_hooks
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map_only
 
-from llmops.estimate import Estimate, TrainingSpec, refined
-from llmops.estimate.document import _int
-from llmops.estimate.refined import DEFAULT_OVERHEAD_BYTES, layer_activation_bytes, weight_copy_bytes
-from llmops.estimate.solver import accumulate_for, max_batch
 from llmops.probes.live import LiveBytes
 from llmops.probes.tensors import local
-from llmops.spec.training import CHECKPOINTED
-from llmops.units import exact
 
 DEFAULT_TIMEOUT_S = 120.0  # a 1.3B-parameter GPT takes about 6 s on a 2-core CPU (README)
+
+
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
 
@@ -64,7 +56,6 @@ class DryRun:
     seconds: float
     attention: str = "plain"  # "sdpa" when the step ran F.scaled_dot_product_attention
     dropout: bool = False  # whether the step dropped anything
-
 
 
 @dataclass
@@ -232,7 +223,7 @@ def unpadded(batch: Any) -> tuple[bool, bool]:
     return no_padding, no_packing
 
 
-def _hf_masks(model: nn.Module, batch: Any, s: int | None) -> bool:
+def hf_masks(model: nn.Module, batch: Any, s: int | None) -> bool:
     """Hugging Face's SDPA gets a mask for this batch, and then repeats K and V to the query heads
     (``use_gqa_in_sdpa``): the batch is padded or packed (``unpadded``), or a sliding window is no longer than
     the sequence. Without one it leaves causality to the kernel, which reads K and V as they are."""
@@ -360,146 +351,3 @@ def lightning_step(model: nn.Module, batch: Any, loss_fn: LossFn, opt: torch.opt
     if live is not None:
         live.phase("optimizer")
     opt.step()
-
-
-@dataclass
-class Built:
-    """What ``module:factory`` built under fake tensors, ready to ``run``."""
-
-    model: nn.Module
-    batch: Any
-    loss: LossFn | None
-    optimizer: Any
-    mode: Any
-
-    def run(self, precision: str = "fp32", timeout_s: float = DEFAULT_TIMEOUT_S, fsdp_world_size: int = 1) -> DryRun:
-        return dry_run(self.model, self.batch, loss=self.loss, optimizer=self.optimizer, precision=precision,
-                       timeout_s=timeout_s, fake_mode=self.mode, fsdp_world_size=fsdp_world_size)
-
-
-def build(target: str) -> Built:
-    """Call ``module:factory`` under fake tensors (a 7B model allocates nothing). It returns
-    ``(model, batch)``, ``(model, batch, loss)`` or ``(model, batch, loss, optimizer_factory)``;
-    ``ValueError`` says what was wrong."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    factory = load_factory(target)
-    mode = FakeTensorMode(allow_non_fake_inputs=False)
-    try:
-        with mode:
-            made = factory()
-    except Exception as e:  # the user's code: report it as a bad --dry-run value, not a traceback
-        raise ValueError(f"{target}() raised {type(e).__name__}: {e}") from None
-    if not isinstance(made, (tuple, list)) or not 2 <= len(made) <= 4 or not isinstance(made[0], nn.Module):
-        raise ValueError(f"{target}() returned {type(made).__name__}; expected (model, batch[, loss[, optimizer]])")
-    model, batch, *rest = made
-    return Built(model, batch, rest[0] if rest else None, rest[1] if len(rest) > 1 else None, mode)
-
-
-def spec_from_model(model: nn.Module, batch: Any, spec: TrainingSpec, keep: set[str]) -> tuple[TrainingSpec, list[str]]:
-    """Fill ``spec``'s fields not in ``keep`` from the model (parameters, config) and the batch shape;
-    returns the new spec and the fields filled."""
-    from llmops.spec.live import (
-        batch_shape,
-        count_parameters,
-        find_config,
-        has_dropout,
-        largest_trainable_param,
-        lora_fields,
-        quant_fields,
-        recompute_mode,
-    )
-
-    total, trainable = count_parameters(model)
-    b, s = batch_shape(batch)
-    found: dict[str, Any] = {**find_config(model)[0], "params": total, "trainable_params": trainable,
-                             "batch_size": b, "seq_len": s, "dropout": has_dropout(model),
-                             "largest_param": largest_trainable_param(model),
-                             "recompute": recompute_mode(model), **lora_fields(model), **quant_fields(model)}
-    if found.get("attention") == "sdpa" and _hf_masks(model, batch, s):
-        found["kv_repeat"] = True
-    found = {k: v for k, v in found.items() if v is not None and k not in keep}
-    return spec.with_(**found), sorted(found)
-
-
-def load_factory(target: str) -> Callable[[], Any]:
-    """``package.module:function`` → the function; ``ValueError`` says what was wrong."""
-    module_name, sep, attr = str(target).partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"{target!r} is not module:factory, e.g. mypkg.models:make_gpt")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())  # as `python -m` would: the user's own modules are importable
-    try:
-        module = importlib.import_module(module_name)
-    except (Exception, SystemExit) as e:  # the user's module: a syntax error or a raise at import is a bad value
-        raise ValueError(f"{target!r}: cannot import {module_name!r} ({type(e).__name__}: {e})") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ValueError(f"{target!r}: {module_name!r} has no callable {attr!r}")
-    return factory  # type: ignore[no-any-return]
-
-
-def cuda_kernel_bytes(spec: TrainingSpec) -> int:
-    """What CUDA's kernels keep minus what the CPU's keep for ``spec`` (dropout masks of 1 byte,
-    fused SDPA with dropout, softmax in fp32 under autocast), from the refined model's layer terms."""
-    b = spec.batch_size or 1
-    L = 1 if spec.recompute in CHECKPOINTED else spec.layers or 0
-    with_scores = spec.recompute != "attention"
-    diff = (layer_activation_bytes(spec.with_(device="cuda"), b, with_scores)
-            - layer_activation_bytes(spec.with_(device="cpu"), b, with_scores))
-    return math.ceil(L * diff)
-
-
-def to_estimate(result: DryRun, spec: TrainingSpec) -> Estimate:
-    """The dry run as the monitor's third model, ``model="dryrun"``: its measured peak, by category at
-    that moment. For ``spec.device == "cuda"`` the fixed overhead is added, and a step run on fake
-    CPU tensors adds what CUDA's kernels keep differently (``cuda_kernel_bytes``, from the refined model).
-    """
-    notes = [f"dry run: one fake {result.device} training step, {result.seconds:.1f} s; "
-             f"its peak falls in the {result.phase} phase"]
-    c = result.categories
-    params, grads, states = c["params"], c["grads"], c["optimizer_states"]
-    act, temps = c["activations"], c["temporaries"] + c["other"]
-    overhead = 0
-    ref = refined(spec)
-    if spec.device == "cuda":
-        if result.device == "cpu" and result.phase != "optimizer" and spec.layers and spec.heads and spec.hidden \
-                and spec.seq_len:
-            act += cuda_kernel_bytes(spec.with_(attention=result.attention, dropout=result.dropout))
-            notes.append("ran on fake CPU tensors; CUDA's kernel differences added from the refined model")
-        overhead = spec.overhead_bytes if spec.overhead_bytes is not None else DEFAULT_OVERHEAD_BYTES["cuda"]
-    peak = params + grads + states + act + temps + overhead
-    budget = exact(spec.safety) * spec.gpu_memory if spec.gpu_memory else None
-    # The largest batch: the states stay, what the forward saved grows with b. The optimizer step's
-    # moment does not grow with b, so it alone can rule every batch out.
-    full_states = sum(result.state.values())
-    fixed = math.ceil(weight_copy_bytes(spec)) if spec.layers and spec.hidden and spec.heads else 0
-    b = result.batch_size or spec.batch_size
-    scaled = max(result.saved_bytes, act + temps + grads + params + states - full_states
-                 if result.phase != "optimizer" else 0)
-    per_sample = Fraction(max(scaled - fixed, 1), b) if b else None
-    b_max = max_batch(budget, full_states + overhead + fixed, per_sample) if per_sample else None
-    if b_max and budget is not None and result.phase == "optimizer" and peak > budget:
-        b_max = 0
-    return Estimate(
-        model="dryrun", inference_bytes=ref.inference_bytes, params_bytes=params, grads_bytes=grads,
-        optimizer_state_bytes=states, activation_bytes=act, temporary_bytes=temps, overhead_bytes=overhead,
-        peak_bytes=peak, budget_bytes=_int(budget), peak_phase=result.phase,
-        gpus_training=ref.gpus_training, gpus_inference=ref.gpus_inference,
-        max_batch_size=b_max, accumulate=accumulate_for(spec.global_batch, b_max, spec.world_size),
-        oom_risk=None if budget is None else peak > budget, notes=tuple(notes),
-        extra={"dryrun_categories": dict(c), "dryrun_seconds": round(result.seconds, 3),
-               "dryrun_saved_bytes": result.saved_bytes, "gpus_training_fsdp": ref.extra.get("gpus_training_fsdp")},
-    )
-
-
-def for_run(module: nn.Module, batch: Any, optimizers: list[torch.optim.Optimizer], spec: TrainingSpec,
-            timeout_s: float = DEFAULT_TIMEOUT_S) -> Estimate:
-    """The callback's dry run: the run's module (a LightningModule's ``training_step``), first batch
-    and optimizer on fake tensors, as the third model of the preflight table.
-
-    Raises ``DryRunSkipped`` past ``timeout_s``; the module, batch and optimizer are not touched.
-    """
-    result = dry_run(module, batch, optimizer=optimizers[0] if optimizers else None, precision=spec.precision,
-                     timeout_s=timeout_s)
-    return to_estimate(result, spec)

@@ -6,8 +6,8 @@ run then trains only the adapters: ``trainable_params`` is their count and ``par
 plus theirs, which is what the refined model reads for gradients and optimizer states.
 
 ``adapters`` lists one block's adapters as the model stores them; the count (``adapter_params``), what
-they keep for backward (``refined.adapter_activation_bytes``) and the merged expert stacks
-(``refined.merged_stack_bytes``) all read that one list.
+they keep for backward (``layer.adapter_activation_bytes``) and the merged expert stacks
+(``experts.merged_stack_bytes``) all read that one list.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ gradient and optimizer-state bytes, A the activations the forward saved, and b·
   temporaries: P + G + O + T (``optimizer_temporary_bytes``).
 
 What outlives its use (``Held``) joins these: logits the loop keeps, and what old bitsandbytes keeps
-until the graph is freed (``refined.held``).
+until the graph is freed (``layer.held``).
 
 Each loss tensor was read off real CPU steps of Hugging Face models (``bench/accuracy.py``
 measures the whole peak against ``torch.profiler``).
@@ -78,7 +78,7 @@ def attention_scores_bytes(spec: TrainingSpec, b: int) -> Fraction:
     math_sdpa = spec.attention == "sdpa" and spec.dropout and spec.device == "cpu"
     if spec.attention != "plain" and not math_sdpa:
         return Fraction(0)
-    if math_sdpa:  # its scores are saved in fp32 (refined.layer_activation_bytes); the unsaved raw ones once
+    if math_sdpa:  # its scores are saved in fp32 (layer.layer_activation_bytes); the unsaved raw ones once
         return Fraction(FP32 * a * s * s * b, spec.tensor_parallel)
     return 2 * get_precision(spec.precision).compute_bytes * a * s * s * b / spec.tensor_parallel
 
@@ -140,7 +140,7 @@ class Gathered:
 
 @dataclass(frozen=True)
 class Computing:
-    """What one layer holds only while it computes, beside the activations (``refined.computing``): in
+    """What one layer holds only while it computes, beside the activations (``experts.computing``): in
     forward, each a moment of its own (a dequantised weight, gathered expert weights); in backward, the
     gradients through the widest part of the last layer's MLP, beside the loss's gradients or after them."""
 
@@ -164,7 +164,7 @@ def moments(spec: TrainingSpec, states: dict[str, Fraction], activations: Fracti
             gathered: Gathered = Gathered(), held: Held = Held(), computing: Computing = Computing()) -> list[Moment]:
     """The step's candidate moments for ``b`` samples; ``states`` are per-device P, G, O; ``cached``:
     what the forward holds and frees at its end without saving it (autocast's weight cache); ``held``:
-    what outlives its use (``refined.held``); ``computing``: what one layer holds only while it computes."""
+    what outlives its use (``layer.held``); ``computing``: what one layer holds only while it computes."""
     P, G, S = (states.get(k, Fraction(0)) for k in ("params", "grads", "optimizer_states"))
     Pg, Gg = P + gathered.params, gathered.grads  # the optimizer step runs on the shards alone
     found = [

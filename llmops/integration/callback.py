@@ -347,7 +347,7 @@ class MonitorCallback:
                         log_prediction(logger, self._logger_metrics.hyperparams())
 
     def _dry_run(self, trainer: Any, pl_module: Any, batch: Any, spec: TrainingSpec) -> dict[str, Estimate]:
-        from llmops.dryrun.run import DryRunSkipped, for_run  # fake tensors only when asked for
+        from llmops.dryrun import DryRunSkipped, for_run  # fake tensors only when asked for
 
         with self.monitor.guard("dryrun"):
             try:

@@ -124,7 +124,7 @@ def recompute_mode(module: nn.Module) -> str | None:
     (read as an attribute: the property ``is_gradient_checkpointing`` warns of its deprecation) and its
     ``_gradient_checkpointing_func``; PyTorch's ``checkpoint_wrapper`` (torchtitan, Lightning's FSDP
     ``activation_checkpointing_policy``) keeps a ``checkpoint_fn``. A ``context_fn`` among their
-    arguments is a selective-checkpointing policy, counted as torchtitan's (refined.checkpointed_layer_bytes)."""
+    arguments is a selective-checkpointing policy, counted as torchtitan's (activations.checkpointed_layer_bytes)."""
     found = None
     for m in module.modules():
         fn = getattr(m, "checkpoint_fn", None) if type(m).__name__ == "CheckpointWrapper" else \

@@ -37,7 +37,7 @@ NORMS = ("layernorm", "rmsnorm")
 ATTENTION = ("plain", "sdpa")  # sdpa: fused / flash kernels that keep no s×s scores
 # attention: Megatron's selective recomputation (the s×s scores are rebuilt; nothing else changes, so
 # under fused attention it equals none). selective: op-level selective checkpointing (torchtitan's policy,
-# refined.checkpointed_layer_bytes): each block keeps its input, SDPA's outputs and every other matmul's.
+# activations.checkpointed_layer_bytes): each block keeps its input, SDPA's outputs and every other matmul's.
 RECOMPUTE = ("none", "attention", "selective", "full")
 CHECKPOINTED = ("selective", "full")  # each block runs under torch.utils.checkpoint: backward rebuilds it
 DEVICES = ("cuda", "cpu")
@@ -87,7 +87,7 @@ class TrainingSpec:
     # the attention and the MLP both read the block's input (GPT-NeoX, Pythia, Falcon, Phi-2, GPT-J): one
     # residual tensor for both norms (refined.norms_bytes)
     parallel_residual: bool = False
-    # how the attention gets its K and V (refined.qkv_kept): RoPE rotates Q and K into new tensors (GPT-2's
+    # how the attention gets its K and V (layer.qkv_kept): RoPE rotates Q and K into new tensors (GPT-2's
     # learned positions do not); K and V repeated to the query heads first (LitGPT in training, Hugging Face's
     # eager attention, and its SDPA when it is given a mask)
     rotary: bool = True
@@ -119,11 +119,11 @@ class TrainingSpec:
     lora_targets: tuple[str, ...] = ("q", "v")
     lora_dropout: bool = False  # dropout on the adapters' input (PEFT's lora_dropout > 0)
     # whose LoRA layers (LORA_LAYOUTS): PEFT's, one adapter a module; or LitGPT's, whose q/k/v adapters are one
-    # LoRAQKVLinear over its fused qkv (refined.adapter_activation_bytes)
+    # LoRAQKVLinear over its fused qkv (layer.adapter_activation_bytes)
     lora_layout: str = "peft"
     # A mixture's experts stored as fused 3-D stacks (transformers >= 5: gate_up_proj, down_proj per layer), as
     # opposed to one nn.Linear per expert (transformers 4). It matters only for LoRA on the experts: PEFT then
-    # adapts each stack whole (refined.merged_stack_bytes), not each expert's linears.
+    # adapts each stack whole (experts.merged_stack_bytes), not each expert's linears.
     fused_experts: bool = True
     experts_implementation: str = "grouped_mm"  # how fused stacks run (EXPERTS_IMPLEMENTATIONS)
     fused_linears: tuple[str, ...] = ()  # modules of FUSED the block stores as one linear (Phi-3: qkv, gate_up)

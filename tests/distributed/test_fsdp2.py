@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llmops.dryrun.run import build
+from llmops.dryrun.factory import build
 from llmops.estimate import TrainingSpec, refined
 from tests.helpers.cli import llmops, one_line_exit_2
 

@@ -15,7 +15,9 @@ from bench.accuracy import Case, make_optimizer, measure, spec_for
 from bench.gpt import GPT as BenchGPT
 from bench.gpt import BenchConfig, lm_loss
 from llmops import LLMOpsMonitor
-from llmops.dryrun.run import DryRunSkipped, build, cuda_kernel_bytes, dry_run, to_estimate
+from llmops.dryrun.factory import build
+from llmops.dryrun.result import cuda_kernel_bytes, to_estimate
+from llmops.dryrun.run import DryRunSkipped, dry_run
 from llmops.probes.live import CATEGORIES
 from tests.helpers.models import GPT, GPTConfig, make_module, token_loader
 

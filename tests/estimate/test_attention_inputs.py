@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from llmops.dryrun.run import spec_from_model
+from llmops.dryrun.factory import spec_from_model
 from llmops.estimate import TrainingSpec
-from llmops.estimate.refined import layer_activation_bytes
+from llmops.estimate.layer import layer_activation_bytes
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -9,9 +9,9 @@ import pytest
 
 from bench.truth import real_peak
 from bench.zoo import hf_loss, op_sac_context
-from llmops.dryrun.run import spec_from_model
+from llmops.dryrun.factory import spec_from_model
 from llmops.estimate import TrainingSpec, refined
-from llmops.estimate.refined import checkpointed_layer_bytes, matmul_outputs
+from llmops.estimate.activations import checkpointed_layer_bytes, matmul_outputs
 from tests.helpers.cli import llmops
 from tests.helpers.models import llama_batch, small_llama
 

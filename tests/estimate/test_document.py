@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llmops.estimate import TrainingSpec, document, refined
+from llmops.estimate.activations import activation_bytes as refined_activation_bytes
 from llmops.estimate.document import activation_bytes, gpus_rule_of_thumb, inference_bytes, model_state_bytes
-from llmops.estimate.refined import activation_bytes as refined_activation_bytes
 
 
 def test_inference_worked_examples():

@@ -7,7 +7,7 @@ import pytest
 
 from bench.truth import real_peak
 from bench.zoo import hf_loss
-from llmops.dryrun.run import spec_from_model
+from llmops.dryrun.factory import spec_from_model
 from llmops.estimate import TrainingSpec, refined
 from llmops.estimate.lora import adapter_params
 

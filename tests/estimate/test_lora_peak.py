@@ -9,7 +9,7 @@ import pytest
 
 from bench.truth import real_peak
 from bench.zoo import hf_loss
-from llmops.dryrun.run import spec_from_model
+from llmops.dryrun.factory import spec_from_model
 from llmops.estimate import TrainingSpec, refined
 from llmops.spec.live import has_dropout, lora_fields
 from tests.helpers.cli import llmops, one_line_exit_2

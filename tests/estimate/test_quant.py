@@ -129,7 +129,7 @@ def test_a_quantised_head_by_hand():
 def test_old_bitsandbytes_kept_inputs_by_hand():
     """Per layer (b·s = 64 tokens, bf16): Q/K/V's input 64 (not the first layer's), O's 64, gate/up's 64,
     down's 128; with LoRA on q, v without dropout the adapters keep Q/K/V's input anyway, SDPA keeps O's."""
-    from llmops.estimate.refined import held, quant_inputs
+    from llmops.estimate.layer import held, quant_inputs
 
     spec = SPEC.with_(lora_rank=4, lora_targets=("q", "v"), quant_keeps_input=True, attention="sdpa")
     every, beyond = quant_inputs(spec, 2)

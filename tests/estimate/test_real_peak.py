@@ -13,7 +13,8 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from bench.truth import real_peak
 from bench.zoo import build, hf_loss
 from llmops import LLMOpsMonitor
-from llmops.dryrun.run import dry_run, spec_from_model
+from llmops.dryrun.factory import spec_from_model
+from llmops.dryrun.run import dry_run
 from llmops.estimate import TrainingSpec, refined
 from llmops.estimate.lora import adapter_params
 from llmops.spec.live import find_config

@@ -3,7 +3,7 @@
 import pytest
 
 from llmops.estimate import TrainingSpec, get_preset, refined
-from llmops.estimate.refined import activation_bytes
+from llmops.estimate.activations import activation_bytes
 from llmops.spec.training import validate
 
 N = 1_000_000

@@ -10,8 +10,8 @@ from fractions import Fraction
 import pytest
 
 from llmops.estimate import TrainingSpec, refined
+from llmops.estimate.activations import activation_bytes, activation_parts
 from llmops.estimate.peak import optimizer_temporary_bytes
-from llmops.estimate.refined import activation_bytes, activation_parts
 
 L, b, s, h, a, V = 2, 4, 64, 64, 4, 256
 f = 4 * h

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bench.truth import real_peak
-from llmops.dryrun.run import spec_from_model
+from llmops.dryrun.factory import spec_from_model
 from llmops.estimate import TrainingSpec, refined
 from llmops.estimate.lora import adapter_params
 
@@ -157,7 +157,7 @@ def test_a_litgpt_layer_keeps_what_autograd_saves(name, kv):
     are repeated to the query heads first; Pythia: both norms read the block's input (parallel residual). The
     first block, whose input needs no gradient under LoRA, keeps no norm input and no dropout mask before the
     first adapter."""
-    from llmops.estimate.refined import first_layer_unkept, layer_activation_bytes
+    from llmops.estimate.layer import first_layer_unkept, layer_activation_bytes
 
     ids = torch.randint(0, 512, (2, T), generator=torch.Generator().manual_seed(1))
     model = _wide(name, kv)
