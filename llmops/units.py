@@ -47,7 +47,7 @@ PRECISIONS: dict[str, Precision] = {
     "16-fsdp": Precision("16-fsdp", _F(2), _F(4), _F(4), False, _F(4)),
 }
 DOCUMENT_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
-ALIASES = {
+PRECISION_ALIASES = {
     "float32": "fp32", "32": "fp32", "32-true": "fp32", "half": "fp16", "float16": "fp16",
     "bfloat16": "bf16", "16": "16-mixed", "bf16-mixed": "bf16-mixed", "64-true": "fp32",
 }
@@ -62,7 +62,7 @@ def closest(value: str, allowed: list[str] | tuple[str, ...]) -> str:
 def get_precision(name: str) -> Precision:
     """Look a precision up by its name or alias; ``ValueError`` names what is allowed."""
     key = str(name).strip().lower()
-    key = ALIASES.get(key, key)
+    key = PRECISION_ALIASES.get(key, key)
     if key not in PRECISIONS:
         allowed = sorted(PRECISIONS)
         raise ValueError(

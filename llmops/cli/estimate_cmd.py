@@ -15,7 +15,7 @@ from llmops.estimate.lora import lora_experts_note, parse_targets, with_lora
 from llmops.estimate.whatif import what_if
 from llmops.render.tables import estimate_table, inputs_table, whatif_table
 from llmops.spec.hf_config import FRAMEWORKS, read_config, spec_fields
-from llmops.spec.presets import ALIASES as MODEL_ALIASES
+from llmops.spec.presets import MODEL_ALIASES
 from llmops.spec.training import (
     ATTENTION,
     DEVICES,
@@ -28,8 +28,7 @@ from llmops.spec.training import (
     STRATEGIES,
     validate_input,
 )
-from llmops.units import ALIASES as PRECISION_ALIASES
-from llmops.units import DOCUMENT_PRECISIONS, PRECISIONS
+from llmops.units import DOCUMENT_PRECISIONS, PRECISION_ALIASES, PRECISIONS
 
 # flag name → TrainingSpec field
 FIELDS = {

@@ -49,7 +49,7 @@ class DryRun:
     device: str  # where the fake tensors lived: "cpu" or "cuda"
     batch_size: int | None
     peak_bytes: int  # live tensors at the step's peak (what CUDA's max_memory_allocated reads)
-    categories: dict[str, int]  # CATEGORIES at that peak (probes.live)
+    categories: dict[str, int]  # LIVE_CATEGORIES at that peak (llmops.vocabulary)
     phase: str  # where the peak fell: forward, backward or optimizer
     saved_bytes: int  # tensors the forward saved for backward, parameters excluded
     state: dict[str, int]  # params, grads, optimizer_states after the step

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 
-RECOMPUTE = ("none", "selective", "full")
+# The recomputation modes (llmops.vocabulary.RECOMPUTE) whose repeated FLOPs are counted: op-level ``selective``
+# rebuilds about half the matmuls, depending on the policy, and is not.
+COUNTED = ("none", "attention", "full")
 
 
 def model_flops_per_token(params: int, layers: int | None = None, hidden: int | None = None,
@@ -30,15 +32,15 @@ def model_flops_per_token(params: int, layers: int | None = None, hidden: int | 
 def hardware_flops_per_token(params: int, layers: int | None, hidden: int | None, seq_len: int | None,
                              recompute: str = "none") -> float:
     """Model FLOPs plus what recomputation repeats of the forward: ``full`` runs every layer's forward
-    again (``2·N + 4·L·h·s``: ``8·N + 16·L·h·s`` in all), ``selective`` only the attention core
-    (``4·L·h·s``; Korthikanti et al. 2022, section 5)."""
-    if recompute not in RECOMPUTE:
-        raise ValueError(f"recompute={recompute!r} is not allowed; allowed: {', '.join(RECOMPUTE)}")
+    again (``2·N + 4·L·h·s``: ``8·N + 16·L·h·s`` in all), ``attention`` only the attention core
+    (``4·L·h·s``; Korthikanti et al. 2022, section 5, their "selective")."""
+    if recompute not in COUNTED:
+        raise ValueError(f"recompute={recompute!r} is not allowed; allowed: {', '.join(COUNTED)}")
     base = model_flops_per_token(params, layers, hidden, seq_len)
     attention_forward = 4.0 * layers * hidden * seq_len if layers and hidden and seq_len else 0.0
     if recompute == "full":
         return base + 2.0 * params + attention_forward
-    if recompute == "selective":
+    if recompute == "attention":
         return base + attention_forward
     return base
 

@@ -287,7 +287,7 @@ class MonitorCallback:
             with m.guard("activations"):
                 m.end_measure(pl_module, trainer.optimizers)
         step = trainer.global_step
-        with m.guard("step"):
+        with m.guard("steps"):
             m.step_end(step, self._batch_shape[0], stepped=self._stepping)
         if self._logger_metrics is not None or self.progress_bar:
             with m.guard("loggers"):

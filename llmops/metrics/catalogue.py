@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from llmops.vocabulary import PROBES, STEP_PHASES
+
 MetricType = Literal["gauge", "counter", "histogram"]
 Unit = Literal["bytes", "seconds", "ratio", "bytes_per_second", "count", "boolean", "info", "watts", "joules"]
 
@@ -202,11 +204,9 @@ LABELS: dict[str, str] = {
     "component": "`params`, `grads`, `optimizer_states`, `activations`, `overhead`, `peak`",
     "model": "`document` (the formulas exactly as in formulas.md) or `refined` (the project's best prediction)",
     "method": "`rule_of_thumb` or `formula`",
-    "phase": "`training` or `inference` (GPU counts); `data`, `forward`, `backward`, `optimizer`, `comm_exposed` "
-             "(step phases)",
+    "phase": "`training` or `inference` (GPU counts); " + ", ".join(f"`{p}`" for p in STEP_PHASES) + " (step phases)",
     "source": "`prediction`, `measured` or `trend`",
-    "probe": "the part of the monitor that failed: `nvml`, `cuda_allocator`, `activations`, `comm`, `checkpoint`, "
-             "`runlog`, `exporter`, `collector`, `loggers`, `preflight`, `dryrun`, `steps`, …",
+    "probe": "the part of the monitor that failed: " + ", ".join(f"`{p}`" for p in PROBES),
     "version": "llmops' version", "torch": "PyTorch's version", "lightning": "Lightning's version",
     "strategy": "the Lightning strategy's class name", "precision": "the Trainer's precision",
 }

@@ -260,7 +260,7 @@ class Fit:
     def sample(self) -> None:
         """Read NVML, the CUDA allocator and the step timer's completed marks once."""
         s, session = self.state, self.session
-        with self.guard("step"):
+        with self.guard("steps"):
             self.count_steps()
         with self.guard("stall"):
             self._check_stall()

@@ -22,13 +22,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from llmops.probes.tensors import local, tensors_in
+from llmops.vocabulary import LIVE_CATEGORIES, MEMORY_PHASES
 
 # The categories of a step's peak, as PyTorch's MemTracker names them (where they differ, ours are
 # the metric's component labels): states, what the forward allocated (saved for backward, the
 # logits, the loss), and what the backward and the optimizer step allocate besides the gradients
 # and states they produce. "other" is what was alive before the step and is none of the states.
-CATEGORIES = ("params", "grads", "optimizer_states", "activations", "temporaries", "other")
-PHASES = ("forward", "backward", "optimizer")
 _NEW = {"forward": "activations", "backward": "temporaries", "optimizer": "temporaries"}
 
 
@@ -37,7 +36,7 @@ class LivePeak:
     """The most bytes alive at once over the tracked step, by category at that moment."""
 
     peak_bytes: int
-    categories: dict[str, int]  # CATEGORIES at the peak; they sum to peak_bytes
+    categories: dict[str, int]  # LIVE_CATEGORIES at the peak; they sum to peak_bytes
     phase: str  # the phase the peak fell in: forward, backward or optimizer
 
 
@@ -63,7 +62,7 @@ class LiveBytes(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self._live: dict[int, tuple[weakref.ref[Any], int, str, int]] = {}  # id -> ref, bytes, category, seq
-        self._bytes = dict.fromkeys(CATEGORIES, 0)
+        self._bytes = dict.fromkeys(LIVE_CATEGORIES, 0)
         self._total = 0
         self._seq = 0
         self._phase = "forward"
@@ -151,8 +150,8 @@ class LiveBytes(TorchDispatchMode):
 
     # -- the step --------------------------------------------------------------------------
     def start(self, **alive: Iterable[torch.Tensor]) -> LiveBytes:
-        """Count the tensors alive now (keywords from CATEGORIES), then every storage the step makes."""
-        for category in CATEGORIES:
+        """Count the tensors alive now (keywords from LIVE_CATEGORIES), then every storage the step makes."""
+        for category in LIVE_CATEGORIES:
             for t in alive.get(category, ()):
                 st = _storage(t)
                 if st is not None:
@@ -180,7 +179,7 @@ class LiveBytes(TorchDispatchMode):
     def phase(self, name: str) -> None:
         """Mark the step's phase: ``forward`` (the default), ``backward`` or ``optimizer``."""
         if name not in _NEW:
-            raise ValueError(f"phase={name!r} is not allowed; allowed: {', '.join(PHASES)}")
+            raise ValueError(f"phase={name!r} is not allowed; allowed: {', '.join(MEMORY_PHASES)}")
         self._phase = name
 
     def _leave(self) -> None:

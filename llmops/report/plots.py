@@ -16,10 +16,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from llmops.report.summary import COMPONENTS, budget_room, predicted  # noqa: E402
-from llmops.report.throughput import PHASES, phase_seconds  # noqa: E402
+from llmops.report.summary import budget_room, predicted  # noqa: E402
+from llmops.report.throughput import phase_seconds
 from llmops.runlog import RankLog, RunLog  # noqa: E402
 from llmops.units import unit_for  # noqa: E402
+from llmops.vocabulary import (
+    STEP_PHASES,  # noqa: E402
+    TENSOR_COMPONENTS,
+)
 
 MAX_POINTS = 4000  # steps drawn one by one; past it, per-bucket median and range
 PHASE_COLORS = {"data": "tab:gray", "forward": "tab:blue", "backward": "tab:orange", "optimizer": "tab:green",
@@ -55,10 +59,11 @@ def _steps_axis(ax: Any, r: RankLog) -> None:
 
 def memory(r: RankLog) -> bytes | None:
     """Measured bytes per component over the steps (solid), the refined prediction (dashed)."""
-    series = {c: _xy(r.get("llmops_memory_actual_bytes", component=c)) for c in (*COMPONENTS, "peak")}
+    series = {c: _xy(r.get("llmops_memory_actual_bytes", component=c)) for c in (*TENSOR_COMPONENTS, "peak")}
     if not any(xs for xs, _ in series.values()):
         return None
-    values = [v for _, ys in series.values() for v in ys] + [predicted(r, "refined", c) for c in (*COMPONENTS, "peak")]
+    values = [v for _, ys in series.values() for v in ys]
+    values += [predicted(r, "refined", c) for c in (*TENSOR_COMPONENTS, "peak")]
     d, unit = unit_for(*values)
     fig, ax = plt.subplots(figsize=(9, 4.2))
     for c, (xs, ys) in series.items():
@@ -219,31 +224,31 @@ def phases(run: RunLog) -> bytes | None:
     """Where each step went: rank 0's share of each phase per logged window over the steps (stacked), and
     each rank's seconds per phase over the run."""
     r0 = run.ranks[min(run.ranks)]
-    series = {p: _xy(r0.get("llmops_step_phase_seconds_total", phase=p)) for p in PHASES}
+    series = {p: _xy(r0.get("llmops_step_phase_seconds_total", phase=p)) for p in STEP_PHASES}
     totals = {k: phase_seconds(r) for k, r in sorted(run.ranks.items())}
     if not any(sum(t.values()) > 0 for t in totals.values()):
         return None
     steps = sorted({x for xs, _ in series.values() for x in xs})
-    value = {p: dict(zip(*series[p], strict=True)) for p in PHASES}
-    cumulative = {p: _carry(steps, value[p]) for p in PHASES}
+    value = {p: dict(zip(*series[p], strict=True)) for p in STEP_PHASES}
+    cumulative = {p: _carry(steps, value[p]) for p in STEP_PHASES}
     xs: list[float] = []
-    shares: dict[str, list[float]] = {p: [] for p in PHASES}
+    shares: dict[str, list[float]] = {p: [] for p in STEP_PHASES}
     for i in range(1, len(steps)):
-        delta = {p: cumulative[p][i] - cumulative[p][i - 1] for p in PHASES}
+        delta = {p: cumulative[p][i] - cumulative[p][i - 1] for p in STEP_PHASES}
         whole = sum(delta.values())
         if whole > 0:
             xs.append(steps[i])
-            for p in PHASES:
+            for p in STEP_PHASES:
                 shares[p].append(delta[p] / whole)
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [2, 1]})
     if xs:
-        a.stackplot(xs, *(shares[p] for p in PHASES), labels=PHASES, colors=[PHASE_COLORS[p] for p in PHASES],
-                    step="post")
+        a.stackplot(xs, *(shares[p] for p in STEP_PHASES), labels=STEP_PHASES,
+                    colors=[PHASE_COLORS[p] for p in STEP_PHASES], step="post")
     a.set(xlabel="training step", ylabel="share of the time", ylim=(0, 1),
           title=f"Where each step went, rank {r0.rank} (per logged window)")
     left = [0.0] * len(totals)
     names = [f"rank {k}" for k in totals]
-    for p in PHASES:
+    for p in STEP_PHASES:
         widths = [t.get(p, 0.0) for t in totals.values()]
         b.barh(names, widths, left=left, color=PHASE_COLORS[p], label=p)
         left = [x + w for x, w in zip(left, widths, strict=True)]

@@ -12,9 +12,9 @@ from llmops.estimate.verdict import deciding
 from llmops.render.tables import to_text
 from llmops.runlog import RankLog
 from llmops.units import fmt_bytes, in_unit, unit_for
+from llmops.vocabulary import TENSOR_COMPONENTS
 
 # What each figure holds at the step's peak moment (the prediction's phase; on the CPU the measured one's).
-COMPONENTS = ("params", "grads", "optimizer_states", "activations", "temporaries")
 _EST_FIELD = {"params": "params_bytes", "grads": "grads_bytes", "optimizer_states": "optimizer_state_bytes",
               "activations": "activation_bytes", "temporaries": "temporary_bytes"}
 
@@ -62,7 +62,7 @@ def measured_peak(rank: RankLog) -> float | None:
 
 def comparison_rows(rank: RankLog) -> list[Row]:
     rows = [Row(c, predicted(rank, "document", c), predicted(rank, "refined", c),
-                rank.last("llmops_memory_actual_bytes", component=c)) for c in COMPONENTS]
+                rank.last("llmops_memory_actual_bytes", component=c)) for c in TENSOR_COMPONENTS]
     rows.append(Row("peak (live tensors)", predicted(rank, "document", "peak"), predicted(rank, "refined", "peak"),
                     measured_peak(rank)))
     return rows
@@ -121,7 +121,7 @@ def ending(rank: RankLog) -> tuple[str, str]:
 def last_memory(rank: RankLog) -> list[tuple[str, str]]:
     """Where memory stood in the last samples: ``(what, value)`` pairs for a run that did not finish."""
     out: list[tuple[str, str]] = [("last step", str(rank.last_step)), ("last record", _when(rank.last_t))]
-    for c in (*COMPONENTS, "peak"):
+    for c in (*TENSOR_COMPONENTS, "peak"):
         v = rank.last("llmops_memory_actual_bytes", component=c)
         if v is not None:
             pts = rank.get("llmops_memory_actual_bytes", component=c)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmops.estimate.flops import hardware_flops_per_token, model_flops_per_token
+from llmops.estimate.flops import COUNTED, hardware_flops_per_token, model_flops_per_token
 from llmops.runlog import RankLog
-from llmops.telemetry.steps import PHASES
+from llmops.vocabulary import STEP_PHASES
 
 
 def phase_seconds(rank: RankLog) -> dict[str, float]:
     """Seconds per phase over the run (the counters' last values); empty when none was logged."""
-    out = {p: rank.last("llmops_step_phase_seconds_total", phase=p) for p in PHASES}
+    out = {p: rank.last("llmops_step_phase_seconds_total", phase=p) for p in STEP_PHASES}
     return {p: float(v) for p, v in out.items() if isinstance(v, (int, float))}
 
 
@@ -55,12 +55,11 @@ def summary(rank: RankLog) -> list[tuple[str, str]]:
 
 
 def _hardware_ratio(spec: dict[str, Any]) -> float | None:
-    """Hardware over model FLOPs per token for the spec's recomputation (the spec's N, L, h, s). The
-    estimator's ``attention`` (the attention core rebuilt) is ``flops``' ``selective``; its ``selective``
-    (torchtitan's op-level policy, half the matmuls rebuilt) is not counted: ``None``."""
+    """Hardware over model FLOPs per token for the spec's recomputation (the spec's N, L, h, s); ``None`` for
+    op-level ``selective``, whose repeated FLOPs depend on the policy (``flops.COUNTED``)."""
     n = spec.get("active_params") or spec.get("params")
-    recompute = {"none": "none", "full": "full", "attention": "selective"}.get(spec.get("recompute", "none"))
-    if not n or recompute is None:
+    recompute = spec.get("recompute", "none")
+    if not n or recompute not in COUNTED:
         return None
     args = (n, spec.get("layers"), spec.get("hidden"), spec.get("seq_len"))
     return hardware_flops_per_token(*args, recompute) / model_flops_per_token(*args)

@@ -20,7 +20,7 @@ from llmops.estimate import TrainingSpec
 from llmops.estimate.lora import HF_NAMES, QKV, ROUTER
 from llmops.spec.hf_config import architecture, get
 from llmops.spec.training import LORA_TARGETS
-from llmops.units import ALIASES as PRECISION_ALIASES
+from llmops.units import PRECISION_ALIASES
 
 LIGHTNING_PRECISION = {"32-true": "fp32", "32": "fp32", "16-mixed": "16-mixed", "16": "16-mixed",
                        "bf16-mixed": "bf16-mixed", "bf16": "bf16-mixed", "16-true": "16-true",

@@ -105,7 +105,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
        ffn_hidden=32768, gated_mlp=True, experts=8, experts_active=2, vocab=131072, seq_len=8192,
        dropout=False),
 )}
-ALIASES = {"gpt2": "gpt2-small", "gpt-2": "gpt2-small", "gpt3": "gpt-3-175b",
+MODEL_ALIASES = {"gpt2": "gpt2-small", "gpt-2": "gpt2-small", "gpt3": "gpt-3-175b",
            "gpt-3": "gpt-3-175b", "llama2-7b": "llama-2-7b", "llama3-8b": "llama-3-8b",
            "tinyllama": "tinyllama-1.1b", "mixtral": "mixtral-8x7b", "phi-3": "phi-3-mini", "phi3-mini": "phi-3-mini"}
 
@@ -113,7 +113,7 @@ ALIASES = {"gpt2": "gpt2-small", "gpt-2": "gpt2-small", "gpt3": "gpt-3-175b",
 def get_preset(name: str) -> Preset:
     """A preset by name (case-insensitive); ``ValueError`` suggests the closest names."""
     key = name.strip().lower()
-    key = ALIASES.get(key, key)
+    key = MODEL_ALIASES.get(key, key)
     if key not in PRESETS:
         raise ValueError(f"unknown model {name!r}{closest(name, list(PRESETS))}; "
                          f"see `llmops models` for the {len(PRESETS)} presets")

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from llmops import vocabulary
 from llmops.units import MAX_BYTES, MAX_COUNT, get_precision
 
 STRATEGIES = ("single", "ddp", "zero1", "zero2", "zero3", "fsdp")
@@ -38,7 +39,7 @@ ATTENTION = ("plain", "sdpa")  # sdpa: fused / flash kernels that keep no s×s s
 # attention: Megatron's selective recomputation (the s×s scores are rebuilt; nothing else changes, so
 # under fused attention it equals none). selective: op-level selective checkpointing (torchtitan's policy,
 # activations.checkpointed_layer_bytes): each block keeps its input, SDPA's outputs and every other matmul's.
-RECOMPUTE = ("none", "attention", "selective", "full")
+RECOMPUTE = vocabulary.RECOMPUTE
 CHECKPOINTED = ("selective", "full")  # each block runs under torch.utils.checkpoint: backward rebuilds it
 DEVICES = ("cuda", "cpu")
 # The projections of a Llama-style block, in the order a block runs them.
@@ -322,7 +323,7 @@ def validate_input(spec: TrainingSpec) -> TrainingSpec:
     return spec
 
 
-COMPONENTS = ("params", "grads", "optimizer_states", "activations", "temporaries", "overhead", "peak")
+COMPONENTS = (*vocabulary.COMPONENTS, vocabulary.PEAK)  # the component label of llmops_memory_predicted_bytes
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from llmops.estimate.flops import utilization
 from llmops.metrics import MetricState
 from llmops.probes.clock import StepClock
 from llmops.spec.live import batch_shape
+from llmops.vocabulary import STEP_PHASES
 
-PHASES = ("data", "forward", "backward", "optimizer", "comm_exposed")
 MAX_WAIT_FOR_COMM = 4  # micro-batches queued behind one whose all-reduce never reported: count it without
 RECENT_STEPS = 100  # llmops_step_time_median_ratio: a step against the median of this many before it
 
@@ -90,7 +90,7 @@ class StepTimer:
         self._window_seconds = 0.0
         self._busy = 0.0  # the optimizer step in progress, all phases but the exposed all-reduce
         self._recent_busy: deque[float] = deque(maxlen=RECENT_STEPS)
-        for phase in PHASES:
+        for phase in STEP_PHASES:
             state.inc("llmops_step_phase_seconds_total", 0, phase=phase)
 
     # -- the training thread: a mark each ----------------------------------------------------

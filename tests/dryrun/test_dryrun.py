@@ -18,7 +18,7 @@ from llmops import LLMOpsMonitor
 from llmops.dryrun.factory import build
 from llmops.dryrun.result import cuda_kernel_bytes, to_estimate
 from llmops.dryrun.run import DryRunSkipped, dry_run
-from llmops.probes.live import CATEGORIES
+from llmops.vocabulary import LIVE_CATEGORIES
 from tests.helpers.models import GPT, GPTConfig, make_module, token_loader
 
 
@@ -37,7 +37,7 @@ def test_categories_sum_to_the_peak_and_the_model_is_untouched():
     net, x = tiny()
     before = [p.detach().clone() for p in net.parameters()]
     result = dry_run(net, x)
-    assert set(result.categories) == set(CATEGORIES)
+    assert set(result.categories) == set(LIVE_CATEGORIES)
     assert sum(result.categories.values()) == result.peak_bytes > result.saved_bytes > 0
     assert result.categories["params"] == result.state["params"] == sum(p.numel() * 4 for p in net.parameters())
     assert all(torch.equal(a, b) and b.grad is None for a, b in zip(before, net.parameters(), strict=True))

@@ -52,7 +52,7 @@ def test_n_counted_by_hand_for_the_tied_gpt():
 def test_terms_and_units():
     assert model_flops_per_token(1000) == 6000  # no architecture: 6·N
     assert model_flops_per_token(1000, 2, 8, 4) == 6000 + 12 * 2 * 8 * 4
-    assert hardware_flops_per_token(1000, 2, 8, 4, "selective") == 6000 + 16 * 2 * 8 * 4
+    assert hardware_flops_per_token(1000, 2, 8, 4, "attention") == 6000 + 16 * 2 * 8 * 4
     assert hardware_flops_per_token(1000, 2, 8, 4, "full") == 8000 + 16 * 2 * 8 * 4
     assert utilization(1e12, 2.0, 1e12) == 0.5
     assert utilization(1e12, 2.0, None) is None and utilization(1e12, 0.0, 1e12) is None

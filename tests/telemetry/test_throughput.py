@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from llmops import LLMOpsMonitor
 from llmops.probes import CudaEventClock, FakeCudaEvents, FakeGpu, FakeNvmlClient
-from llmops.telemetry.steps import PHASES
+from llmops.vocabulary import STEP_PHASES
 from tests.helpers.models import GPT, GPTConfig, make_module, token_loader
 
 CFG = GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=64, block_size=16, dropout=0.0)
@@ -64,7 +64,7 @@ def test_tokens_per_second_and_mfu_agree_with_the_wall_clock_and_the_formula():
     flops_per_token = 6 * n_by_hand(CFG) + 12 * CFG.n_layer * CFG.n_embd * CFG.block_size  # PaLM appendix B
     assert s.get("llmops_model_flops_total") == pytest.approx(tokens * flops_per_token, rel=1e-12)
     wall = watch.end - watch.start
-    phases = sum(s.get("llmops_step_phase_seconds_total", phase=p) for p in PHASES)
+    phases = sum(s.get("llmops_step_phase_seconds_total", phase=p) for p in STEP_PHASES)
     assert tokens / phases == pytest.approx(tokens / wall, rel=0.01)  # tokens/s
     assert s.get("llmops_mfu_ratio") == pytest.approx(tokens * flops_per_token / wall / PEAK, rel=0.01)
 
@@ -73,7 +73,7 @@ def test_phases_are_each_measured():
     monitor = LLMOpsMonitor(port=0, runlog=False, interval=0.05)
     fit(monitor, steps=6)
     s = monitor.monitor.state
-    seconds = {p: s.get("llmops_step_phase_seconds_total", phase=p) for p in PHASES}
+    seconds = {p: s.get("llmops_step_phase_seconds_total", phase=p) for p in STEP_PHASES}
     assert all(seconds[p] > 0 for p in ("data", "forward", "backward", "optimizer")), seconds
     assert seconds["comm_exposed"] == 0  # one process: nothing to all-reduce, the series exists at 0
     assert s.get("llmops_mfu_ratio") is None  # the CPU has no table peak: absent, not 0
