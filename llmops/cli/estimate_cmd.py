@@ -12,6 +12,7 @@ from rich.table import Table
 from llmops.cli.params import Count, Name, PositiveInt, Seconds, Size, UnitFraction
 from llmops.estimate import PRESETS, TrainingSpec, document, get_preset, refined
 from llmops.estimate.lora import lora_experts_note, parse_targets, with_lora
+from llmops.estimate.verdict import NAMES, deciding
 from llmops.estimate.whatif import what_if
 from llmops.render.tables import estimate_table, inputs_table, whatif_table
 from llmops.spec.hf_config import FRAMEWORKS, read_config, spec_fields
@@ -28,7 +29,7 @@ from llmops.spec.training import (
     STRATEGIES,
     validate_input,
 )
-from llmops.units import DOCUMENT_PRECISIONS, PRECISION_ALIASES, PRECISIONS
+from llmops.units import DOCUMENT_PRECISIONS, PRECISION_ALIASES, PRECISIONS, fmt_bytes
 
 # flag name → TrainingSpec field
 FIELDS = {
@@ -180,6 +181,7 @@ def estimate(model: str | None, config_path: str | None, framework: str | None, 
         sources.update({k: f"--dry-run {dry_run} (kernels run)" for k in ran})
     doc, ref = document(spec), refined(spec)
     dry = _to_estimate(result, spec) if result is not None else None
+    models = {"document": doc, "refined": ref, **({"dryrun": dry} if dry is not None else {})}
     inputs = {k: v for k, v in vars(spec).items()}
     plans = what_if(spec) if show_what_if else []
     if as_json:
@@ -190,7 +192,7 @@ def estimate(model: str | None, config_path: str | None, framework: str | None, 
         if show_what_if:
             out["what_if"] = [{"change": r.change, "peak_bytes": r.peak_bytes, "fits": r.fits} for r in plans]
         click.echo(json.dumps(out, indent=2, default=str))
-        _gate(fail_on_oom, dry or ref)
+        _gate(fail_on_oom, models)
         return
     console = Console(width=max(Console().width, 100))
     title = f"llmops estimate{f' — {model}' if model else ''}"
@@ -207,12 +209,17 @@ def estimate(model: str | None, config_path: str | None, framework: str | None, 
     console.print("document = formulas.md exactly (x = y = p = bytes of --precision); "
                   "refined = what a real run holds (optimizer, Lightning precision, logits, overhead); both shard by "
                   "--strategy.")
-    _gate(fail_on_oom, dry or ref)
+    name, best = deciding(models)
+    if best is not None and best.oom_risk is not None:
+        console.print(f"verdict: {'OOM' if best.oom_risk else 'fits'} ({NAMES[name]}: peak "
+                      f"{fmt_bytes(best.peak_bytes)} against {fmt_bytes(best.budget_bytes)})")
+    _gate(fail_on_oom, models)
 
 
-def _gate(fail_on_oom: bool, verdict: Any) -> None:
-    """``--fail-on-oom``: exit 3 on an OOM verdict of the dry run when there is one, else the refined model."""
-    if fail_on_oom and verdict.oom_risk:
+def _gate(fail_on_oom: bool, models: dict[str, Any]) -> None:
+    """``--fail-on-oom``: exit 3 when the deciding prediction (``estimate.verdict``) says OOM."""
+    best = deciding(models)[1]
+    if fail_on_oom and best is not None and best.oom_risk:
         raise click.exceptions.Exit(EXIT_OOM)
 
 

@@ -179,3 +179,22 @@ def test_dry_run_of_a_hugging_face_sdpa_model_equals_its_real_step(padded):
     model = small_llama()
     truth = real_peak(model, batch, hf_loss, torch.optim.AdamW(model.parameters())).peak_bytes
     assert dry_run(small_llama(), batch, loss=hf_loss).peak_bytes == pytest.approx(truth, rel=0.005)
+
+
+def test_the_dry_run_decides_the_cli_verdict_where_it_ran():
+    """One verdict rule: with --dry-run the dry run's peak decides, against a budget set between it and the
+    refined model's, and --fail-on-oom follows it; the verdict line names the model that decided."""
+    from llmops.units import fmt_bytes
+
+    out = json.loads(cli("--dry-run", "tests.dryrun.test_dryrun:tiny", "--device", "cpu", "--json").stdout)
+    dry, ref = out["dryrun"]["peak_bytes"], out["refined"]["peak_bytes"]
+    assert dry != ref
+    budget = (dry + ref) // 2  # safety 1: one fits, the other does not
+    args = ("--dry-run", "tests.dryrun.test_dryrun:tiny", "--device", "cpu", "--safety", "1",
+            "--gpu-memory", f"{budget}B", "--fail-on-oom")
+    r = cli(*args)
+    fits = dry <= budget
+    assert r.returncode == (0 if fits else 3), r.stdout[-1500:] + r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("verdict:"))
+    assert line == f"verdict: {'fits' if fits else 'OOM'} (the dry run: peak {fmt_bytes(dry)} against " \
+                   f"{fmt_bytes(budget)})"
