@@ -11,10 +11,11 @@ from rich.table import Table
 
 from llmops.cli.params import Count, Name, PositiveInt, Seconds, Size, UnitFraction
 from llmops.estimate import PRESETS, TrainingSpec, document, get_preset, refined
-from llmops.estimate.lora import lora_experts_note, parse_targets, with_lora
+from llmops.estimate.lora import LORA_FIELDS, lora_experts_note, parse_targets, with_lora
 from llmops.estimate.verdict import NAMES, deciding
 from llmops.estimate.whatif import what_if
 from llmops.render.tables import estimate_table, inputs_table, whatif_table
+from llmops.spec.builder import SpecBuilder
 from llmops.spec.hf_config import FRAMEWORKS, read_config, spec_fields
 from llmops.spec.presets import MODEL_ALIASES
 from llmops.spec.training import (
@@ -122,23 +123,17 @@ def estimate(model: str | None, config_path: str | None, framework: str | None, 
              lora_targets: str | None, lora_dropout: bool, as_json: bool, gib: bool, show_what_if: bool,
              dry_run: str | None, dry_run_timeout: float, fail_on_oom: bool, **flags: Any) -> None:
     """Predict memory per device, the OOM verdict, the largest safe batch and GPU counts."""
-    spec, sources = TrainingSpec(), {}
-    if model:
-        spec = get_preset(model).spec
-        sources = {k: f"preset {model}" for k, v in vars(spec).items() if v != getattr(TrainingSpec(), k)}
+    builder = SpecBuilder(get_preset(model).spec, f"preset {model}") if model else SpecBuilder()
+    sources = builder.sources
     if config_path:
         try:
-            from_config = spec_fields(read_config(config_path))
+            builder.layer(f"config {config_path}", spec_fields(read_config(config_path)))
         except ValueError as e:
             raise click.BadParameter(_one_line(e), param_hint="'--config'") from None
-        spec = spec.with_(**from_config)
-        sources.update({k: f"config {config_path}" for k in from_config})
     if framework:
-        spec = spec.with_(**FRAMEWORKS[framework])
-        sources.update({k: f"framework {framework}" for k in FRAMEWORKS[framework]})
-    given = {FIELDS[k]: v for k, v in flags.items() if v is not None}
-    spec = spec.with_(**given)
-    sources.update({k: "flag" for k in given})
+        builder.layer(f"framework {framework}", FRAMEWORKS[framework])
+    builder.layer("flag", {FIELDS[k]: v for k, v in flags.items()})
+    spec = builder.build()
     if (lora_targets is not None or lora_dropout) and lora_rank is None:
         hint = "'--lora-targets'" if lora_targets is not None else "'--lora-dropout'"
         raise click.BadParameter(f"{lora_targets or 'it'!r} needs --lora-rank", param_hint=hint)
@@ -150,10 +145,12 @@ def estimate(model: str | None, config_path: str | None, framework: str | None, 
             raise click.BadParameter(_one_line(e), param_hint="'--lora-rank'") from None
         shown = [t for t in targets if t != "router" or spec.experts > 1]
         how = f"base + LoRA r={lora_rank} on {','.join(shown)}"
-        sources.update({"params": f"{sources.get('params', 'default')} {how}",
-                        "trainable_params": f"LoRA adapters: {adapters:,}", "lora_rank": "flag",
-                        "lora_targets": "flag" if lora_targets is not None else "default (q,v)",
-                        "lora_dropout": "flag" if lora_dropout else "default"})
+        base = sources.get("params", "default")
+        builder.layer("flag", {k: getattr(spec, k) for k in LORA_FIELDS})
+        builder.note("params", f"{base} {how}")
+        builder.note("trainable_params", f"LoRA adapters: {adapters:,}")
+        builder.note("lora_targets", "flag" if lora_targets is not None else "default (q,v)")
+        builder.note("lora_dropout", "flag" if lora_dropout else "default")
     built = None
     if dry_run:
         from llmops import dryrun  # torch only with --dry-run: the estimator alone imports none
@@ -165,8 +162,8 @@ def estimate(model: str | None, config_path: str | None, framework: str | None, 
         except SystemExit as e:  # the user's factory called sys.exit: a failed factory, not our exit code
             raise click.BadParameter(f"{dry_run}() exited (SystemExit: {e.code}) instead of returning "
                                      "(model, batch[, loss[, optimizer]])", param_hint="'--dry-run'") from None
-        spec, filled = dryrun.spec_from_model(built.model, built.batch, spec, keep=set(sources))
-        sources.update({k: f"--dry-run {dry_run}" for k in filled})
+        builder.layer(f"--dry-run {dry_run}", dryrun.model_fields(built.model, built.batch), keep=sources)
+        spec = builder.build()
     try:
         validate_input(spec)
     except ValueError as e:
@@ -177,8 +174,8 @@ def estimate(model: str | None, config_path: str | None, framework: str | None, 
     if result is not None:  # the kernels the step ran say attention and dropout, unless a flag or preset did
         ran = {k: getattr(result, k) for k in ("attention", "dropout")
                if not sources.get(k, "").startswith(("flag", "preset"))}
-        spec = spec.with_(**ran)
-        sources.update({k: f"--dry-run {dry_run} (kernels run)" for k in ran})
+        builder.layer(f"--dry-run {dry_run} (kernels run)", ran)
+        spec = builder.build()
     doc, ref = document(spec), refined(spec)
     dry = _to_estimate(result, spec) if result is not None else None
     models = {"document": doc, "refined": ref, **({"dryrun": dry} if dry is not None else {})}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ from torch import nn
 
 from llmops.dryrun.run import DEFAULT_TIMEOUT_S, DryRun, LossFn, dry_run, hf_masks
 from llmops.estimate import TrainingSpec
+from llmops.spec.builder import SpecBuilder
 
 
 @dataclass
@@ -51,9 +52,17 @@ def build(target: str) -> Built:
     return Built(model, batch, rest[0] if rest else None, rest[1] if len(rest) > 1 else None, mode)
 
 
-def spec_from_model(model: nn.Module, batch: Any, spec: TrainingSpec, keep: set[str]) -> tuple[TrainingSpec, list[str]]:
-    """Fill ``spec``'s fields not in ``keep`` from the model (parameters, config) and the batch shape;
-    returns the new spec and the fields filled."""
+def spec_from_model(model: nn.Module, batch: Any, spec: TrainingSpec,
+                    keep: Iterable[str] = ()) -> tuple[TrainingSpec, list[str]]:
+    """``spec`` with ``model_fields`` layered over it, except the fields in ``keep``: ``(spec, fields filled)``."""
+    builder = SpecBuilder(spec)
+    filled = builder.layer("model", model_fields(model, batch), keep=keep)
+    return builder.build(), filled
+
+
+def model_fields(model: nn.Module, batch: Any) -> dict[str, Any]:
+    """What a built model and its batch say of the spec: parameters, config, batch shape, dropout, recomputation,
+    LoRA and quantisation (``spec.live``'s readers), and K and V repeated where SDPA gets a mask."""
     from llmops.spec.live import (
         batch_shape,
         count_parameters,
@@ -73,8 +82,7 @@ def spec_from_model(model: nn.Module, batch: Any, spec: TrainingSpec, keep: set[
                              "recompute": recompute_mode(model), **lora_fields(model), **quant_fields(model)}
     if found.get("attention") == "sdpa" and hf_masks(model, batch, s):
         found["kv_repeat"] = True
-    found = {k: v for k, v in found.items() if v is not None and k not in keep}
-    return spec.with_(**found), sorted(found)
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def load_factory(target: str) -> Callable[[], Any]:

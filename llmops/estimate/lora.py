@@ -168,6 +168,9 @@ def adapter_params(spec: TrainingSpec, rank: int, targets: tuple[str, ...]) -> i
     return spec.layers * sum(a.stored * a.rank * (a.d_in + a.d_out) for a in block)
 
 
+LORA_FIELDS = ("params", "trainable_params", "lora_rank", "lora_targets", "lora_dropout")  # what with_lora sets
+
+
 def with_lora(spec: TrainingSpec, rank: int, targets: tuple[str, ...],
               dropout: bool = False) -> tuple[TrainingSpec, int]:
     """``spec`` training LoRA adapters only: ``(spec, adapter count)``; its ``params`` are the base model's."""

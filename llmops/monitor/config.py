@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from llmops.estimate import TrainingSpec
+from llmops.spec.builder import explicit
 from llmops.spec.training import validate_input
 from llmops.units import parse_size
 
@@ -158,8 +159,7 @@ class MonitorConfig:
         if isinstance(self.spec, Mapping):
             return dict(self.spec)
         if isinstance(self.spec, TrainingSpec):
-            defaults = TrainingSpec()
-            return {k: v for k, v in vars(self.spec).items() if v != getattr(defaults, k)}
+            return explicit(self.spec)
         return {}
 
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from llmops.estimate import TrainingSpec
 from llmops.estimate.lora import HF_NAMES, QKV, ROUTER
+from llmops.spec.builder import SpecBuilder
 from llmops.spec.hf_config import architecture, get
 from llmops.spec.training import LORA_TARGETS
 from llmops.units import PRECISION_ALIASES
@@ -327,44 +328,44 @@ def parallel_sizes(strategy: Any, world_size: int) -> tuple[int, int]:
 def introspect(module: nn.Module, batch: Any, *, precision: str, strategy: Any, world_size: int,
                accumulate: int, optimizers: list[torch.optim.Optimizer], device: str,
                gpu_memory: int | None, safety: float, override: Mapping[str, Any] | None = None) -> Introspection:
-    """Build the estimator's spec from a Lightning run's public state and its first batch; ``override``
-    (the fields ``spec=`` sets) wins over anything read."""
+    """Build the estimator's spec from a Lightning run's public state and its first batch, one source at a time
+    (``SpecBuilder``); ``override`` (the fields ``spec=`` sets) wins over anything read."""
+    spec = SpecBuilder()
     total, trainable = count_parameters(module)
     cfg, cfg_source = find_config(module)
-    b, s = batch_shape(batch)
-    sources: dict[str, str] = {"params": "module parameters", "trainable_params": "module parameters"}
-    sources.update({k: cfg_source or "" for k in cfg})
-    values: dict[str, Any] = dict(cfg, params=total, trainable_params=trainable,
-                                  world_size=max(1, world_size), device=device, safety=safety,
-                                  gpu_memory=gpu_memory, dropout=has_dropout(module), **lora_fields(module),
-                                  **quant_fields(module),
-                                  largest_param=largest_trainable_param(module))
+    spec.layer(cfg_source or "", cfg)
+    spec.layer("module", {"dropout": has_dropout(module), **lora_fields(module), **quant_fields(module),
+                          "largest_param": largest_trainable_param(module)})
+    spec.layer("module parameters", {"params": total, "trainable_params": trainable})
+    spec.layer("trainer", {"world_size": max(1, world_size), "device": device})
+    spec.layer("monitor settings", {"safety": safety, "gpu_memory": gpu_memory})
     if (mode := recompute_mode(module)) is not None:
-        values["recompute"], sources["recompute"] = mode, f"module ({mode} activation checkpointing)"
+        spec.layer(f"module ({mode} activation checkpointing)", {"recompute": mode})
+    b, s = batch_shape(batch)
+    spec.layer("first batch", {"batch_size": b, "seq_len": s})
     if b:
-        values["batch_size"], sources["batch_size"] = b, "first batch"
-        values["global_batch"] = b * max(1, world_size) * max(1, accumulate)
-    if s:
-        values["seq_len"], sources["seq_len"] = s, "first batch"
-    values["precision"] = LIGHTNING_PRECISION.get(str(precision))
-    values["strategy"] = strategy_name(strategy)
+        spec.layer("first batch × ranks × accumulation", {"global_batch": b * max(1, world_size) * max(1, accumulate)})
     dp, tp = parallel_sizes(strategy, world_size)
     if tp > 1:  # ModelParallelStrategy: the world is data-parallel × tensor-parallel ranks
-        values["world_size"], values["tensor_parallel"] = dp, tp
-        values["global_batch"] = b * dp * max(1, accumulate) if b else None
-        sources["tensor_parallel"] = sources["world_size"] = f"trainer ({type(strategy).__name__})"
-    if values["strategy"] == "fsdp" and (mixed := fsdp2_precision(module, values["precision"])):
-        values["precision"] = mixed  # FSDP2's MixedPrecisionPolicy, read off the sharded modules
-    values["optimizer"] = optimizer_name(optimizers)
-    for key, what in (("precision", precision), ("strategy", type(strategy).__name__),
-                      ("optimizer", type(optimizers[0]).__name__ if optimizers else "none")):
-        sources[key] = f"trainer ({what})"
-    overrides = dict(override or {})
-    values.update(overrides)
-    sources.update({k: "spec=" for k in overrides})
-    missing = [k for k in (*REQUIRED, "precision", "strategy", "optimizer") if values.get(k) is None]
+        spec.layer(f"trainer ({type(strategy).__name__})", {"world_size": dp, "tensor_parallel": tp})
+        spec.fields["global_batch"] = b * dp * max(1, accumulate) if b else None
+    name = strategy_name(strategy)
+    lightning_precision = LIGHTNING_PRECISION.get(str(precision))
+    if name == "fsdp" and (mixed := fsdp2_precision(module, lightning_precision)):
+        lightning_precision = mixed  # FSDP2's MixedPrecisionPolicy, read off the sharded modules
+    for key, value, what in (("precision", lightning_precision, precision),
+                             ("strategy", name, type(strategy).__name__),
+                             ("optimizer", optimizer_name(optimizers),
+                              type(optimizers[0]).__name__ if optimizers else "none")):
+        spec.fields[key] = value  # None where it is not known: missing
+        spec.note(key, f"trainer ({what})")
+    for key, value in (override or {}).items():  # spec=: a None there means "not known", as a default would
+        spec.fields[key] = value
+        spec.note(key, "spec=")
+    missing = [k for k in (*REQUIRED, "precision", "strategy", "optimizer") if spec.fields.get(k) is None]
     defaults = TrainingSpec()
     for k in ("precision", "strategy", "optimizer"):
-        if values.get(k) is None:
-            values[k] = getattr(defaults, k)  # placeholder; predictions that need it are dropped
-    return Introspection(TrainingSpec(**{k: v for k, v in values.items() if v is not None}), sources, missing)
+        if spec.fields.get(k) is None:
+            spec.fields[k] = getattr(defaults, k)  # placeholder; predictions that need it are dropped
+    spec.fields = {k: v for k, v in spec.fields.items() if v is not None}
+    return Introspection(spec.build(), dict(spec.sources), missing)
