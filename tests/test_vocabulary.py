@@ -8,7 +8,7 @@ from pathlib import Path
 
 from llmops import vocabulary
 from llmops.metrics.catalogue import LABELS
-from llmops.spec.training import RECOMPUTE
+from llmops.spec.choices import RECOMPUTE
 
 SOURCE = Path(__file__).resolve().parents[1] / "llmops"
 GUARDED = re.compile(r"guard(?:\.record)?\(\s*\"([A-Za-z_]+)\"")

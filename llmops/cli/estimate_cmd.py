@@ -16,9 +16,7 @@ from llmops.estimate.verdict import NAMES, deciding
 from llmops.estimate.whatif import what_if
 from llmops.render.tables import estimate_table, inputs_table, whatif_table
 from llmops.spec.builder import SpecBuilder
-from llmops.spec.hf_config import FRAMEWORKS, read_config, spec_fields
-from llmops.spec.presets import MODEL_ALIASES
-from llmops.spec.training import (
+from llmops.spec.choices import (
     ATTENTION,
     DEVICES,
     EXPERTS_IMPLEMENTATIONS,
@@ -28,8 +26,10 @@ from llmops.spec.training import (
     QUANTIZED_FROM,
     RECOMPUTE,
     STRATEGIES,
-    validate_input,
 )
+from llmops.spec.hf_config import FRAMEWORKS, read_config, spec_fields
+from llmops.spec.presets import MODEL_ALIASES
+from llmops.spec.training import validate_input
 from llmops.units import DOCUMENT_PRECISIONS, PRECISION_ALIASES, PRECISIONS, fmt_bytes
 
 # flag name → TrainingSpec field

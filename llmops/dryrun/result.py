@@ -18,7 +18,7 @@ from llmops.estimate.document import _int
 from llmops.estimate.layer import layer_activation_bytes
 from llmops.estimate.numerics import DEFAULT_OVERHEAD_BYTES
 from llmops.estimate.solver import accumulate_for, max_batch
-from llmops.spec.training import CHECKPOINTED
+from llmops.spec.choices import CHECKPOINTED
 from llmops.units import exact
 
 

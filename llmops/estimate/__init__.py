@@ -2,9 +2,10 @@
 
 from llmops.estimate.document import document
 from llmops.estimate.refined import refined
+from llmops.estimate.result import COMPONENTS, Estimate
 from llmops.estimate.solver import accumulate_for, max_batch, min_world_size
 from llmops.spec.presets import PRESETS, Preset, get_preset
-from llmops.spec.training import COMPONENTS, Estimate, TrainingSpec, validate
+from llmops.spec.training import TrainingSpec, validate
 from llmops.units import PRECISIONS, bytes_per_value, get_precision, parse_count, parse_size
 
 

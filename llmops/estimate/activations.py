@@ -15,12 +15,9 @@ from llmops.estimate.peak import (
 )
 from llmops.estimate.quant import dequantized_bytes
 from llmops.estimate.sharding import layer_params
-from llmops.spec.training import (
-    CHECKPOINTED,
-    TrainingSpec,
-    adapted,
-    block_linears,
-)
+from llmops.spec.blocks import adapted, block_linears
+from llmops.spec.choices import CHECKPOINTED
+from llmops.spec.training import TrainingSpec
 from llmops.units import get_precision
 
 

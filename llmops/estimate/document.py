@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+from llmops.estimate.result import Estimate
 from llmops.estimate.solver import accumulate_for, max_batch
-from llmops.spec.training import SHARDED, Estimate, TrainingSpec, validate
+from llmops.spec.choices import SHARDED
+from llmops.spec.training import TrainingSpec, validate
 from llmops.units import bytes_per_value, exact
 
 ADAM_FP32_STATE_BYTES = 12  # fp32 master copy + first moment + second moment: 4 + 4 + 4 (§3)

@@ -12,10 +12,8 @@ from llmops.estimate.peak import (
     Computing,
 )
 from llmops.estimate.quant import dequantized_bytes
-from llmops.spec.training import (
-    TrainingSpec,
-    block_linears,
-)
+from llmops.spec.blocks import block_linears
+from llmops.spec.training import TrainingSpec
 from llmops.units import get_precision
 
 

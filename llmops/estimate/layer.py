@@ -23,12 +23,9 @@ from llmops.estimate.peak import (
     Held,
     loss_value_bytes,
 )
-from llmops.spec.training import (
-    ACTIVATIONS,
-    CHECKPOINTED,
-    TrainingSpec,
-    adapters_on,
-)
+from llmops.spec.blocks import adapters_on
+from llmops.spec.choices import ACTIVATIONS, CHECKPOINTED
+from llmops.spec.training import TrainingSpec
 from llmops.units import get_precision
 
 

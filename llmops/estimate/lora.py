@@ -14,16 +14,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from llmops.spec.training import (
-    FUSED,
-    LINEARS,
-    LORA_TARGETS,
-    MAX_LORA_RANK,
-    TrainingSpec,
-    adapted,
-    block_linears,
-    covered,
-)
+from llmops.spec.blocks import adapted, block_linears, covered
+from llmops.spec.choices import FUSED, LINEARS, LORA_TARGETS, MAX_LORA_RANK
+from llmops.spec.training import TrainingSpec
 
 ROUTER = "router"  # a mixture of experts' routing gates, which PEFT's all-linear adapts too
 MLP = ("gate", "up", "gate_up", "down")  # block modules of the MLP (gate_up: a fused one)

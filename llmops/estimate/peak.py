@@ -29,7 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from llmops.spec.training import CHECKPOINTED, SHARDED, TrainingSpec
+from llmops.spec.choices import CHECKPOINTED, SHARDED
+from llmops.spec.training import TrainingSpec
 from llmops.units import get_precision
 
 FP32 = 4

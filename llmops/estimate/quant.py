@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from llmops.spec.training import TrainingSpec, block_linears
+from llmops.spec.blocks import block_linears
+from llmops.spec.training import TrainingSpec
 from llmops.units import compute_dtype, get_precision
 
 NF4_BLOCK = 64  # weights per absmax

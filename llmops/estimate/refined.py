@@ -29,17 +29,11 @@ from llmops.estimate.peak import (
     peak_moment,
 )
 from llmops.estimate.quant import quantized_bytes, quantized_weights
+from llmops.estimate.result import Estimate
 from llmops.estimate.sharding import gathered
 from llmops.estimate.solver import accumulate_for, min_world_size
-from llmops.spec.training import (
-    EIGHT_BIT_BLOCK,
-    EIGHT_BIT_OPTIMIZERS,
-    OPTIMIZER_STATES,
-    SHARDED,
-    Estimate,
-    TrainingSpec,
-    validate,
-)
+from llmops.spec.choices import EIGHT_BIT_BLOCK, EIGHT_BIT_OPTIMIZERS, OPTIMIZER_STATES, SHARDED
+from llmops.spec.training import TrainingSpec, validate
 from llmops.units import exact, fmt_bytes, get_precision
 
 

@@ -8,10 +8,8 @@ from fractions import Fraction
 from llmops.estimate.peak import (
     Gathered,
 )
-from llmops.spec.training import (
-    TrainingSpec,
-    block_linears,
-)
+from llmops.spec.blocks import block_linears
+from llmops.spec.training import TrainingSpec
 from llmops.units import get_precision
 
 # FSDP2 issues the next layer's all-gather while a layer computes (implicit prefetching, on its own CUDA

@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass
 
 from llmops.estimate.refined import refined
-from llmops.spec.training import SHARDED, TrainingSpec
+from llmops.spec.choices import SHARDED
+from llmops.spec.training import TrainingSpec
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from llmops.spec.training import EXPERTS_IMPLEMENTATIONS
+from llmops.spec.choices import EXPERTS_IMPLEMENTATIONS
 
 # estimator field → config attribute names, in order of preference
 CONFIG_NAMES: dict[str, tuple[str, ...]] = {

@@ -19,8 +19,8 @@ from torch import nn
 from llmops.estimate import TrainingSpec
 from llmops.estimate.lora import HF_NAMES, QKV, ROUTER
 from llmops.spec.builder import SpecBuilder
+from llmops.spec.choices import LORA_TARGETS
 from llmops.spec.hf_config import architecture, get
-from llmops.spec.training import LORA_TARGETS
 from llmops.units import PRECISION_ALIASES
 
 LIGHTNING_PRECISION = {"32-true": "fp32", "32": "fp32", "16-mixed": "16-mixed", "16": "16-mixed",
