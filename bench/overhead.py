@@ -361,7 +361,7 @@ def agreement(steps: int = 60, batch: int = 8) -> dict[str, float]:
     """Tokens/s and MFU as the monitor reports them (one window: the whole run) and as computed by hand:
     tokens = steps × b × s, FLOPs per token 6·N + 12·L·h·s with N counted from the config (blocks, tied head,
     final norm; no position table), time from the stopwatch."""
-    from llmops.telemetry.steps import PHASES
+    from llmops.vocabulary import STEP_PHASES as PHASES
 
     torch.manual_seed(0)
     monitor, watch = LLMOpsMonitor(port=0, runlog=False, peak_flops=PEAK_FLOPS, interval=3600), Stopwatch()

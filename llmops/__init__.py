@@ -46,6 +46,6 @@ def __getattr__(name: str) -> Any:
             from llmops.pytorch_lightning import LLMOpsMonitor  # type: ignore[assignment]
         return LLMOpsMonitor
     if name in ("OOMRiskError", "OOMRiskWarning"):
-        from llmops.monitor import guard
-        return getattr(guard, name)
+        from llmops.estimate import verdict
+        return getattr(verdict, name)
     raise AttributeError(f"module 'llmops' has no attribute {name!r}")

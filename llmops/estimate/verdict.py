@@ -22,3 +22,11 @@ def deciding(models: Mapping[str, T]) -> tuple[str, T] | tuple[None, None]:
         if models.get(name):
             return name, models[name]
     return None, None
+
+
+class OOMRiskError(RuntimeError):
+    """Raised before the first step when ``on_oom_risk="raise"`` and the prediction does not fit."""
+
+
+class OOMRiskWarning(UserWarning):
+    """The run may not fit: ``warnings`` filters, ``-W error`` and pytest's filters see it."""

@@ -23,12 +23,12 @@ from llmops.exporter import push_final
 from llmops.metrics import MetricState
 from llmops.monitor.config import MonitorConfig
 from llmops.monitor.fit import PROBE_TIMEOUT_S, Fit
-from llmops.monitor.guard import Guard
 from llmops.monitor.preflight import preflight as run_preflight
 from llmops.monitor.session import Session
 from llmops.probes.clock import StepClock
 from llmops.runlog import RunLogWriter
 from llmops.spec.live import Introspection
+from llmops.telemetry.guard import Guard
 from llmops.telemetry.stall import StallDetector
 from llmops.telemetry.steps import StepTimer
 

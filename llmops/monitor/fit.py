@@ -18,10 +18,11 @@ from llmops.estimate import Estimate
 from llmops.estimate.verdict import deciding
 from llmops.exporter import NodeSender
 from llmops.monitor.config import MonitorConfig
-from llmops.monitor.guard import ProbeHung, bounded, warn_oom
 from llmops.monitor.measure import StepMeasurement
+from llmops.monitor.risk import warn_oom
 from llmops.monitor.session import Session
 from llmops.probes import CudaAllocatorProbe, NvmlProbe, PynvmlClient
+from llmops.probes.base import ProbeHung, bounded
 from llmops.probes.clock import CudaEventClock, HostClock, StepClock
 from llmops.probes.cuda import cuda_device_uuid
 from llmops.runlog import RunLogWriter, run_path

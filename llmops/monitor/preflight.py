@@ -10,9 +10,9 @@ import torch
 
 from llmops.estimate import Estimate, document, refined
 from llmops.estimate.flops import model_flops_per_token
-from llmops.estimate.verdict import NAMES, deciding
+from llmops.estimate.verdict import NAMES, OOMRiskError, deciding
 from llmops.estimate.whatif import what_if
-from llmops.monitor.guard import OOMRiskError, warn_oom
+from llmops.monitor.risk import warn_oom
 from llmops.render.tables import estimate_table, to_text, whatif_table
 from llmops.spec.live import Introspection
 from llmops.telemetry.device_flops import matmul_dtype, peak_flops

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from llmops.exporter import LLMOpsCollector, NodeReceiver, NodeSender, node_address, start_exporter
 from llmops.metrics import MetricState
 from llmops.monitor.config import MonitorConfig
-from llmops.monitor.guard import Guard
+from llmops.telemetry.guard import Guard
 
 log = logging.getLogger("llmops")
 FINAL_SCRAPE_MAX_S = 60.0  # at exit, the longest wait for Prometheus to read the end marker

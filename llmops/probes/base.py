@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
+
+T = TypeVar("T")
 
 # NVML return codes the probes act on (nvml.h `nvmlReturn_t`).
 NVML_ERROR_UNINITIALIZED = 1
@@ -100,3 +104,29 @@ class NvmlClient(Protocol):
         """Energy in millijoules since the driver loaded (``nvmlDeviceGetTotalEnergyConsumption``, Volta and
         later; it lags the draw by tens of milliseconds)."""
         ...
+
+
+class ProbeHung(RuntimeError):
+    """A probe call did not return within its bound; it was left behind on a daemon thread."""
+
+
+def bounded(fn: Callable[[], T], seconds: float, what: str) -> T:
+    """``fn()`` on a daemon thread, waited for at most ``seconds``: a driver call that blocks (a GPU
+    fallen off the bus) cannot hold the training thread. Raises ``ProbeHung`` past the bound; ``fn``'s
+    own exception is raised as it is."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            result["error"] = e
+
+    thread = threading.Thread(target=run, name=f"llmops-{what}", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise ProbeHung(f"{what} did not return within {seconds:g} s; the call is left behind")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]  # type: ignore[no-any-return]

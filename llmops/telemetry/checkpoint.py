@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from llmops.metrics import MetricState
-from llmops.monitor.guard import Guard
+from llmops.telemetry.guard import Guard
 
 Pause = Callable[[], AbstractContextManager[Any]]  # pauses the stall clock while a save runs
 

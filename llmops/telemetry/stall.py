@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops.metrics import MetricState
-from llmops.monitor.guard import ProbeHung, bounded
+from llmops.probes.base import ProbeHung, bounded
 
 log = logging.getLogger("llmops")
 RECENT_STEPS = 128  # the p99 is taken over this many recent steps

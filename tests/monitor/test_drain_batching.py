@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from llmops.metrics import MetricState
-from llmops.telemetry.steps import PHASES, StepTimer
+from llmops.telemetry.steps import StepTimer
+from llmops.vocabulary import STEP_PHASES as PHASES
 from tests.telemetry.test_throughput import ScriptedClock
 
 # micro-batch durations with awkward floats; every third batch ends a step of gradient accumulation

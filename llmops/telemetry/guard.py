@@ -3,63 +3,12 @@
 from __future__ import annotations
 
 import logging
-import threading
-import warnings
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
+from llmops.estimate.verdict import OOMRiskError, OOMRiskWarning
 from llmops.metrics import MetricState
 
 log = logging.getLogger("llmops")
-
-
-T = TypeVar("T")
-
-
-class ProbeHung(RuntimeError):
-    """A probe call did not return within its bound; it was left behind on a daemon thread."""
-
-
-def bounded(fn: Callable[[], T], seconds: float, what: str) -> T:
-    """``fn()`` on a daemon thread, waited for at most ``seconds``: a driver call that blocks (a GPU
-    fallen off the bus) cannot hold the training thread. Raises ``ProbeHung`` past the bound; ``fn``'s
-    own exception is raised as it is."""
-    result: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            result["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            result["error"] = e
-
-    thread = threading.Thread(target=run, name=f"llmops-{what}", daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise ProbeHung(f"{what} did not return within {seconds:g} s; the call is left behind")
-    if "error" in result:
-        raise result["error"]
-    return result["value"]  # type: ignore[no-any-return]
-
-
-class OOMRiskError(RuntimeError):
-    """Raised before the first step when ``on_oom_risk="raise"`` and the prediction does not fit."""
-
-
-class OOMRiskWarning(UserWarning):
-    """The run may not fit: ``warnings`` filters, ``-W error`` and pytest's filters see it."""
-
-
-def warn_oom(message: str, rank_zero_only: bool) -> None:
-    """Log an OOM risk and raise it as an ``OOMRiskWarning``: through Lightning's rank-zero warning for
-    what every rank predicts alike, on any rank for what one rank measured."""
-    log.warning(message)
-    if rank_zero_only:
-        from lightning_utilities.core.rank_zero import rank_zero_warn
-
-        rank_zero_warn(message, category=OOMRiskWarning, stacklevel=4)
-    else:
-        warnings.warn(message, OOMRiskWarning, stacklevel=4)
 
 
 class Guard:
