@@ -115,19 +115,25 @@ def _opt(*decls: str, **kw: Any) -> Any:
 @click.option("--what-if", "show_what_if", is_flag=True, help="Also list the changes that would make the run fit.")
 @click.option("--dry-run", "dry_run", metavar="MODULE:FACTORY",
               help="Also run one training step of factory()'s (model, batch[, loss[, optimizer]]) on fake tensors.")
+@click.option("--no-dry-run", is_flag=True,
+              help="With --config: plan with the refined model alone (by default the model is built from the config "
+                   "on fake tensors and one training step decides).")
 @click.option("--dry-run-timeout", type=Seconds(), default=120.0, show_default=True,
               help="Seconds the dry run may take before it is skipped.")
 @click.option("--fail-on-oom", is_flag=True,
               help=f"Exit {EXIT_OOM} when the verdict is OOM (the most exact model's), for a CI gate.")
 def estimate(model: str | None, config_path: str | None, framework: str | None, lora_rank: int | None,
              lora_targets: str | None, lora_dropout: bool, as_json: bool, gib: bool, show_what_if: bool,
-             dry_run: str | None, dry_run_timeout: float, fail_on_oom: bool, **flags: Any) -> None:
+             dry_run: str | None, no_dry_run: bool, dry_run_timeout: float, fail_on_oom: bool,
+             **flags: Any) -> None:
     """Predict memory per device, the OOM verdict, the largest safe batch and GPU counts."""
     builder = SpecBuilder(get_preset(model).spec, f"preset {model}") if model else SpecBuilder()
     sources = builder.sources
+    config: dict[str, Any] | None = None
     if config_path:
         try:
-            builder.layer(f"config {config_path}", spec_fields(read_config(config_path)))
+            config = read_config(config_path)
+            builder.layer(f"config {config_path}", spec_fields(config))
         except ValueError as e:
             raise click.BadParameter(_one_line(e), param_hint="'--config'") from None
     if framework:
@@ -170,11 +176,18 @@ def estimate(model: str | None, config_path: str | None, framework: str | None, 
         name = str(e).split("=", 1)[0]
         flag = FLAGS.get(name, "--" + name.replace("_", "-"))
         raise click.UsageError(f"{flag}: {e}") from None
-    result, skipped = _dry_run(built, spec, dry_run or "", dry_run_timeout) if built is not None else (None, None)
+    skipped = None
+    if config is not None and not dry_run and not no_dry_run:
+        built, skipped = _config_build(config, spec, sources, lora_targets, config_path or "")
+    target = dry_run or f"--config {config_path}"
+    if built is not None:
+        result, skipped = _dry_run(built, spec, target, dry_run_timeout, fallback=not dry_run)
+    else:
+        result = None
     if result is not None:  # the kernels the step ran say attention and dropout, unless a flag or preset did
         ran = {k: getattr(result, k) for k in ("attention", "dropout")
                if not sources.get(k, "").startswith(("flag", "preset"))}
-        builder.layer(f"--dry-run {dry_run} (kernels run)", ran)
+        builder.layer(f"{'--dry-run ' if dry_run else ''}{target} (kernels run)", ran)
         spec = builder.build()
     doc, ref = document(spec), refined(spec)
     dry = _to_estimate(result, spec) if result is not None else None
@@ -220,17 +233,44 @@ def _gate(fail_on_oom: bool, models: dict[str, Any]) -> None:
         raise click.exceptions.Exit(EXIT_OOM)
 
 
-def _dry_run(built: Any, spec: TrainingSpec, target: str, timeout_s: float) -> tuple[Any, str | None]:
-    """``(DryRun, None)``, or ``(None, why)`` when the dry run ran past its limit."""
+def _dry_run(built: Any, spec: TrainingSpec, target: str, timeout_s: float,
+             fallback: bool = False) -> tuple[Any, str | None]:
+    """``(DryRun, None)``, or ``(None, why)`` when the dry run ran past its limit, or failed where ``fallback``
+    (a model built from a config: the refined model decides; a user's factory that fails is a bad value)."""
     from llmops import dryrun
 
     try:
         return built.run(spec.precision, timeout_s, spec.world_size if spec.strategy == "fsdp" else 1), None
     except dryrun.DryRunSkipped as e:
         return None, str(e).replace("dry_run_timeout=", "--dry-run-timeout ")
-    except (Exception, SystemExit) as e:  # the user's model or loss failed on fake tensors
+    except (Exception, SystemExit) as e:  # the model or its loss failed on fake tensors
+        if fallback:
+            return None, f"the dry run of {target} failed ({type(e).__name__}: {_one_line(e)[:200]}); " \
+                         "the refined model decides"
         raise click.BadParameter(f"the dry run of {target} failed: {type(e).__name__}: {_one_line(e)}",
                                  param_hint="'--dry-run'") from None
+
+
+def _config_build(config: dict[str, Any], spec: TrainingSpec, sources: dict[str, str], lora_targets: str | None,
+                  path: str) -> tuple[Any, str | None]:
+    """The model transformers builds from ``config``, on fake tensors, for the dry run: ``(Built, None)``, or
+    ``(None, why)`` where it cannot be built here (the refined model then decides)."""
+    try:
+        import transformers  # noqa: F401
+
+        from llmops.dryrun.hf import build_config, unsupported
+    except ImportError:
+        return None, "no dry run: transformers is not installed here (pip install transformers); the refined " \
+                     "model decides"
+    why = unsupported(spec)
+    if why is not None:
+        return None, f"no dry run: {why}; the refined model decides"
+    attention = spec.attention if sources.get("attention", "").startswith(("flag", "preset")) else None
+    try:
+        return build_config(config, spec, attention, lora_targets), None
+    except (Exception, SystemExit) as e:  # an architecture transformers cannot build, a target PEFT cannot find
+        return None, f"no dry run: transformers could not build {path} ({_one_line(e)[:200]}); the refined " \
+                     "model decides"
 
 
 def _one_line(e: BaseException) -> str:

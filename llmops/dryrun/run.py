@@ -146,13 +146,19 @@ def _state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, int]
     return out
 
 
-def fake_copy(model: nn.Module, mode: Any) -> nn.Module:
-    """A copy of ``model`` whose parameters and buffers are fake (no memory); the model is untouched."""
+def fake_copy(model: nn.Module, mode: Any, device: torch.device | None = None) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers are fake (no memory); the model is untouched. A model
+    built on the meta device (any size, no data) becomes fake tensors that claim ``device``."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    def fake(t: torch.Tensor) -> torch.Tensor:
+        return FakeTensor(mode, t, device) if device is not None else mode.from_tensor(t)
+
     memo: dict[int, Any] = {}
     for p in model.parameters():
-        memo[id(p)] = nn.Parameter(mode.from_tensor(p.detach()), requires_grad=p.requires_grad)
+        memo[id(p)] = nn.Parameter(fake(p.detach()), requires_grad=p.requires_grad)
     for b in model.buffers():
-        memo[id(b)] = mode.from_tensor(b)
+        memo[id(b)] = fake(b)
     return copy.deepcopy(model, memo)
 
 

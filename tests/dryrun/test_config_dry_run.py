@@ -1,0 +1,76 @@
+"""``llmops estimate --config``: the model transformers builds from the config is dry-run on fake tensors and its
+peak decides, against torch.profiler's real peak of the same step (bench/truth.py); where it cannot run, one line
+says so and the refined model decides."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+from bench.truth import real_peak  # noqa: E402
+from tests.helpers.cli import llmops  # noqa: E402
+
+LLAMA = {"model_type": "llama", "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 2, "intermediate_size": 344, "vocab_size": 512, "use_cache": False}
+B, S = 2, 128
+
+
+def truth(config: dict, lora: bool) -> int:
+    """The real step's peak: the model built for real from the config, AdamW, fp32, on the CPU."""
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**config))
+    if lora:
+        model = peft.get_peft_model(model, peft.LoraConfig(r=8, target_modules=["q_proj", "v_proj"]))
+    model.train()
+    ids = torch.randint(0, config["vocab_size"], (B, S))
+    params = [p for p in model.parameters() if p.requires_grad]
+    return real_peak(model, {"input_ids": ids, "labels": ids}, lambda m, b: m(**b).loss,
+                     torch.optim.AdamW(params)).peak_bytes
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_a_config_is_dry_run_and_its_peak_decides_within_2_percent(tmp_path, lora):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(LLAMA))
+    args = ["estimate", "--config", str(path), "--batch-size", str(B), "--seq-len", str(S), "--precision", "fp32",
+            "--device", "cpu", "--gpu-memory", "1GB", *(["--lora-rank", "8", "--lora-targets", "q,v"] if lora else [])]
+    out = json.loads(llmops(*args, "--json").stdout)
+    predicted, real = out["dryrun"]["peak_bytes"], truth(LLAMA, lora)
+    assert abs(predicted / real - 1) < 0.02, (predicted, real)
+    shown = llmops(*args)
+    assert shown.returncode == 0 and "verdict: fits (the dry run:" in shown.stdout
+    assert "one fake cpu training step" in " ".join(shown.stdout.split())
+
+
+def test_no_dry_run_plans_with_the_refined_model_alone(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(LLAMA))
+    out = json.loads(llmops("estimate", "--config", str(path), "--batch-size", "2", "--seq-len", "64",
+                            "--no-dry-run", "--json").stdout)
+    assert "dryrun" not in out and out["refined"]["peak_bytes"] > 0
+
+
+@pytest.mark.parametrize("extra,says", [
+    (("--lora-rank", "8", "--quantize", "nf4"), "no dry run: the dry run does not quantise (nf4)"),
+    (("--optimizer", "adamw8bit"), "no dry run: the dry run builds adamw"),
+    ((), "no dry run: transformers is not installed here"),
+])
+def test_where_the_dry_run_cannot_run_one_line_says_why_and_the_refined_model_decides(tmp_path, extra, says):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(LLAMA))
+    blocked = "sys.modules['transformers'] = None; " if not extra else ""  # as where it is not installed
+    code = f"import sys; {blocked}from llmops.cli import main; sys.exit(main(sys.argv[1:]))"
+    r = subprocess.run([sys.executable, "-c", code, "estimate", "--config", str(path), "--batch-size", "2",
+                        "--seq-len", "64", "--gpu-memory", "24GB", *extra], capture_output=True, text=True,
+                       timeout=300)
+    text = " ".join(r.stdout.split())
+    assert r.returncode == 0, r.stderr
+    assert text.count(says) == 1 and "the refined model decides" in text
+    assert "verdict: fits (the refined model:" in text
