@@ -221,8 +221,10 @@ def estimate(model: str | None, config_path: str | None, framework: str | None, 
                   "--strategy.")
     name, best = deciding(models)
     if best is not None and best.oom_risk is not None:
+        caveat = "; it does not model this architecture whole: the figure may be low" \
+            if name == "refined" and spec.unmodelled else ""
         console.print(f"verdict: {'OOM' if best.oom_risk else 'fits'} ({NAMES[name]}: peak "
-                      f"{fmt_bytes(best.peak_bytes)} against {fmt_bytes(best.budget_bytes)})")
+                      f"{fmt_bytes(best.peak_bytes)} against {fmt_bytes(best.budget_bytes)}{caveat})")
     _gate(fail_on_oom, models)
 
 

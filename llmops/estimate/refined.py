@@ -43,6 +43,8 @@ def refined(spec: TrainingSpec) -> Estimate:
     prec = get_precision(spec.precision)
     missing: list[str] = []
     notes: list[str] = []
+    if spec.unmodelled:  # never a silently low figure: the dry run decides where it ran
+        notes.append(f"the refined model does not model {'; '.join(spec.unmodelled)}: its figure may be low")
     N = spec.params
     n, t = spec.world_size, spec.tensor_parallel
     sharded = SHARDED[spec.strategy]

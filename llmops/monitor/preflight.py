@@ -114,6 +114,9 @@ def _text(fit: Fit, name: str, best: Estimate) -> str:
                      f"{fmt_bytes(spec.gpu_memory if spec else None)}); largest safe micro-batch "
                      f"{best.max_batch_size}; gradient accumulation for the global batch "
                      f"{best.accumulate}; the verdict is {NAMES[name]}'s")
+    if spec is not None and spec.unmodelled:
+        lines.append(f"the refined model does not model {'; '.join(spec.unmodelled)}: its figure may be low"
+                     + ("; the dry run decides" if name == "dryrun" else "; a dry run (dry_run=True) would decide"))
     extra: list[Any] = []
     if best.oom_risk and spec is not None:
         extra.append(whatif_table(what_if(spec)))

@@ -125,7 +125,40 @@ def architecture(cfg: Any) -> dict[str, Any]:
         found["attention"] = "sdpa"
     if impl == "eager":  # transformers' eager attention repeats K and V to the query heads (repeat_kv)
         found["kv_repeat"] = True
+    if unknown := unmodelled(cfg):
+        found["unmodelled"] = unknown
     return found
+
+
+# The architectures the refined model's terms were checked on against torch.profiler (bench/zoo.py and the tests);
+# another model_type is read as the nearest of them, and the plan says so.
+CHECKED_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "gemma2", "phi", "phi3", "gpt2",
+                       "gpt_neox", "bert")
+STATE_SPACE_MODEL_TYPES = ("mamba", "mamba2", "falcon_mamba", "jamba", "zamba", "zamba2", "bamba", "rwkv",
+                           "recurrent_gemma", "falcon_h1", "granitemoehybrid", "nemotron_h")
+QK_NORM_MODEL_TYPES = ("qwen3", "qwen3_moe", "olmo2", "olmoe", "gemma3", "gemma3_text", "cohere", "cohere2")
+
+
+def unmodelled(cfg: Any) -> tuple[str, ...]:
+    """What a config holds that the refined model does not model: said beside its figure, which may then be low,
+    so that the dry run decides (``estimate.verdict``)."""
+    model_type = get(cfg, "model_type")
+    out = []
+    if get(cfg, "is_encoder_decoder"):
+        out.append("an encoder-decoder (it counts one decoder stack)")
+    if model_type in STATE_SPACE_MODEL_TYPES or get(cfg, "state_size", "ssm_state_size", "d_state") is not None:
+        out.append("state-space blocks")
+    if get(cfg, "kv_lora_rank") is not None:
+        out.append("multi-head latent attention (kv_lora_rank)")
+    if get(cfg, "qk_norm", "use_qk_norm") or model_type in QK_NORM_MODEL_TYPES:
+        out.append("per-head norms on Q and K")
+    if get(cfg, "first_k_dense_replace"):
+        out.append("dense layers before the first mixture layer (first_k_dense_replace)")
+    if get(cfg, "n_shared_experts"):
+        out.append("shared experts (n_shared_experts)")
+    if model_type is not None and model_type not in CHECKED_MODEL_TYPES:
+        out.append(f"model_type {model_type!r} as such (it has not been checked on it)")
+    return tuple(out)
 
 
 def block_norms(cfg: Any) -> int:

@@ -58,6 +58,9 @@ class Model:
     largest_param: int | None = None  # elements of the largest trainable tensor (Adam's CPU temporaries)
     vocab: int | None = None  # V
     dropout: bool = True
+    # what the architecture holds that the refined model does not model (hf_config.unmodelled): its figure may
+    # then be low, and it says so; the dry run decides
+    unmodelled: tuple[str, ...] = ()
 
     def _check_model(self: Any) -> None:
         _positive_whole(self, ("params", "active_params", "layers", "heads", "hidden", "kv_heads", "head_dim",
@@ -67,6 +70,8 @@ class Model:
             _from_one(self, name)
         _one_of(self, "activation", tuple(ACTIVATIONS))
         _one_of(self, "norm", NORMS)
+        if not isinstance(self.unmodelled, tuple) or not all(isinstance(u, str) for u in self.unmodelled):
+            raise allowed("unmodelled", self.unmodelled, "a tuple of descriptions")
         if self.heads and self.hidden and self.hidden % self.heads and self.head_dim is None:
             raise allowed("heads", self.heads, f"it must divide hidden={self.hidden}")
         if self.heads and self.kv_heads and self.heads % self.kv_heads:

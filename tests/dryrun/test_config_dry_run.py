@@ -74,3 +74,38 @@ def test_where_the_dry_run_cannot_run_one_line_says_why_and_the_refined_model_de
     assert r.returncode == 0, r.stderr
     assert text.count(says) == 1 and "the refined model decides" in text
     assert "verdict: fits (the refined model:" in text
+
+
+UNTAUGHT = {  # architectures the refined model has not been taught, tiny, as transformers builds them
+    "qwen3": ({"model_type": "qwen3", "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "num_key_value_heads": 2, "head_dim": 32, "intermediate_size": 344, "vocab_size": 512,
+               "use_cache": False}, "per-head norms on Q and K"),
+    "deepseek_v3": ({"model_type": "deepseek_v3", "hidden_size": 128, "num_hidden_layers": 2,
+                     "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 256,
+                     "moe_intermediate_size": 64, "n_routed_experts": 4, "num_experts_per_tok": 2,
+                     "n_shared_experts": 1, "first_k_dense_replace": 1, "kv_lora_rank": 32, "q_lora_rank": 48,
+                     "qk_rope_head_dim": 16, "qk_nope_head_dim": 16, "v_head_dim": 32, "n_group": 1,
+                     "topk_group": 1, "vocab_size": 512, "use_cache": False},
+                    "multi-head latent attention (kv_lora_rank)"),
+    "gemma3": ({"model_type": "gemma3_text", "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "head_dim": 32, "intermediate_size": 344, "vocab_size": 512,
+                "use_cache": False}, "per-head norms on Q and K"),
+}
+
+
+@pytest.mark.parametrize("name", list(UNTAUGHT))
+def test_an_architecture_the_refined_model_does_not_know_gets_the_dry_runs_verdict_and_one_line(tmp_path, name):
+    """The refined model never claims what it does not know: one line names what it does not model, and the dry
+    run (within 2% of the profiler's real peak) decides."""
+    config, feature = UNTAUGHT[name]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    args = ["estimate", "--config", str(path), "--batch-size", str(B), "--seq-len", str(S), "--precision", "fp32",
+            "--device", "cpu", "--gpu-memory", "1GB"]
+    out = json.loads(llmops(*args, "--json").stdout)
+    real = truth(config, lora=False)
+    assert abs(out["dryrun"]["peak_bytes"] / real - 1) < 0.02, (out["dryrun"]["peak_bytes"], real)
+    assert any(feature in note and "may be low" in note for note in out["refined"]["notes"])
+    text = " ".join(llmops(*args).stdout.split())
+    assert text.count("the refined model does not model") == 1 and feature in text
+    assert "verdict: fits (the dry run:" in text

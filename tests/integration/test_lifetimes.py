@@ -91,13 +91,14 @@ class SlowIO(TorchCheckpointIO):
     """A save that takes longer than the stall threshold (a slow shared file system)."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
-        time.sleep(1.2)
+        time.sleep(2.0)
         super().save_checkpoint(checkpoint, path, storage_options)
 
 
 def test_a_save_longer_than_the_stall_threshold_is_no_stall(tmp_path):
+    # a 1 s floor: a tiny step slowed by a loaded machine stays under it, the 2 s save goes past it
     monitor = LLMOpsMonitor(port=0, run="saves", run_dir=str(tmp_path / "runs"), interval=0.05,
-                            stall_min_seconds=0.4, stall_factor=1.5)
+                            stall_min_seconds=1.0, stall_factor=1.5)
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1)
     fit(monitor, steps=4, extra=(ckpt,), plugins=[SlowIO()], enable_checkpointing=True)
     assert len(list((tmp_path / "ckpt").glob("*.ckpt"))) == 2  # the saves ran, each past the threshold
