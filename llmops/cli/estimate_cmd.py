@@ -191,6 +191,10 @@ def estimate(model: str | None, config_path: str | None, framework: str | None, 
         spec = builder.build()
     doc, ref = document(spec), refined(spec)
     dry = _to_estimate(result, spec) if result is not None else None
+    if dry is not None and not dry_run:  # built from the config: the largest batch from dry runs of it
+        from llmops.dryrun.hf import max_batch
+
+        dry = max_batch(config or {}, spec, _attention_flag(spec, sources), lora_targets, dry_run_timeout, dry)
     models = {"document": doc, "refined": ref, **({"dryrun": dry} if dry is not None else {})}
     inputs = {k: v for k, v in vars(spec).items()}
     plans = what_if(spec) if show_what_if else []
@@ -253,6 +257,11 @@ def _dry_run(built: Any, spec: TrainingSpec, target: str, timeout_s: float,
                                  param_hint="'--dry-run'") from None
 
 
+def _attention_flag(spec: TrainingSpec, sources: dict[str, str]) -> str | None:
+    """The attention a flag or preset named; else None (the config's, or transformers' default)."""
+    return spec.attention if sources.get("attention", "").startswith(("flag", "preset")) else None
+
+
 def _config_build(config: dict[str, Any], spec: TrainingSpec, sources: dict[str, str], lora_targets: str | None,
                   path: str) -> tuple[Any, str | None]:
     """The model transformers builds from ``config``, on fake tensors, for the dry run: ``(Built, None)``, or
@@ -267,9 +276,8 @@ def _config_build(config: dict[str, Any], spec: TrainingSpec, sources: dict[str,
     why = unsupported(spec)
     if why is not None:
         return None, f"no dry run: {why}; the refined model decides"
-    attention = spec.attention if sources.get("attention", "").startswith(("flag", "preset")) else None
     try:
-        return build_config(config, spec, attention, lora_targets), None
+        return build_config(config, spec, _attention_flag(spec, sources), lora_targets), None
     except (Exception, SystemExit) as e:  # an architecture transformers cannot build, a target PEFT cannot find
         return None, f"no dry run: transformers could not build {path} ({_one_line(e)[:200]}); the refined " \
                      "model decides"

@@ -4,12 +4,16 @@ any size), with the plan's batch, sequence, LoRA (through PEFT), checkpointing, 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from llmops.dryrun.factory import Built
+from llmops.dryrun.result import largest_batch, to_estimate
 from llmops.dryrun.run import fake_copy
+from llmops.estimate.result import Estimate
+from llmops.estimate.solver import accumulate_for
 from llmops.spec.choices import LINEARS
 from llmops.spec.training import TrainingSpec
 
@@ -75,3 +79,24 @@ def build_config(config: dict[str, Any], spec: TrainingSpec, attention: str | No
         ids = torch.randint(0, int(cfg.vocab_size), (spec.batch_size or 1, spec.seq_len or 1))
     return Built(fake, {"input_ids": ids, "labels": ids}, lambda m, batch: m(**batch).loss,
                  OPTIMIZERS[spec.optimizer], mode)
+
+
+def max_batch(config: dict[str, Any], spec: TrainingSpec, attention: str | None, lora_targets: str | None,
+              timeout_s: float, estimate: Estimate) -> Estimate:
+    """``estimate`` (the dry run at ``spec.batch_size``) with the largest safe micro-batch found by dry runs of the
+    config at other batch sizes (``result.largest_batch``), where a budget is known."""
+    if estimate.budget_bytes is None or estimate.peak_bytes is None or not spec.batch_size:
+        return estimate
+
+    def peak(b: int) -> int:
+        at = spec.with_(batch_size=b, global_batch=None)
+        run = build_config(config, at, attention, lora_targets).run(
+            at.precision, timeout_s, at.world_size if at.strategy == "fsdp" else 1)
+        return to_estimate(run, at).peak_bytes or 0
+
+    b_max, seen = largest_batch(peak, estimate.budget_bytes, known={spec.batch_size: estimate.peak_bytes})
+    if b_max is None:
+        return estimate
+    note = f"largest safe micro-batch {b_max}: dry runs at b = {', '.join(map(str, sorted(seen)))}"
+    return replace(estimate, max_batch_size=b_max, accumulate=accumulate_for(spec.global_batch, b_max, spec.world_size),
+                   notes=(*estimate.notes, note))

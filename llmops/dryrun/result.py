@@ -5,6 +5,7 @@ where it ran on the CPU; and the monitor's call of it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
@@ -86,3 +87,36 @@ def for_run(module: nn.Module, batch: Any, optimizers: list[torch.optim.Optimize
     result = dry_run(module, batch, optimizer=optimizers[0] if optimizers else None, precision=spec.precision,
                      timeout_s=timeout_s)
     return to_estimate(result, spec)
+
+
+def largest_batch(peak: Callable[[int], int], budget: int, known: dict[int, int] | None = None,
+                  max_runs: int = 8) -> tuple[int | None, dict[int, int]]:
+    """The largest micro-batch whose dry-run peak fits ``budget``, from dry runs: ``peak(b)`` at b = 1 and 2 (the
+    peak is close to linear in b), the line's answer, then confirmed (b_max fits, b_max + 1 does not) and walked
+    to where that holds. ``known`` holds peaks already run. ``(b_max, {b: peak})``; b_max is 0 where b = 1 does not
+    fit, None past ``max_runs`` dry runs."""
+    seen: dict[int, int] = dict(known or {})
+
+    def at(b: int) -> int:
+        if b not in seen:
+            if len(seen) - len(known or {}) >= max_runs:
+                raise _OutOfRuns
+            seen[b] = peak(b)
+        return seen[b]
+
+    try:
+        if at(1) > budget:
+            return 0, seen
+        slope = max(at(2) - at(1), 1)
+        b = max(1, (budget - (at(1) - slope)) // slope)
+        while b > 1 and at(b) > budget:
+            b -= 1
+        while at(b + 1) <= budget:
+            b += 1
+        return b, seen
+    except _OutOfRuns:
+        return None, seen
+
+
+class _OutOfRuns(Exception):
+    """``largest_batch`` spent its dry runs before the answer was confirmed."""

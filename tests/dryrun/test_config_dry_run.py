@@ -109,3 +109,33 @@ def test_an_architecture_the_refined_model_does_not_know_gets_the_dry_runs_verdi
     text = " ".join(llmops(*args).stdout.split())
     assert text.count("the refined model does not model") == 1 and feature in text
     assert "verdict: fits (the dry run:" in text
+
+
+def peak_at(config: dict, b: int, s: int) -> int:
+    """The profiler's real peak of one step of the model built for real from ``config``, batch ``b``."""
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**config)).train()
+    ids = torch.randint(0, config["vocab_size"], (b, s))
+    return real_peak(model, {"input_ids": ids, "labels": ids}, lambda m, x: m(**x).loss,
+                     torch.optim.AdamW(model.parameters())).peak_bytes
+
+
+ARCHITECTURES = {"llama": LLAMA, **{name: config for name, (config, _) in UNTAUGHT.items()},
+                 "gpt2": {"model_type": "gpt2", "n_embd": 128, "n_layer": 2, "n_head": 4, "vocab_size": 512,
+                          "n_positions": 64, "use_cache": False}}
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_the_largest_safe_batch_from_dry_runs_is_the_true_one(tmp_path, name):
+    """A budget between the real peaks at b = 3 and b = 4 (torch.profiler, the model built for real): the true
+    largest micro-batch is 3, and the plan's, from dry runs of the config, is 3."""
+    config, s = ARCHITECTURES[name], 64
+    at3, at4 = peak_at(config, 3, s), peak_at(config, 4, s)
+    budget = (at3 + at4) // 2
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    out = json.loads(llmops("estimate", "--config", str(path), "--batch-size", "1", "--seq-len", str(s),
+                            "--precision", "fp32", "--device", "cpu", "--safety", "1", "--gpu-memory", f"{budget}B",
+                            "--json").stdout)
+    assert out["dryrun"]["max_batch_size"] == 3, (out["dryrun"]["notes"], at3, at4, budget)
+    assert any(note.startswith("largest safe micro-batch 3: dry runs at b = ") for note in out["dryrun"]["notes"])
