@@ -202,7 +202,8 @@ LABELS: dict[str, str] = {
     "gpu": "NVML index of the GPU",
     "UUID": "GPU UUID, spelled as dcgm-exporter spells it, so series join with DCGM's `on(UUID)`",
     "component": "`params`, `grads`, `optimizer_states`, `activations`, `overhead`, `peak`",
-    "model": "`document` (the formulas exactly as in formulas.md) or `refined` (the project's best prediction)",
+    "model": "`document` (the formulas exactly as in formulas.md), `refined` (the named-term model) or `dryrun` "
+             "(one step on fake tensors)",
     "method": "`rule_of_thumb` or `formula`",
     "phase": "`training` or `inference` (GPU counts); " + ", ".join(f"`{p}`" for p in STEP_PHASES) + " (step phases)",
     "source": "`prediction`, `measured` or `trend`",
