@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from llmops.estimate import refined
-from llmops.estimate.verdict import deciding
+from llmops.estimate.verdict import NAMES, deciding
 from llmops.estimate.whatif import what_if
 from llmops.render.tables import to_text, whatif_table
 from llmops.units import fmt_bytes, in_unit, unit_for
@@ -41,12 +41,13 @@ def postmortem_text(monitor: Any, error: BaseException, step: int, batch_shape: 
         free, total = device_memory
         lines.append(f"- device memory: {fmt_bytes(free, unit_for(total))} free of {fmt_bytes(total)}")
     state = monitor.state
-    pred = deciding(monitor.prediction)[1]
+    name, pred = deciding(monitor.prediction)
     predicted = pred.components() if pred else {}
     measured = {c: state.get("llmops_memory_actual_bytes", component=c) for c in predicted}
     measured = {c: v for c, v in measured.items() if isinstance(v, float)}
     unit = unit_for(*predicted.values(), *measured.values())
-    lines += ["", f"| component | predicted ({unit[1]}) | measured at the last samples ({unit[1]}) |", "|---|---|---|"]
+    lines += ["", f"Predicted by {NAMES[name]}, the prediction that decided." if name else "No prediction was made.",
+              "", f"| component | predicted ({unit[1]}) | measured at the last samples ({unit[1]}) |", "|---|---|---|"]
     grew = []
     for component, want in predicted.items():
         got = measured.get(component)

@@ -144,6 +144,7 @@ def test_oom_post_mortem_written_and_exception_reraised(tmp_path):
         fit(monitor, False, module=LM(oom_at=2))
     text = (tmp_path / "oom" / "postmortem-rank0.md").read_text()
     assert "step: 2" in text and "batch shape (b, s): (4, 16)" in text
+    assert "Predicted by the refined model, the prediction that decided." in text  # the one verdict rule
     grew = next(line for line in text.splitlines() if line.startswith("Grew past the prediction"))
     assert "activations (" in grew and "params" not in grew
     assert "largest safe micro-batch" in text and "full activation checkpointing" in text
