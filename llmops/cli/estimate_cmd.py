@@ -179,6 +179,12 @@ def estimate(model: str | None, config_path: str | None, framework: str | None, 
     skipped = None
     if config is not None and not dry_run and not no_dry_run:
         built, skipped = _config_build(config, spec, sources, lora_targets, config_path or "")
+        if built is not None and spec.params is None:  # a config without the shapes: the model built counts
+            from llmops import dryrun
+
+            builder.layer(f"--config {config_path} (the model built)", dryrun.model_fields(built.model, built.batch),
+                          keep=sources)
+            spec = builder.build()
     target = dry_run or f"--config {config_path}"
     if built is not None:
         result, skipped = _dry_run(built, spec, target, dry_run_timeout, fallback=not dry_run)
@@ -267,7 +273,7 @@ def _config_build(config: dict[str, Any], spec: TrainingSpec, sources: dict[str,
     """The model transformers builds from ``config``, on fake tensors, for the dry run: ``(Built, None)``, or
     ``(None, why)`` where it cannot be built here (the refined model then decides)."""
     try:
-        import transformers  # noqa: F401
+        import transformers
 
         from llmops.dryrun.hf import build_config, unsupported
     except ImportError:
@@ -276,6 +282,7 @@ def _config_build(config: dict[str, Any], spec: TrainingSpec, sources: dict[str,
     why = unsupported(spec)
     if why is not None:
         return None, f"no dry run: {why}; the refined model decides"
+    transformers.logging.set_verbosity_error()  # its notes on kernels it falls back from are not the plan's
     try:
         return build_config(config, spec, _attention_flag(spec, sources), lora_targets), None
     except (Exception, SystemExit) as e:  # an architecture transformers cannot build, a target PEFT cannot find
