@@ -478,14 +478,14 @@ def scrape_cpu_seconds(scrapes: int = 50) -> float:
 
 
 def loop_costs(steps: int = 100) -> str:
-    """What one pass of each background loop costs in CPU: the sampler's ``Monitor.sample`` and its parts,
+    """What one pass of each background loop costs in CPU: the sampler's ``Fit.sample`` and its parts,
     the run-log writer's ``_flush`` and its parts, each timed by its thread's CPU clock over a monitored
     fit of ``steps`` steps (the calls on the training thread, at open and close, left out)."""
-    from llmops.monitor.core import Monitor
+    from llmops.monitor.fit import Fit
     from llmops.runlog.writer import RunLogWriter
     from llmops.telemetry.steps import StepTimer
 
-    parts = [(Monitor, "sample"), (Monitor, "count_steps"), (Monitor, "_check_stall"), (StepTimer, "drain"),
+    parts = [(Fit, "sample"), (Fit, "count_steps"), (Fit, "_check_stall"), (StepTimer, "drain"),
              (RunLogWriter, "_flush"), (RunLogWriter, "_drain"), (RunLogWriter, "_metrics_line"),
              (RunLogWriter, "_reopen_if_gone")]
     cpu: dict[str, list[float]] = defaultdict(list)

@@ -34,16 +34,12 @@ class Built:
 
 
 def build(target: str) -> Built:
-    """Call ``module:factory`` under fake tensors (``build_from``); ``ValueError`` says what was wrong."""
-    return build_from(load_factory(target), target)
-
-
-def build_from(factory: Callable[[], Any], target: str) -> Built:
-    """Call ``factory`` under fake tensors (a 7B model allocates nothing). It returns ``(model, batch)``,
-    ``(model, batch, loss)`` or ``(model, batch, loss, optimizer_factory)``; ``ValueError`` says what was wrong,
-    naming ``target``."""
+    """Call ``module:factory`` under fake tensors (a 7B model allocates nothing). It returns
+    ``(model, batch)``, ``(model, batch, loss)`` or ``(model, batch, loss, optimizer_factory)``;
+    ``ValueError`` says what was wrong."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
+    factory = load_factory(target)
     mode = FakeTensorMode(allow_non_fake_inputs=False)
     try:
         with mode:

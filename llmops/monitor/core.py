@@ -223,8 +223,3 @@ class Monitor:
     def abort_measure(self) -> None:
         if self.fit is not None:
             self.fit.abort_measure()
-
-    def sample(self) -> None:
-        """One reading of the fit's probes and marks (its sampler thread calls this every interval)."""
-        if self.fit is not None:
-            self.fit.sample()

@@ -71,10 +71,11 @@ class Fit:
         self._peaks: deque[tuple[float, float]] = deque(maxlen=config.trend_window)
         self._warned: set[str] = set()
         self._stop = threading.Event()
-        self.steps = StepTimer(self.state, step_clock or HostClock(), config.peak_flops)  # if the next one raises
-        with self.guard("steps"):
-            clock = step_clock or (CudaEventClock() if device_index is not None else HostClock())
-            self.steps = StepTimer(self.state, clock, config.peak_flops)
+        clock: StepClock = step_clock or HostClock()
+        if step_clock is None and device_index is not None:
+            with self.guard("steps"):  # without CUDA events the host clock times the steps
+                clock = CudaEventClock()
+        self.steps = StepTimer(self.state, clock, config.peak_flops)
         self.stall = StallDetector(self.state, config.stall_factor, config.stall_min_seconds)
         self.stall.rank = rank
         self.state.set("llmops_build_info", 1, **build_labels)

@@ -51,18 +51,6 @@ class TrainingSpec(Device, Loop, Quantisation, Adapters, Numerics, Parallelism, 
         """A copy with some fields changed."""
         return replace(self, **changes)
 
-    def merged(self, override: TrainingSpec | None) -> TrainingSpec:
-        """Fields that ``override`` sets (differ from the default) win over this spec's."""
-        if override is None:
-            return self
-        defaults = TrainingSpec()
-        changes = {
-            f.name: getattr(override, f.name)
-            for f in fields(self)
-            if getattr(override, f.name) != getattr(defaults, f.name)
-        }
-        return replace(self, **changes)
-
 
 def section_fields(section: type) -> tuple[str, ...]:
     """The names of the fields a section declares itself."""
